@@ -1,0 +1,43 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both are idempotent:
+# the virtual environment is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test test-all bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+
+# torch first, pinned: pip then takes the local CPU wheel instead of several GB of CUDA packages.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "torch==2.13.*"
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps "torchattacks==3.5.*"
+	touch $@
+
+$(DEVSTAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/search run spaces/quickstart.yaml
+
+test: $(DEVSTAMP)
+	$(BIN)/python -m pytest
+
+test-all: $(DEVSTAMP)
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+bench: $(DEVSTAMP)
+	$(BIN)/python bench/core_vs_raw.py
+	$(BIN)/python bench/pgd_vs_torchattacks.py
+
+lint: $(DEVSTAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,179 @@
+"""``search``: run, validate, list, show, resume and export hyperparameter searches.
+
+Exit codes: 0 success, 1 unexpected error, 2 invalid input (a bad study file, an unknown
+search name, a cluster too small for one trial); invalid input never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_INVALID = 2
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_validate(args) -> int:
+    from spaces.study import check_sampler, load_study
+
+    study = load_study(args.study)
+    problems = check_sampler(study, args.sampler)
+    if problems:
+        return _fail("\n".join(problems))
+    n = f"{study.grid_size()} grid points" if all(p.is_discrete() for p in study.search.values()) else "continuous"
+    print(f"{args.study}: valid — study '{study.name}', family {study.family}, dataset {study.dataset}, "
+          f"{len(study.search)} searched parameter(s) ({n}), {len(study.fixed)} fixed, "
+          f"objective {study.objective.mode} {study.objective.metric}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runner import start_search
+
+    outcome = start_search(args.study, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
+                           sampler=args.sampler, tracking_uri=args.tracking_uri, address=args.address,
+                           name=args.name, runs_dir=args.runs_dir, quiet=args.quiet)
+    _report(outcome, args.top)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .runner import resume_search
+
+    outcome = resume_search(args.name, runs_dir=args.runs_dir, address=args.address, quiet=args.quiet)
+    _report(outcome, args.top)
+    return 0
+
+
+def _report(outcome, top: int) -> None:
+    from .tracking import tracking_uri
+
+    print(f"\nsearch '{outcome.name}' finished in {outcome.seconds:.1f} s — top {top} of {len(outcome.table)}:")
+    print(outcome.table.head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if outcome.best_value is not None:
+        print(f"\nbest: {outcome.best_value:.4f}; configuration written to {outcome.best_yaml}")
+    uri = tracking_uri()
+    print(f"MLflow: {uri} (parent run {outcome.parent_run_id}). Open the UI with:\n"
+          f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then http://127.0.0.1:5000")
+
+
+def cmd_ls(args) -> int:
+    from .queries import list_searches
+
+    table = list_searches(args.tracking_uri)
+    if table.empty:
+        print("no searches recorded yet (run one with `search run spaces/quickstart.yaml`)")
+    else:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .queries import top_trials
+
+    table, metric = top_trials(args.name, args.tracking_uri, args.top)
+    print(f"search '{args.name}': top {min(args.top, len(table))} trials by {metric}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .queries import export_best
+
+    path = export_best(args.name, args.out, args.tracking_uri)
+    print(f"best configuration of '{args.name}' written to {path}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    reproduce(args.best, seeds=args.seeds, epochs=args.epochs, tracking_uri=args.tracking_uri,
+              address=args.address, runs_dir=args.runs_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .runner import SAMPLERS
+
+    p = argparse.ArgumentParser(prog="search", description="Hyperparameter searches on Ray Tune, recorded in MLflow.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, tracking=True, ray=False):
+        if tracking:
+            sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                            "sqlite:///mlflow.db)")
+        if ray:
+            sp.add_argument("--address", help="join a running Ray cluster ('auto' for the local head)")
+            sp.add_argument("--runs-dir", default="runs", help="where Ray keeps trial state (default: runs/)")
+            sp.add_argument("--quiet", action="store_true", help="no live progress line")
+            sp.add_argument("--top", type=int, default=5, help="rows of the final table (default 5)")
+
+    r = sub.add_parser("run", help="run every trial of a study file")
+    r.add_argument("study")
+    r.add_argument("--num-samples", type=int, help="trials to run (default: the study's budget)")
+    r.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as fit)")
+    r.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    r.add_argument("--name", help="search name (default: STUDY-DATE-TIME)")
+    common(r, ray=True)
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a study file without running anything")
+    v.add_argument("study")
+    v.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    v.set_defaults(func=cmd_validate)
+
+    ls = sub.add_parser("ls", help="list searches and their status")
+    common(ls)
+    ls.set_defaults(func=cmd_ls)
+
+    s = sub.add_parser("show", help="top trials of a search")
+    s.add_argument("name")
+    s.add_argument("--top", type=int, default=10)
+    common(s)
+    s.set_defaults(func=cmd_show)
+
+    rs = sub.add_parser("resume", help="continue an interrupted search")
+    rs.add_argument("name")
+    common(rs, tracking=False, ray=True)
+    rs.set_defaults(func=cmd_resume)
+
+    e = sub.add_parser("export", help="write the best configuration of a search as YAML")
+    e.add_argument("name")
+    e.add_argument("--out", default="best.yaml")
+    common(e)
+    e.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("reproduce", help="re-run an exported configuration at full budget on several seeds")
+    rp.add_argument("best", help="a YAML written by `search export`")
+    rp.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the study's reproduce.seeds)")
+    rp.add_argument("--epochs", type=int, help="epochs (default: the study's reproduce.epochs or the search's)")
+    common(rp, ray=True)
+    rp.set_defaults(func=cmd_reproduce)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from spaces.study import StudyError
+
+    from .runner import SearchError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StudyError as e:
+        return _fail(str(e))
+    except SearchError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print("\ninterrupted: continue with `search resume NAME`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Study -> ray.tune.Tuner -> results: the assembly behind ``search run`` and ``search resume``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spaces.study import Study, check_sampler, define_by_run, load_study
+from trainables.families import FAMILIES
+from trainables.objective import OBJECTIVE_KEY
+
+from . import tracking
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+RUNS_DIR = "runs"
+META_FILE = "search.json"
+
+
+class SearchError(RuntimeError):
+    """A problem the user can fix (exit code 2): the message says how."""
+
+
+@dataclass
+class SearchMeta:
+    """What a search needs to be resumed or exported, kept beside Ray's experiment state."""
+
+    name: str
+    study_path: str
+    tracking_uri: str
+    parent_run_id: str
+    sampler: str
+    num_samples: int
+    max_concurrent: int | None
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / META_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> "SearchMeta":
+        return cls(**json.loads((folder / META_FILE).read_text()))
+
+
+def quiet_libraries() -> None:
+    """Tame Ray/Optuna/MLflow noise; warnings that matter (errors, failed trials) still show."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("ray", "ray.tune", "ray.air", "ray.train", "mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING if name != "alembic" else logging.ERROR)
+    # Ray's local default (token auth on) announces itself on every start; the setting stays as it is.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:  # local: no dashboard server at all, nothing listens beyond 127.0.0.1
+        ray.init(include_dashboard=False, **kwargs)
+
+
+def check_resources(study: Study) -> None:
+    """Fail before any trial starts when one trial cannot fit on the cluster."""
+    import ray
+
+    have = ray.cluster_resources()
+    need = study.resources
+    if need.gpus > have.get("GPU", 0):
+        raise SearchError(f"resources.gpus: a trial asks for {need.gpus} GPU but the cluster has "
+                          f"{have.get('GPU', 0):g}. Set resources.gpus: 0 to run on CPUs, or use --address "
+                          "to submit to a cluster with GPUs.")
+    if need.cpus > have.get("CPU", 0):
+        raise SearchError(f"resources.cpus: a trial asks for {need.cpus:g} CPUs but the cluster has "
+                          f"{have.get('CPU', 0):g}.")
+
+
+def resolve_trainable(family: str):
+    module, _, fn = FAMILIES[family].trainable.partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def make_sampler(name: str, study: Study):
+    import optuna
+
+    seed = study.seed
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "grid":
+        return optuna.samplers.GridSampler({n: p.grid_values() for n, p in study.search.items()}, seed=seed)
+    raise SearchError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}")
+
+
+def objective_metric(study: Study) -> str:
+    return "objective" if study.objective.constraint else study.objective.metric
+
+
+def build_tuner(study: Study, meta: SearchMeta, storage: Path, callbacks: list):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    metric, mode = objective_metric(study), study.objective.mode
+    extra = {OBJECTIVE_KEY: study.objective.model_dump()} if study.objective.constraint else None
+    searcher = OptunaSearch(space=define_by_run(study, extra), metric=metric, mode=mode,
+                            sampler=make_sampler(meta.sampler, study))
+    scheduler = None
+    if study.budget.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=study.budget.max_epochs,
+                                  grace_period=study.budget.grace_period,
+                                  reduction_factor=study.budget.reduction_factor)
+    trainable = tune.with_resources(resolve_trainable(study.family),
+                                    {"cpu": study.resources.cpus, "gpu": study.resources.gpus})
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=meta.num_samples, max_concurrent_trials=meta.max_concurrent,
+                                    time_budget_s=study.budget.time_budget_s, reuse_actors=True,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=run_config(study, meta, storage, callbacks),
+    )
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"  # Ray's default packs every parameter into the folder name
+
+
+def run_config(study: Study, meta: SearchMeta, storage: Path, callbacks: list):
+    from ray import tune
+
+    return tune.RunConfig(
+        name=meta.name, storage_path=str(storage.resolve()), verbose=0, callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=study.budget.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+
+
+def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
+    from .progress import LiveProgress
+
+    cbs = [tracking.MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, study.budget.max_epochs,
+                                      objective_metric(study), study.objective.mode)]
+    if not quiet:
+        cbs.append(LiveProgress(objective_metric(study), study.objective.mode, meta.num_samples,
+                                study.budget.max_epochs))
+    return cbs
+
+
+@dataclass
+class SearchOutcome:
+    name: str
+    table: Any  # pandas DataFrame: one row per trial, best first
+    best_config: dict[str, Any]
+    best_value: float | None
+    best_yaml: Path
+    parent_run_id: str
+    seconds: float
+
+
+def start_search(study_path: str | Path, *, num_samples: int | None = None, max_concurrent: int | None = None,
+                 sampler: str = "tpe", tracking_uri: str | None = None, address: str | None = None,
+                 name: str | None = None, runs_dir: str | Path = RUNS_DIR, quiet: bool = False) -> SearchOutcome:
+    study = load_study(study_path)
+    problems = check_sampler(study, sampler)
+    if sampler not in SAMPLERS:
+        problems.append(f"--sampler: unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}")
+    if problems:
+        raise SearchError("\n".join(problems))
+    if num_samples is None:
+        num_samples = study.grid_size() if sampler == "grid" else study.budget.num_samples
+    name = name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = Path(runs_dir)
+    if (storage / name).exists():
+        raise SearchError(f"a search named '{name}' already exists in {storage}/: choose another --name, "
+                          f"or continue it with `search resume {name}`")
+    quiet_libraries()
+    init_ray(address)
+    check_resources(study)
+    uri = tracking.tracking_uri(tracking_uri)
+    client = tracking.client_for(uri)
+    parent = tracking.start_parent(client, study, name, Path(study_path), sampler=sampler)
+    meta = SearchMeta(name, str(Path(study_path).resolve()), uri, parent, sampler, num_samples,
+                      max_concurrent or study.budget.max_concurrent)
+    meta.save(storage / name)
+    tuner = build_tuner(study, meta, storage, callbacks_for(study, meta, quiet))
+    return _fit(tuner, study, meta, storage, client)
+
+
+def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | None = None,
+                  quiet: bool = False) -> SearchOutcome:
+    from ray import tune
+
+    storage = Path(runs_dir)
+    folder = storage / name
+    if not (folder / META_FILE).is_file():
+        raise SearchError(f"no search named '{name}' in {storage}/ (`search ls` lists the searches)")
+    meta = SearchMeta.load(folder)
+    study = load_study(meta.study_path)
+    if not tune.Tuner.can_restore(str(folder.resolve())):
+        raise SearchError(f"{folder} holds no restorable Ray Tune state (the search never started its trials)")
+    quiet_libraries()
+    init_ray(address)
+    client = tracking.client_for(meta.tracking_uri)
+    client.set_tag(meta.parent_run_id, tracking.STATE, "running")
+    trainable = tune.with_resources(resolve_trainable(study.family),
+                                    {"cpu": study.resources.cpus, "gpu": study.resources.gpus})
+    # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
+    tuner = tune.Tuner.restore(str(folder.resolve()), trainable=trainable, resume_errored=True)
+    return _fit(tuner, study, meta, storage, client)
+
+
+def _fit(tuner, study: Study, meta: SearchMeta, storage: Path, client) -> SearchOutcome:
+    t0 = time.monotonic()
+    try:
+        results = tuner.fit()
+    except BaseException:
+        client.set_tag(meta.parent_run_id, tracking.STATE, "interrupted")
+        client.set_terminated(meta.parent_run_id, "KILLED")
+        raise
+    seconds = time.monotonic() - t0
+    metric, mode = objective_metric(study), study.objective.mode
+    table = results_table(results, study)
+    best_config, best_value = {}, None
+    try:
+        best = results.get_best_result(metric=metric, mode=mode, scope="all")
+        best_config = {k: v for k, v in best.config.items() if k != OBJECTIVE_KEY}
+        best_value = float(best.metrics_dataframe[metric].max() if mode == "max" else best.metrics_dataframe[metric].min())
+        tracking.log_best(client, meta.parent_run_id, best, metric, best_value)
+    except (RuntimeError, KeyError, ValueError):
+        pass  # every trial failed: the table says so
+    folder = storage / meta.name
+    best_yaml = folder / "best.yaml"
+    write_best_yaml(best_yaml, study, meta, best_config, metric, best_value)
+    client.log_artifact(meta.parent_run_id, str(best_yaml))
+    table.to_csv(folder / "trials.csv", index=False)
+    client.log_artifact(meta.parent_run_id, str(folder / "trials.csv"))
+    client.log_metric(meta.parent_run_id, "search_seconds", seconds)
+    client.set_tag(meta.parent_run_id, tracking.STATE, "finished")
+    client.set_terminated(meta.parent_run_id, "FINISHED")
+    return SearchOutcome(meta.name, table, best_config, best_value, best_yaml, meta.parent_run_id, seconds)
+
+
+def results_table(results, study: Study):
+    """One row per trial: its searched parameters, best objective value, epochs run and state."""
+    import pandas as pd
+
+    metric, mode = objective_metric(study), study.objective.mode
+    rows = []
+    for r in results:
+        trial_id = Path(r.path).name if r.path else "?"
+        df = r.metrics_dataframe
+        row: dict[str, Any] = {"trial": r.metrics.get("trial_id", trial_id)}
+        row.update({k: r.config.get(k) for k in study.search})
+        if df is not None and metric in df:
+            row[metric] = df[metric].max() if mode == "max" else df[metric].min()
+            row["epochs"] = int(df["training_iteration"].max())
+        else:
+            row[metric], row["epochs"] = float("nan"), 0
+        row["state"] = ("failed" if r.error else "completed" if row["epochs"] >= study.budget.max_epochs
+                        else "stopped early")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+    return table
+
+
+def write_best_yaml(path: Path, study: Study, meta: SearchMeta, config: dict[str, Any], metric: str,
+                    value: float | None) -> None:
+    doc = {
+        "study": study.name, "family": study.family, "dataset": study.dataset, "search": meta.name,
+        "objective": {"metric": metric, "mode": study.objective.mode, "value": value},
+        "config": config,
+        "reproduce": study.reproduce.model_dump(exclude_none=True),
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))

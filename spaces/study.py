@@ -1,0 +1,360 @@
+"""Study files: load, validate against the core's registries, and turn into a search space.
+
+A study file is YAML (read with ``yaml.safe_load``). Everything is checked before any
+trial starts; each problem becomes one line naming its key path and line number, and
+``StudyError`` carries all of them at once.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainables.core.config import ConfigError, TrainConfig
+from trainables.core.config import format_error as _format_error
+from trainables.families import FAMILIES, robust_metric_names
+
+
+class StudyError(ValueError):
+    """A study file is invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path, self.problems = path, problems
+        super().__init__(f"{path}: invalid study file\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Constraint(_Strict):
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self):
+        if self.min is None and self.max is None:
+            raise ValueError("a constraint needs min or max")
+        return self
+
+
+class Objective(_Strict):
+    metric: str = "val_acc"
+    mode: Literal["max", "min"] = "max"
+    constraint: Constraint | None = None
+
+
+class Budget(_Strict):
+    num_samples: int = Field(16, gt=0)
+    max_epochs: int = Field(10, gt=0)
+    grace_period: int = Field(1, gt=0)
+    reduction_factor: float = Field(2.0, gt=1.0)
+    scheduler: Literal["asha", "none"] = "asha"
+    time_budget_s: float | None = Field(None, gt=0)
+    max_concurrent: int | None = Field(None, gt=0)
+    max_failures: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _grace(self):
+        if self.grace_period > self.max_epochs:
+            raise ValueError(f"grace_period ({self.grace_period}) must be <= max_epochs ({self.max_epochs})")
+        return self
+
+
+class Resources(_Strict):
+    cpus: float = Field(1.0, gt=0, le=256)
+    gpus: float = Field(0.0, ge=0, le=16)
+
+
+class Param(_Strict):
+    type: Literal["choice", "grid", "uniform", "loguniform", "int"]
+    values: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+    when: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.type in ("choice", "grid"):
+            if self.values is None:
+                raise ValueError(f"a {self.type} parameter needs 'values'")
+            if len(self.values) == 0:
+                raise ValueError("'values' is empty: give at least one value")
+            if self.low is not None or self.high is not None:
+                raise ValueError(f"a {self.type} parameter takes 'values', not low/high")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+            if self.values is not None:
+                raise ValueError(f"a {self.type} parameter takes low/high, not 'values'")
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) > high ({self.high})")
+            if (self.type == "loguniform" or self.log) and self.low <= 0:
+                raise ValueError(f"a log-scaled range needs low > 0 (got {self.low})")
+            if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+                raise ValueError("an int parameter needs integer low and high")
+        return self
+
+    def is_discrete(self) -> bool:
+        return self.type in ("choice", "grid", "int")
+
+    def grid_values(self) -> list[Any]:
+        if self.type in ("choice", "grid"):
+            return list(self.values)
+        if self.type == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        raise ValueError(f"a {self.type} parameter has no finite grid")
+
+    def endpoints(self) -> list[Any]:
+        if self.type in ("choice", "grid"):
+            return list(self.values)
+        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
+
+
+class Reproduce(_Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: int | None = Field(None, gt=0)
+
+
+class Study(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    family: str
+    dataset: str
+    description: str = ""
+    objective: Objective = Objective()
+    budget: Budget = Budget()
+    resources: Resources = Resources()
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, Param] = Field(default_factory=dict)
+    seed: int = 0
+    reproduce: Reproduce = Reproduce()
+
+    # ------------------------------------------------------------ derived
+    def base_config(self) -> dict[str, Any]:
+        """What every trial shares: dataset, fixed parameters, the epoch budget, the seed."""
+        return {"dataset": self.dataset, **self.fixed, "epochs": self.budget.max_epochs, "seed": self.seed}
+
+    def reported_metrics(self) -> tuple[str, ...]:
+        eval_eps = self.fixed.get("eval_eps") or ()
+        extra = ("clean_acc",) + robust_metric_names(eval_eps) if eval_eps else ()
+        return FAMILIES[self.family].metrics + extra
+
+    def grid_size(self) -> int:
+        return math.prod(len(p.grid_values()) for p in self.search.values())
+
+
+# ---------------------------------------------------------------- conditions
+def condition_holds(when: dict[str, Any] | None, params: dict[str, Any]) -> bool:
+    """``when: {loss: focal}`` or ``when: {optimizer: [sgd, sign_sgd]}``: all must hold."""
+    if not when:
+        return True
+    for key, expected in when.items():
+        allowed = expected if isinstance(expected, list) else [expected]
+        if key not in params or params[key] not in allowed:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- YAML line numbers
+def _line_index(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its (1-based) line."""
+    index: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return index
+
+    def walk(node, path):
+        index[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                index[path + (k.value,)] = k.start_mark.line + 1
+                walk(v, path + (k.value,))
+                index[path + (k.value,)] = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+class _Problems:
+    def __init__(self, lines: dict[tuple, int]):
+        self.lines, self.items = lines, []
+
+    def add(self, path: tuple, msg: str):
+        line = None
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                line = self.lines[path[:n]]
+                break
+        where = ".".join(str(p) for p in path) or "(file)"
+        self.items.append(f"{where}{f' (line {line})' if line else ''}: {msg}")
+
+
+# ---------------------------------------------------------------- loading
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Study:
+    """Read and validate a study file; raise ``StudyError`` listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(str(path), [f"(file): no such study file: {path}"])
+    text = path.read_text()
+    return parse_study(text, str(path), overrides)
+
+
+def parse_study(text: str, source: str = "<study>", overrides: dict[str, Any] | None = None) -> Study:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise StudyError(source, [f"(file){where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(raw, dict):
+        raise StudyError(source, ["(file): a study file is a mapping with name, family, dataset, ..."])
+    for key, value in (overrides or {}).items():  # e.g. budget.num_samples from the command line
+        section, _, field = key.partition(".")
+        raw.setdefault(section, {})
+        if isinstance(raw[section], dict):
+            raw[section][field] = value
+    problems = _Problems(_line_index(text))
+    try:
+        study = Study(**raw)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+                if len(loc) == 1:
+                    msg += f"; valid keys: {', '.join(Study.model_fields)}"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            problems.add(loc, msg)
+        raise StudyError(source, problems.items) from None
+    _check_semantics(study, problems)
+    if problems.items:
+        raise StudyError(source, problems.items)
+    return study
+
+
+def _config_problems(config: dict[str, Any]) -> list[str]:
+    try:
+        TrainConfig.from_dict(config)
+        return []
+    except ConfigError as e:
+        return e.problems
+
+
+def _check_semantics(study: Study, problems: _Problems) -> None:
+    if study.family not in FAMILIES:
+        problems.add(("family",), f"unknown family '{study.family}'; choose one of: {', '.join(FAMILIES)}")
+        return
+    fields = TrainConfig.model_fields
+    reserved = {"dataset": "the top-level 'dataset'", "epochs": "budget.max_epochs", "seed": "the top-level 'seed'"}
+    for section in ("fixed", "search"):
+        for name in getattr(study, section):
+            if name in reserved:
+                problems.add((section, name), f"set this with {reserved[name]}, not in '{section}'")
+            elif name not in fields:
+                problems.add((section, name), f"unknown parameter '{name}'; valid parameters: {', '.join(fields)}")
+    both = set(study.fixed) & set(study.search)
+    for name in both:
+        problems.add(("search", name), "is both fixed and searched: keep it in one place")
+    if problems.items:
+        return
+
+    base = study.base_config()
+    for err in _config_problems(base):
+        problems.add(("fixed",) if not err.startswith("dataset") else ("dataset",), err)
+    if problems.items:
+        return
+
+    seen: list[str] = []
+    for name, p in study.search.items():
+        for key in (p.when or {}):
+            if key not in study.fixed and key not in seen:
+                problems.add(("search", name, "when", key),
+                             f"condition on '{key}', which is neither fixed nor searched before '{name}'")
+        for i, value in enumerate(p.endpoints()):
+            for err in _config_problems({**base, name: value}):
+                where = ("search", name, "values", i) if p.type in ("choice", "grid") else ("search", name)
+                problems.add(where, err.split(": ", 1)[-1] if err.startswith(name) else err)
+        seen.append(name)
+
+    metrics = study.reported_metrics()
+    if study.objective.metric not in metrics:
+        problems.add(("objective", "metric"), f"family '{study.family}' never reports '{study.objective.metric}'; "
+                     f"it reports: {', '.join(metrics)}")
+    c = study.objective.constraint
+    if c is not None and c.metric not in metrics:
+        problems.add(("objective", "constraint", "metric"), f"family '{study.family}' never reports '{c.metric}'; "
+                     f"it reports: {', '.join(metrics)}")
+    if study.resources.gpus > 1 and study.resources.gpus != int(study.resources.gpus):
+        problems.add(("resources", "gpus"), "more than one GPU per trial must be a whole number")
+
+
+def check_sampler(study: Study, sampler: str) -> list[str]:
+    """Problems that only appear with a given sampler (grid needs a finite space)."""
+    if sampler == "grid":
+        bad = [n for n, p in study.search.items() if not p.is_discrete()]
+        if bad:
+            return [f"search.{n}: the grid sampler needs choice/grid/int parameters, not '{study.search[n].type}'"
+                    for n in bad]
+    if sampler != "grid" and any(p.type == "grid" for p in study.search.values()):
+        pass  # grid parameters act as categorical choices under the other samplers
+    return []
+
+
+# ---------------------------------------------------------------- Optuna define-by-run
+def suggest(trial, name: str, p: Param):
+    if p.type in ("choice", "grid"):
+        return trial.suggest_categorical(name, p.values)
+    if p.type == "int":
+        return trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    if p.type == "loguniform":
+        return trial.suggest_float(name, p.low, p.high, log=True)
+    return trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+
+
+class DefineByRun:
+    """The study's space as an Optuna define-by-run function returning the trial's constants.
+
+    Conditional parameters are only suggested when their condition holds, so they never
+    appear in a trial where they mean nothing (focal gamma without the focal loss, ...).
+    A class, not a closure: Tune pickles the searcher with the experiment state.
+    """
+
+    def __init__(self, study: Study, extra: dict[str, Any] | None = None):
+        self.study, self.extra = study, extra or {}
+
+    def __call__(self, trial) -> dict[str, Any]:
+        base = self.study.base_config()
+        params: dict[str, Any] = {}
+        for name, p in self.study.search.items():
+            if condition_holds(p.when, {**base, **params}):
+                params[name] = suggest(trial, name, p)
+        return {**base, **self.extra}
+
+
+def define_by_run(study: Study, extra: dict[str, Any] | None = None) -> DefineByRun:
+    return DefineByRun(study, extra)
+
+
+def sample_config(study: Study, trial) -> dict[str, Any]:
+    """A full trial config from an Optuna trial (used by tests and dry runs)."""
+    constants = define_by_run(study)(trial)
+    return {**constants, **trial.params}
+
+
+def list_studies(folder: str | Path | None = None) -> list[Path]:
+    folder = Path(folder) if folder else Path(__file__).parent
+    return sorted(folder.glob("*.yaml"))

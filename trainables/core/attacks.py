@@ -1,0 +1,198 @@
+"""L-inf attacks in pixel space, batched.
+
+Every ``Network`` takes pixels in [0, 1] and normalizes inside, so an attack only has to
+respect two boxes: the eps ball around ``x`` and the image range [0, 1]. Both are folded
+into one per-pixel interval ``[lo, hi]`` computed once, so each step is a single clamp.
+
+Attacks run the model in eval mode (BatchNorm must use its running statistics, or the
+perturbation of one image would depend on the rest of the batch) and restore every
+module's mode afterwards. Gradients are taken with ``torch.autograd.grad`` with respect to
+the input only, so nothing accumulates in the parameters' ``.grad``. They switch inference
+mode off and grad on themselves and work on a clone of ``x``, so they can be called from
+anywhere, even under ``torch.inference_mode()`` (the returned tensor is a normal tensor).
+Random starts draw from ``generator`` when given (reproducible, leaves the global RNG alone)
+and from the global RNG otherwise (what training uses, so checkpoints capture it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def eps_tag(eps: float) -> str:
+    """The eps part of a robust metric name (``pgd_acc@0.1``): short and stable across runs."""
+    return f"{eps:.4g}"
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode for the duration; restores each module's own flag (not just the root's)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextlib.contextmanager
+def _grad_enabled():
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def uniform_like(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform noise in [-eps, eps] shaped like ``x``; a CPU generator also serves CUDA inputs."""
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
+    return u.to(x.device).mul_(2 * eps).sub_(eps)
+
+
+def _bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+
+
+def _ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # A sum, not a mean: the sign of the gradient is the same and it cannot underflow in bf16.
+    return F.cross_entropy(logits.float(), y, reduction="sum")
+
+
+def _run(model, x, y, eps, steps, step_size, random_start, loss_fn, targeted, generator, count_correct=False):
+    """The PGD loop shared by every attack. Returns (x_adv, kappa or None).
+
+    ``kappa`` counts, per sample, the iterates (random start included, final one excluded)
+    that the model still classified as ``y``: GAIRAT's geometry value.
+    """
+    loss_fn = loss_fn or _ce_sum
+    direction = -step_size if targeted else step_size
+    x, y = x.detach().clone(), y.clone()  # clones are normal tensors even if the inputs are inference tensors
+    lo, hi = _bounds(x, eps)
+    x_adv = x + uniform_like(x, eps, generator) if random_start else x.clone()
+    x_adv = torch.clamp(x_adv, lo, hi)
+    kappa = torch.zeros(len(x), dtype=torch.long, device=x.device) if count_correct else None
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        logits = model(x_adv)
+        if kappa is not None:
+            kappa += logits.detach().argmax(1) == y
+        loss = loss_fn(logits, y)
+        (grad,) = torch.autograd.grad(loss.sum() if loss.dim() else loss, x_adv)
+        x_adv = x_adv.detach().add_(grad.sign_(), alpha=direction)
+        x_adv.clamp_(lo, hi)
+    return x_adv.detach(), kappa
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, random_start: bool = False,
+         step_size: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One signed-gradient step (Goodfellow et al.); with ``random_start``, Wong et al.'s FGSM-RS.
+
+    The step defaults to eps, or to 1.25 eps with a random start (the step Wong et al. found
+    to avoid catastrophic overfitting while still reaching the ball's boundary).
+    """
+    if eps <= 0:
+        return x.detach().clone()
+    step = step_size if step_size is not None else (1.25 * eps if random_start else eps)
+    with _grad_enabled(), eval_mode(model):
+        return _run(model, x, y, eps, 1, step, random_start, None, False, generator)[0]
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10,
+        step_size: float | None = None, random_start: bool = True, restarts: int = 1, targeted: bool = False,
+        target: torch.Tensor | None = None, loss_fn: LossFn | None = None,
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Projected gradient descent (Madry et al.); step defaults to 2.5 eps / steps.
+
+    Targeted: moves towards ``target`` (required) by descending its loss. With several
+    restarts, each sample keeps the restart that succeeds (misclassified, or hits the target);
+    among equally (un)successful ones, the one with the higher attack loss. ``loss_fn(logits,
+    labels)`` may return per-sample losses or a scalar; the default is cross-entropy.
+    """
+    if targeted and target is None:
+        raise ValueError("a targeted attack needs `target`")
+    labels = target if targeted else y
+    if eps <= 0:
+        return x.detach().clone()
+    step = step_size if step_size is not None else 2.5 * eps / steps
+    with _grad_enabled(), eval_mode(model):
+        best = None
+        for _ in range(restarts):
+            x_adv = _run(model, x, labels, eps, steps, step, random_start, loss_fn, targeted, generator)[0]
+            if restarts == 1:
+                return x_adv
+            with torch.no_grad():
+                logits = model(x_adv).float()
+                loss = F.cross_entropy(logits, labels, reduction="none")
+                hit = logits.argmax(1) == labels
+                success, score = (hit, -loss) if targeted else (~hit, loss)
+            if best is None:
+                best, best_success, best_score = x_adv, success, score
+                continue
+            take = (success & ~best_success) | ((success == best_success) & (score > best_score))
+            best = torch.where(take.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
+            best_success, best_score = best_success | success, torch.where(take, score, best_score)
+        return best
+
+
+def pgd_with_kappa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10,
+                   step_size: float | None = None, random_start: bool = True,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Untargeted PGD that also returns GAIRAT's geometry value kappa (int64, in [0, steps]).
+
+    Kappa is free: the loop computes the logits of each iterate anyway.
+    """
+    step = step_size if step_size is not None else 2.5 * eps / steps
+    with _grad_enabled(), eval_mode(model):
+        return _run(model, x, y, eps, steps, step, random_start, None, False, generator, count_correct=True)
+
+
+def random_noise(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform noise in the eps ball, clamped to [0, 1]: the baseline an attack must beat."""
+    if eps <= 0:
+        return x.detach().clone()
+    return (x.detach() + uniform_like(x, eps, generator)).clamp_(0.0, 1.0)
+
+
+def _as_xy(data) -> tuple[torch.Tensor, torch.Tensor]:
+    return (data.x, data.y) if hasattr(data, "x") else data
+
+
+def robust_correct(model: nn.Module, data, attack: Attack | None, batch_size: int = 1024) -> int:
+    """How many samples stay correctly classified under ``attack``; see ``robust_accuracy``."""
+    x, y = _as_xy(data)
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    with eval_mode(model):
+        for i in range(0, len(y), batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            with torch.no_grad():
+                ok = model(xb).argmax(1) == yb
+            if attack is not None and ok.any():
+                xa, ya = xb[ok], yb[ok]
+                x_adv = attack(model, xa, ya)
+                with torch.no_grad():
+                    ok = model(x_adv).argmax(1) == ya
+            correct += ok.sum()
+    return int(correct.item())
+
+
+def robust_accuracy(model: nn.Module, data, attack: Attack | None, batch_size: int = 1024) -> float:
+    """Fraction of samples classified correctly both clean and after ``attack(model, x, y)``.
+
+    Like AutoAttack, a sample counts as robust only if its clean prediction is correct too:
+    an attack that happens to "fix" a wrong prediction does not make a model robust. It
+    also means only the correctly classified samples are attacked, which saves time.
+    ``attack=None`` gives the clean accuracy. ``data`` is a split (``.x``, ``.y``) or ``(x, y)``.
+    """
+    return robust_correct(model, data, attack, batch_size) / max(1, len(_as_xy(data)[1]))
+
+
+__all__ = ["eps_tag", "eval_mode", "fgsm", "pgd", "pgd_with_kappa", "random_noise", "robust_accuracy",
+           "robust_correct", "uniform_like", "Attack"]

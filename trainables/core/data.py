@@ -1,0 +1,343 @@
+"""Datasets as in-memory tensors, resolved from real files only.
+
+Every dataset resolves from an explicit data directory, then well-known local copies,
+then (only when asked) a torchvision download. When none works, one error says exactly
+how to get it. Images are kept as float tensors in pixel space [0, 1]; the per-dataset
+normalization lives inside the model (see ``models.Network``), so an adversarial eps means
+the same thing on every dataset.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+class DatasetNotFound(FileNotFoundError):
+    """A dataset is absent; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    channels: int
+    size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    hflip: bool  # is a horizontal flip label-preserving?
+    loader: Callable[[Path | None, bool], "RawSplits"] = field(repr=False, compare=False)
+    how_to_get: str = ""
+
+
+@dataclass
+class RawSplits:
+    """uint8 or float images (N, C, H, W) and int64 labels, as shipped: train and test."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: str  # where the files came from: recorded as provenance
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # float32 in [0, 1], (N, C, H, W), on the training device
+    y: torch.Tensor  # int64 labels
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DataBundle:
+    info: DatasetInfo
+    train: Split
+    val: Split
+    test: Split
+    source: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    DATASETS[info.name] = info
+    return info
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("ROBUST_SEARCH_DATA", Path.home() / ".cache" / "robust-search" / "data"))
+
+
+# ---------------------------------------------------------------- on-disk formats
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file (MNIST's format), gzipped or not."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(dims)
+
+
+def _find_idx(dirs: list[Path], stem: str) -> Path | None:
+    for d in dirs:
+        for suffix in ("", ".gz"):
+            p = d / f"{stem}{suffix}"
+            if p.is_file():
+                return p
+    return None
+
+
+def _load_idx_dataset(dirs: list[Path]) -> RawSplits | None:
+    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    paths = [_find_idx(dirs, s) for s in stems]
+    if not all(paths):
+        return None
+    tx, ty, vx, vy = (read_idx(p) for p in paths)
+    return RawSplits(tx[:, None], ty.long(), vx[:, None], vy.long(), source=str(paths[0].parent))
+
+
+def _torchvision_download(cls_name: str, root: Path, **kwargs) -> None:
+    from .tv import torchvision
+
+    cls = getattr(torchvision.datasets, cls_name)
+    root.mkdir(parents=True, exist_ok=True)
+    for split_kwargs in kwargs.pop("splits"):
+        cls(root=str(root), download=True, **split_kwargs)
+
+
+def _not_found(info: DatasetInfo, looked: list[Path]) -> DatasetNotFound:
+    where = "\n".join(f"  - {p}" for p in looked)
+    return DatasetNotFound(
+        f"dataset '{info.name}' not found. Looked in:\n{where}\nTo get it: {info.how_to_get}"
+    )
+
+
+def _mnist_like(name: str, tv_class: str, extra_dirs: tuple[str, ...] = ()):
+    def load(data_dir: Path | None, download: bool) -> RawSplits:
+        root = Path(data_dir) if data_dir else default_data_dir()
+        dirs = [root, root / tv_class / "raw", root / name] + [Path(d) for d in extra_dirs]
+        found = _load_idx_dataset(dirs)
+        if found is None and download:
+            _torchvision_download(tv_class, root, splits=[{"train": True}, {"train": False}])
+            found = _load_idx_dataset(dirs)
+        if found is None:
+            raise _not_found(DATASETS[name], dirs)
+        return found
+
+    return load
+
+
+def _load_svhn(data_dir: Path | None, download: bool) -> RawSplits:
+    from scipy.io import loadmat
+
+    root = Path(data_dir) if data_dir else default_data_dir()
+    dirs = [root, root / "svhn", root / "SVHN"]
+
+    def find():
+        for d in dirs:
+            if (d / "train_32x32.mat").is_file() and (d / "test_32x32.mat").is_file():
+                return d
+        return None
+
+    d = find()
+    if d is None and download:
+        _torchvision_download("SVHN", root, splits=[{"split": "train"}, {"split": "test"}])
+        d = find()
+    if d is None:
+        raise _not_found(DATASETS["svhn"], dirs)
+
+    def read(fname):
+        m = loadmat(str(d / fname))
+        x = torch.from_numpy(m["X"]).permute(3, 2, 0, 1).contiguous()  # (H, W, C, N) -> (N, C, H, W)
+        y = torch.from_numpy(m["y"].astype("int64")).flatten()
+        y[y == 10] = 0  # SVHN stores digit 0 as label 10
+        return x, y
+
+    tx, ty = read("train_32x32.mat")
+    vx, vy = read("test_32x32.mat")
+    return RawSplits(tx, ty, vx, vy, source=str(d))
+
+
+def _load_cifar10(data_dir: Path | None, download: bool) -> RawSplits:
+    root = Path(data_dir) if data_dir else default_data_dir()
+    dirs = [root / "cifar-10-batches-py", root]
+
+    def find():
+        for d in dirs:
+            if (d / "data_batch_1").is_file() and (d / "test_batch").is_file():
+                return d
+        return None
+
+    d = find()
+    if d is None and download:
+        _torchvision_download("CIFAR10", root, splits=[{"train": True}, {"train": False}])
+        d = find()
+    if d is None:
+        raise _not_found(DATASETS["cifar10"], dirs)
+
+    def read(names):
+        xs, ys = [], []
+        for n in names:
+            with open(d / n, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            xs.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+            ys.append(torch.as_tensor(batch[b"labels"], dtype=torch.int64))
+        return torch.cat(xs), torch.cat(ys)
+
+    train_names = sorted(p.name for p in d.glob("data_batch_*"))
+    tx, ty = read(train_names)
+    vx, vy = read(["test_batch"])
+    return RawSplits(tx, ty, vx, vy, source=str(d))
+
+
+def _load_digits(data_dir: Path | None, download: bool) -> RawSplits:
+    """scikit-learn's 8x8 digits ship with the package: the embedded default, no network."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
+    y = torch.as_tensor(bunch.target, dtype=torch.int64)
+    # A fixed test split (never depends on any seed): every 5th sample after a fixed shuffle.
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
+    test_idx, train_idx = perm[: len(y) // 5], perm[len(y) // 5 :]
+    return RawSplits(x[train_idx], y[train_idx], x[test_idx], y[test_idx], source="sklearn.datasets.load_digits")
+
+
+register_dataset(DatasetInfo(
+    "digits", 1, 8, 10, (0.3, ), (0.37, ), hflip=False, loader=_load_digits,
+    how_to_get="it ships with scikit-learn: pip install scikit-learn",
+))
+register_dataset(DatasetInfo(
+    "fashion_mnist", 1, 28, 10, (0.2860,), (0.3530,), hflip=True,
+    loader=_mnist_like("fashion_mnist", "FashionMNIST", ("/usr/share/datasets/fashion-mnist",)),
+    how_to_get="on Debian/Ubuntu `apt-get install dataset-fashion-mnist`; or put the four idx files in the "
+    "data dir; or set download: true (torchvision download).",
+))
+register_dataset(DatasetInfo(
+    "mnist", 1, 28, 10, (0.1307,), (0.3081,), hflip=False, loader=_mnist_like("mnist", "MNIST"),
+    how_to_get="put the four MNIST idx files (train-images-idx3-ubyte.gz, ...) in the data dir "
+    "(--data-dir / data_dir / $ROBUST_SEARCH_DATA), or set download: true (torchvision download).",
+))
+register_dataset(DatasetInfo(
+    "svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), hflip=False, loader=_load_svhn,
+    how_to_get="put train_32x32.mat and test_32x32.mat in the data dir "
+    "(--data-dir / data_dir / $ROBUST_SEARCH_DATA), or set download: true (torchvision download).",
+))
+register_dataset(DatasetInfo(
+    "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), hflip=True, loader=_load_cifar10,
+    how_to_get="put the extracted cifar-10-batches-py folder in the data dir "
+    "(--data-dir / data_dir / $ROBUST_SEARCH_DATA), or set download: true (torchvision download).",
+))
+
+
+# ---------------------------------------------------------------- tensors in memory
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def convert(x: torch.Tensor, channels: int | None = None, size: int | None = None) -> torch.Tensor:
+    """Grayscale <-> RGB and resizing, once, on whole tensors: any model takes any dataset."""
+    if channels is not None and x.shape[1] != channels:
+        if x.shape[1] == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        elif x.shape[1] == 3 and channels == 1:
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            x = (x * w).sum(1, keepdim=True)
+        else:
+            raise ValueError(f"cannot convert {x.shape[1]} channels to {channels}")
+    if size is not None and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    return x
+
+
+@lru_cache(maxsize=4)
+def _raw(name: str, data_dir: str | None, download: bool) -> RawSplits:
+    return DATASETS[name].loader(Path(data_dir) if data_dir else None, download)
+
+
+def norm_stats(info: DatasetInfo, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std for the channel count the model sees (after any gray <-> RGB conversion)."""
+    mean, std = info.mean, info.std
+    if len(mean) != channels:
+        m, s = sum(mean) / len(mean), sum(std) / len(std)
+        mean, std = (m,) * channels, (s,) * channels
+    return mean, std
+
+
+def load_data(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    channels: int | None = None,
+    size: int | None = None,
+    max_train_samples: int | None = None,
+    device: torch.device | str = "cpu",
+) -> DataBundle:
+    """Load a registered dataset into memory as train / val / test tensors on ``device``.
+
+    The validation split is held out of the shipped training set by ``split_seed``;
+    the test split is the shipped one and is never used for model selection.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+    info = DATASETS[name]
+    raw = _raw(name, str(data_dir) if data_dir else None, download)
+    g = torch.Generator().manual_seed(split_seed)
+    perm = torch.randperm(len(raw.train_y), generator=g)
+    n_val = int(round(len(perm) * val_fraction))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if max_train_samples is not None:
+        train_idx = train_idx[:max_train_samples]
+
+    def make(x, y):
+        x = convert(to_float(x), channels, size)
+        return Split(x.to(device), y.to(device))
+
+    return DataBundle(
+        info=info,
+        train=make(raw.train_x[train_idx], raw.train_y[train_idx]),
+        val=make(raw.train_x[val_idx], raw.train_y[val_idx]),
+        test=make(raw.test_x, raw.test_y),
+        source=raw.source,
+    )
+
+
+# ---------------------------------------------------------------- batched augmentation
+def augment(x: torch.Tensor, *, crop_padding: int = 0, hflip: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole batch at once."""
+    n, _, h, w = x.shape
+    if crop_padding > 0:
+        p = crop_padding
+        padded = F.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, None, :, None]
+        cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, None, :]
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chan, rows, cols]
+    if hflip:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x

@@ -1,0 +1,79 @@
+"""An independent robustness check with torchattacks, to catch gradient masking.
+
+Our own PGD can report inflated robustness when a model's gradients are uninformative
+(masked or obfuscated): the attack then fails for reasons that have nothing to do with
+robustness. APGD (step-size free, momentum, restarts from the best point) and AutoAttack
+are much harder to fool that way, and running another implementation also guards against
+a bug in ours. ``gradient_masking_flag`` says when the two disagree by too much.
+
+Accuracies are counted like ``attacks.robust_accuracy`` (a sample counts only if its clean
+and adversarial predictions are both correct), so the numbers compare directly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainables.core.attacks import eval_mode
+from trainables.core.tv import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
+
+import torchattacks  # noqa: E402
+
+
+def _attacks(model: nn.Module, eps: float, steps: int, autoattack: bool, n_classes: int, seed: int) -> dict:
+    found = {
+        "pgd_acc": torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True),
+        "apgd_acc": torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),
+    }
+    if autoattack:
+        found["autoattack_acc"] = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
+                                                          n_classes=n_classes, seed=seed)
+    return found
+
+
+def independent_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 20,
+                      autoattack: bool = False, batch_size: int = 512, seed: int = 0) -> dict[str, float]:
+    """Clean accuracy and accuracy under torchattacks' PGD, APGD (and AutoAttack if asked).
+
+    ``x`` holds pixels in [0, 1], which is what our models take and torchattacks expects.
+    PGD uses our evaluation's step (2.5 eps / steps) and a random start. The global RNG is
+    forked and seeded, so the check is reproducible and leaves training's RNG alone.
+    AutoAttack (standard) is slow: it is for final models, not for every epoch.
+    """
+    with torch.random.fork_rng(devices=[]), eval_mode(model), torch.inference_mode(False):
+        torch.manual_seed(seed)
+        x, y = x.detach().clone(), y.clone()
+        with torch.no_grad():
+            n_classes = model(x[:1]).shape[1]
+        ok = torch.cat([_predict(model, x[i : i + batch_size]) == y[i : i + batch_size]
+                        for i in range(0, len(y), batch_size)])
+        out = {"clean_acc": ok.float().mean().item()}
+        if eps <= 0:
+            return {**out, "pgd_acc": out["clean_acc"], "apgd_acc": out["clean_acc"],
+                    **({"autoattack_acc": out["clean_acc"]} if autoattack else {})}
+        xs, ys = x[ok], y[ok]  # only correctly classified samples can still count
+        for name, attack in _attacks(model, eps, steps, autoattack, n_classes, seed).items():
+            kept = 0
+            for i in range(0, len(ys), batch_size):
+                xb, yb = xs[i : i + batch_size], ys[i : i + batch_size]
+                kept += int((_predict(model, attack(xb, yb)) == yb).sum())
+            out[name] = kept / max(1, len(y))
+    return out
+
+
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+def gradient_masking_flag(our_pgd_acc: float, independent_acc: float, threshold: float = 0.02) -> bool:
+    """True when our PGD accuracy exceeds the independent attack's by more than ``threshold``.
+
+    A stronger independent attack is expected to win by a little; winning by more than
+    ``threshold`` (2 points by default) means our PGD is being fooled, e.g. by masked gradients.
+    """
+    return our_pgd_acc - independent_acc > threshold + 1e-9
+
+
+__all__ = ["independent_check", "gradient_masking_flag"]
