@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 EXIT_INVALID = 2
 
@@ -37,7 +36,7 @@ def cmd_run(args) -> int:
 
     outcome = start_search(args.study, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
                            sampler=args.sampler, tracking_uri=args.tracking_uri, address=args.address,
-                           name=args.name, runs_dir=args.runs_dir, quiet=args.quiet)
+                           name=args.name, runs_dir=args.runs_dir, storage=args.storage, quiet=args.quiet)
     _report(outcome, args.top)
     return 0
 
@@ -120,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as fit)")
     r.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     r.add_argument("--name", help="search name (default: STUDY-DATE-TIME)")
+    r.add_argument("--storage", help="Ray Tune trial storage: a shared folder or a URI such as s3://bucket/runs "
+                   "(needed on multi-node clusters; default: the runs dir)")
     common(r, ray=True)
     r.set_defaults(func=cmd_run)
 
@@ -170,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     except SearchError as e:
         return _fail(str(e))
-    except KeyboardInterrupt:
-        print("\ninterrupted: continue with `search resume NAME`", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        name = e.args[0] if e.args else "NAME"
+        print(f"\ninterrupted: nothing is lost; continue with `search resume {name}`", file=sys.stderr)
         return 130
 
 

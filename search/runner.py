@@ -40,6 +40,7 @@ class SearchMeta:
     sampler: str
     num_samples: int
     max_concurrent: int | None
+    storage: str  # Ray Tune's storage_path: a local folder, a shared mount or a cloud URI (s3://, gs://)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,12 @@ def objective_metric(study: Study) -> str:
     return "objective" if study.objective.constraint else study.objective.metric
 
 
-def build_tuner(study: Study, meta: SearchMeta, storage: Path, callbacks: list):
+def storage_path(storage: str | Path) -> str:
+    text = str(storage)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -140,7 +146,7 @@ def build_tuner(study: Study, meta: SearchMeta, storage: Path, callbacks: list):
                                     num_samples=meta.num_samples, max_concurrent_trials=meta.max_concurrent,
                                     time_budget_s=study.budget.time_budget_s, reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
-        run_config=run_config(study, meta, storage, callbacks),
+        run_config=run_config(study, meta, callbacks),
     )
 
 
@@ -148,11 +154,11 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"  # Ray's default packs every parameter into the folder name
 
 
-def run_config(study: Study, meta: SearchMeta, storage: Path, callbacks: list):
+def run_config(study: Study, meta: SearchMeta, callbacks: list):
     from ray import tune
 
     return tune.RunConfig(
-        name=meta.name, storage_path=str(storage.resolve()), verbose=0, callbacks=callbacks,
+        name=meta.name, storage_path=meta.storage, verbose=0, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=study.budget.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
@@ -182,7 +188,8 @@ class SearchOutcome:
 
 def start_search(study_path: str | Path, *, num_samples: int | None = None, max_concurrent: int | None = None,
                  sampler: str = "tpe", tracking_uri: str | None = None, address: str | None = None,
-                 name: str | None = None, runs_dir: str | Path = RUNS_DIR, quiet: bool = False) -> SearchOutcome:
+                 name: str | None = None, runs_dir: str | Path = RUNS_DIR, storage: str | None = None,
+                 quiet: bool = False) -> SearchOutcome:
     study = load_study(study_path)
     problems = check_sampler(study, sampler)
     if sampler not in SAMPLERS:
@@ -192,9 +199,9 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     if num_samples is None:
         num_samples = study.grid_size() if sampler == "grid" else study.budget.num_samples
     name = name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = Path(runs_dir)
-    if (storage / name).exists():
-        raise SearchError(f"a search named '{name}' already exists in {storage}/: choose another --name, "
+    runs = Path(runs_dir)
+    if (runs / name).exists():
+        raise SearchError(f"a search named '{name}' already exists in {runs}/: choose another --name, "
                           f"or continue it with `search resume {name}`")
     quiet_libraries()
     init_ray(address)
@@ -203,24 +210,25 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     client = tracking.client_for(uri)
     parent = tracking.start_parent(client, study, name, Path(study_path), sampler=sampler)
     meta = SearchMeta(name, str(Path(study_path).resolve()), uri, parent, sampler, num_samples,
-                      max_concurrent or study.budget.max_concurrent)
-    meta.save(storage / name)
-    tuner = build_tuner(study, meta, storage, callbacks_for(study, meta, quiet))
-    return _fit(tuner, study, meta, storage, client)
+                      max_concurrent or study.budget.max_concurrent, storage_path(storage or runs))
+    meta.save(runs / name)
+    tuner = build_tuner(study, meta, callbacks_for(study, meta, quiet))
+    return _fit(tuner, study, meta, runs, client)
 
 
 def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | None = None,
                   quiet: bool = False) -> SearchOutcome:
     from ray import tune
 
-    storage = Path(runs_dir)
-    folder = storage / name
+    runs = Path(runs_dir)
+    folder = runs / name
     if not (folder / META_FILE).is_file():
-        raise SearchError(f"no search named '{name}' in {storage}/ (`search ls` lists the searches)")
+        raise SearchError(f"no search named '{name}' in {runs}/ (`search ls` lists the searches)")
     meta = SearchMeta.load(folder)
     study = load_study(meta.study_path)
-    if not tune.Tuner.can_restore(str(folder.resolve())):
-        raise SearchError(f"{folder} holds no restorable Ray Tune state (the search never started its trials)")
+    experiment = f"{meta.storage.rstrip('/')}/{name}"
+    if not tune.Tuner.can_restore(experiment):
+        raise SearchError(f"{experiment} holds no restorable Ray Tune state (the search never started its trials)")
     quiet_libraries()
     init_ray(address)
     client = tracking.client_for(meta.tracking_uri)
@@ -228,11 +236,11 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
     trainable = tune.with_resources(resolve_trainable(study.family),
                                     {"cpu": study.resources.cpus, "gpu": study.resources.gpus})
     # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
-    tuner = tune.Tuner.restore(str(folder.resolve()), trainable=trainable, resume_errored=True)
-    return _fit(tuner, study, meta, storage, client)
+    tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    return _fit(tuner, study, meta, runs, client)
 
 
-def _fit(tuner, study: Study, meta: SearchMeta, storage: Path, client) -> SearchOutcome:
+def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOutcome:
     t0 = time.monotonic()
     try:
         results = tuner.fit()
@@ -241,17 +249,25 @@ def _fit(tuner, study: Study, meta: SearchMeta, storage: Path, client) -> Search
         client.set_terminated(meta.parent_run_id, "KILLED")
         raise
     seconds = time.monotonic() - t0
+    unfinished = results.num_terminated + results.num_errors < len(results)
+    too_few = len(results) < meta.num_samples and not study.budget.time_budget_s
+    if unfinished or too_few:  # Ctrl-C: Tune stopped gracefully and returned what it had
+        client.set_tag(meta.parent_run_id, tracking.STATE, "interrupted")
+        client.set_terminated(meta.parent_run_id, "KILLED")
+        raise KeyboardInterrupt(meta.name)
     metric, mode = objective_metric(study), study.objective.mode
     table = results_table(results, study)
     best_config, best_value = {}, None
     try:
         best = results.get_best_result(metric=metric, mode=mode, scope="all")
+        if best.config is None:
+            raise ValueError("no trial reported")
         best_config = {k: v for k, v in best.config.items() if k != OBJECTIVE_KEY}
         best_value = float(best.metrics_dataframe[metric].max() if mode == "max" else best.metrics_dataframe[metric].min())
         tracking.log_best(client, meta.parent_run_id, best, metric, best_value)
     except (RuntimeError, KeyError, ValueError):
         pass  # every trial failed: the table says so
-    folder = storage / meta.name
+    folder = runs / meta.name
     best_yaml = folder / "best.yaml"
     write_best_yaml(best_yaml, study, meta, best_config, metric, best_value)
     client.log_artifact(meta.parent_run_id, str(best_yaml))
@@ -273,7 +289,7 @@ def results_table(results, study: Study):
         trial_id = Path(r.path).name if r.path else "?"
         df = r.metrics_dataframe
         row: dict[str, Any] = {"trial": r.metrics.get("trial_id", trial_id)}
-        row.update({k: r.config.get(k) for k in study.search})
+        row.update({k: (r.config or {}).get(k) for k in study.search})
         if df is not None and metric in df:
             row[metric] = df[metric].max() if mode == "max" else df[metric].min()
             row["epochs"] = int(df["training_iteration"].max())

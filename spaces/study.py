@@ -7,6 +7,7 @@ trial starts; each problem becomes one line naming its key path and line number,
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.core.config import ConfigError, TrainConfig
-from trainables.core.config import format_error as _format_error
 from trainables.families import FAMILIES, robust_metric_names
 
 
@@ -163,8 +163,12 @@ def condition_holds(when: dict[str, Any] | None, params: dict[str, Any]) -> bool
 
 
 # ---------------------------------------------------------------- YAML line numbers
-def _line_index(text: str) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its (1-based) line."""
+def _line_index(text: str, duplicates: list[tuple[tuple, int, int]] | None = None) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its (1-based) line.
+
+    ``yaml.safe_load`` silently keeps the last of two equal keys in a mapping; when
+    ``duplicates`` is given, each repeated key is appended to it as (path, line, first line).
+    """
     index: dict[tuple, int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -174,10 +178,16 @@ def _line_index(text: str) -> dict[tuple, int]:
     def walk(node, path):
         index[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
             for k, v in node.value:
-                index[path + (k.value,)] = k.start_mark.line + 1
-                walk(v, path + (k.value,))
-                index[path + (k.value,)] = k.start_mark.line + 1
+                key = k.value if isinstance(k, yaml.ScalarNode) else None
+                line = k.start_mark.line + 1
+                if key is not None and key != "<<":
+                    if key in first and duplicates is not None:
+                        duplicates.append((path + (key,), line, first[key]))
+                    first.setdefault(key, line)
+                walk(v, path + (key,))
+                index[path + (key,)] = first.get(key, line)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
                 walk(v, path + (i,))
@@ -191,12 +201,12 @@ class _Problems:
     def __init__(self, lines: dict[tuple, int]):
         self.lines, self.items = lines, []
 
-    def add(self, path: tuple, msg: str):
-        line = None
-        for n in range(len(path), -1, -1):
+    def add(self, path: tuple, msg: str, line: int | None = None):
+        for n in range(len(path), 0, -1):  # the key itself, else its closest parent in the file
+            if line is not None:
+                break
             if path[:n] in self.lines:
                 line = self.lines[path[:n]]
-                break
         where = ".".join(str(p) for p in path) or "(file)"
         self.items.append(f"{where}{f' (line {line})' if line else ''}: {msg}")
 
@@ -217,15 +227,28 @@ def parse_study(text: str, source: str = "<study>", overrides: dict[str, Any] | 
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise StudyError(source, [f"(file){where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+        problem = getattr(e, "problem", None) or str(e)
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start is not None and (mark is None or start.line != mark.line):
+            problem += f" ({context} that starts on line {start.line + 1})"
+        raise StudyError(source, [f"(file){where}: not valid YAML: {problem}"]) from None
     if not isinstance(raw, dict):
-        raise StudyError(source, ["(file): a study file is a mapping with name, family, dataset, ..."])
+        got = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        raise StudyError(source, [f"(file): a study file is a mapping with name, family, dataset, ... (got {got})"])
     for key, value in (overrides or {}).items():  # e.g. budget.num_samples from the command line
-        section, _, field = key.partition(".")
-        raw.setdefault(section, {})
+        section, dot, field = key.partition(".")
+        if not dot:
+            raw[section] = value
+            continue
+        if raw.get(section) is None:
+            raw[section] = {}
         if isinstance(raw[section], dict):
             raw[section][field] = value
-    problems = _Problems(_line_index(text))
+    duplicates: list[tuple[tuple, int, int]] = []
+    problems = _Problems(_line_index(text, duplicates))
+    for path, line, first in duplicates:
+        problems.add(path, f"duplicate key, first on line {first}: YAML would silently keep only the last one",
+                     line=line)
     try:
         study = Study(**raw)
     except ValidationError as e:
@@ -234,16 +257,42 @@ def parse_study(text: str, source: str = "<study>", overrides: dict[str, Any] | 
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
-                if len(loc) == 1:
-                    msg += f"; valid keys: {', '.join(Study.model_fields)}"
+                model = _model_at(loc[:-1])
+                if model is not None:
+                    msg += f"{_did_you_mean(loc[-1], model.model_fields)}; valid keys: {', '.join(model.model_fields)}"
             elif err["type"] == "missing":
-                msg = "required key is missing"
+                loc, msg = loc[:-1], f"required key '{loc[-1]}' is missing"
             problems.add(loc, msg)
         raise StudyError(source, problems.items) from None
     _check_semantics(study, problems)
     if problems.items:
         raise StudyError(source, problems.items)
     return study
+
+
+def _did_you_mean(name: Any, valid) -> str:
+    near = difflib.get_close_matches(str(name), list(valid), n=1)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc`` (for listing its valid keys)."""
+    model: Any = Study
+    for part in loc:
+        if model is Study and part == "search":
+            model = dict  # search.<name> is a Param
+            continue
+        if model is dict:
+            model = Param
+            continue
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = field.annotation if field is not None else None
+        ann = next((a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)),
+                   ann)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
 def _config_problems(config: dict[str, Any]) -> list[str]:
@@ -265,7 +314,8 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
             if name in reserved:
                 problems.add((section, name), f"set this with {reserved[name]}, not in '{section}'")
             elif name not in fields:
-                problems.add((section, name), f"unknown parameter '{name}'; valid parameters: {', '.join(fields)}")
+                problems.add((section, name), f"unknown parameter '{name}'{_did_you_mean(name, fields)}; "
+                             f"valid parameters: {', '.join(fields)}")
     both = set(study.fixed) & set(study.search)
     for name in both:
         problems.add(("search", name), "is both fixed and searched: keep it in one place")
@@ -274,16 +324,41 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
 
     base = study.base_config()
     for err in _config_problems(base):
-        problems.add(("fixed",) if not err.startswith("dataset") else ("dataset",), err)
+        key, sep, msg = err.partition(": ")
+        key = key.split(".")[0]
+        if sep and key == "dataset":
+            problems.add(("dataset",), msg)
+        elif sep and key in study.fixed:
+            problems.add(("fixed", key), msg)
+        elif sep and key == "epochs":
+            problems.add(("budget", "max_epochs"), msg)
+        elif sep and key == "config":  # a rule across several parameters
+            problems.add(("fixed",), msg)
+        else:
+            problems.add(("fixed",), err)
     if problems.items:
         return
 
     seen: list[str] = []
     for name, p in study.search.items():
-        for key in (p.when or {}):
-            if key not in study.fixed and key not in seen:
-                problems.add(("search", name, "when", key),
-                             f"condition on '{key}', which is neither fixed nor searched before '{name}'")
+        for key, expected in (p.when or {}).items():
+            where = ("search", name, "when", key)
+            allowed = expected if isinstance(expected, list) else [expected]
+            if key in base:
+                possible = [base[key]]
+            elif key in seen:
+                ref = study.search[key]
+                if not ref.is_discrete():
+                    problems.add(where, f"condition on '{key}', a continuous parameter: conditions test fixed "
+                                 "or choice/grid/int parameters")
+                    continue
+                possible = ref.grid_values()
+            else:
+                problems.add(where, f"condition on '{key}', which is neither fixed nor searched before '{name}'")
+                continue
+            if not any(v in possible for v in allowed):
+                takes = f"only takes {possible[0]!r}" if len(possible) == 1 else f"takes one of {possible}"
+                problems.add(where, f"condition {{{key}: {expected}}} never holds: '{key}' {takes}")
         for i, value in enumerate(p.endpoints()):
             for err in _config_problems({**base, name: value}):
                 where = ("search", name, "values", i) if p.type in ("choice", "grid") else ("search", name)

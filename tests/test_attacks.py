@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from trainables.core import train
-from trainables.core.attacks import (eps_tag, eval_mode, fgsm, pgd, pgd_with_kappa, random_noise, robust_accuracy,
-                                     robust_correct)
+from trainables.core.attacks import eps_tag, eval_mode, fgsm, pgd, pgd_with_kappa, random_noise, robust_accuracy, robust_correct
 
 EPS = 0.1  # moderate on 8x8 digits: a trained CNN is hurt but not destroyed
 TOL = 1e-6  # float32 rounding of x +- eps

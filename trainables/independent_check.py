@@ -18,10 +18,10 @@ from torch import nn
 from trainables.core.attacks import eval_mode
 from trainables.core.tv import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
 
-import torchattacks  # noqa: E402
-
 
 def _attacks(model: nn.Module, eps: float, steps: int, autoattack: bool, n_classes: int, seed: int) -> dict:
+    import torchattacks  # here, not at the top: the import sorter would hoist it above trainables.core.tv
+
     found = {
         "pgd_acc": torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True),
         "apgd_acc": torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),

@@ -1,0 +1,85 @@
+"""``search reproduce best.yaml``: the exported configuration at full budget on several seeds.
+
+One Tune run with a grid over seeds (no sampler, no early stopping), recorded in MLflow as
+a parent run with one child per seed; prints mean ± std of the validation and test metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import tracking
+from .progress import LiveProgress
+from .runner import RUNS_DIR, SearchError, init_ray, quiet_libraries, resolve_trainable
+
+SUMMARY_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss")
+
+
+def load_exported(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SearchError(f"no such file: {path} (write one with `search export NAME --out {path}`)")
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict) or "config" not in doc or "family" not in doc:
+        raise SearchError(f"{path} is not a file written by `search export` (it needs 'family' and 'config')")
+    return doc
+
+
+def summarize(rows: list[dict[str, float]]):
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    cols = [c for c in SUMMARY_METRICS if c in df]
+    return df, df[cols].agg(["mean", "std"]).T if cols else pd.DataFrame()
+
+
+def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int | None = None,
+              tracking_uri: str | None = None, address: str | None = None, runs_dir: str | Path = RUNS_DIR,
+              cpus: float = 1.0, gpus: float = 0.0):
+    from ray import tune
+
+    from trainables.core import TrainConfig
+
+    doc = load_exported(best)
+    repro = doc.get("reproduce") or {}
+    seeds = seeds or repro.get("seeds") or [0, 1, 2]
+    config = dict(doc["config"])
+    config["epochs"] = epochs or repro.get("epochs") or config.get("epochs", 10)
+    TrainConfig.from_dict(config)  # fail here, not in every trial
+    quiet_libraries()
+    init_ray(address)
+    name = f"{doc.get('search', 'export')}-reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
+    uri = tracking.tracking_uri(tracking_uri)
+    client = tracking.client_for(uri)
+    exp = tracking.experiment_id(client, doc.get("study") or "reproduce")
+    parent = client.create_run(exp, run_name=name, tags={
+        tracking.ROLE: "reproduce", tracking.SEARCH: name, "rs.source_search": str(doc.get("search")),
+        "rs.family": doc["family"], "rs.git_commit": tracking.git_commit()}).info.run_id
+    client.log_artifact(parent, str(best))
+    logger = tracking.MlflowTrialLogger(uri, parent, name, config["epochs"], "val_acc", "max")
+    progress = LiveProgress("val_acc", "max", len(seeds), config["epochs"])
+    trainable = tune.with_resources(resolve_trainable(doc["family"]), {"cpu": cpus, "gpu": gpus})
+    tuner = tune.Tuner(
+        trainable, param_space={**config, "seed": tune.grid_search(list(seeds))},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(Path(runs_dir).resolve()), verbose=0,
+                                  callbacks=[logger, progress],
+                                  failure_config=tune.FailureConfig(max_failures=2)),
+    )
+    results = tuner.fit()
+    rows = [{"seed": r.config["seed"], **{k: r.metrics.get(k) for k in SUMMARY_METRICS}} for r in results
+            if not r.error]
+    per_seed, summary = summarize(rows)
+    for metric, row in summary.iterrows():
+        client.log_metric(parent, f"{metric}_mean", float(row["mean"]))
+        client.log_metric(parent, f"{metric}_std", float(row["std"]) if row["std"] == row["std"] else 0.0)
+    client.set_terminated(parent, "FINISHED")
+    print(f"\nreproduced '{doc.get('search')}' at {config['epochs']} epochs on seeds {list(seeds)}:")
+    print(per_seed.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for metric, row in summary.iterrows():
+        print(f"  {metric}: {row['mean']:.4f} ± {row['std']:.4f}")
+    return per_seed, summary
