@@ -21,7 +21,7 @@ def cmd_validate(args) -> int:
     from spaces.study import check_sampler, load_study
 
     study = load_study(args.study)
-    problems = check_sampler(study, args.sampler)
+    problems = check_sampler(study, args.sampler or study.sampler)
     if problems:
         return _fail("\n".join(problems))
     n = f"{study.grid_size()} grid points" if all(p.is_discrete() for p in study.search.values()) else "continuous"
@@ -50,13 +50,11 @@ def cmd_resume(args) -> int:
 
 
 def _report(outcome, top: int) -> None:
-    from .tracking import tracking_uri
-
     print(f"\nsearch '{outcome.name}' finished in {outcome.seconds:.1f} s — top {top} of {len(outcome.table)}:")
     print(outcome.table.head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if outcome.best_value is not None:
         print(f"\nbest: {outcome.best_value:.4f}; configuration written to {outcome.best_yaml}")
-    uri = tracking_uri()
+    uri = outcome.tracking_uri
     print(f"MLflow: {uri} (parent run {outcome.parent_run_id}). Open the UI with:\n"
           f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then http://127.0.0.1:5000")
 
@@ -117,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study")
     r.add_argument("--num-samples", type=int, help="trials to run (default: the study's budget)")
     r.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as fit)")
-    r.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    r.add_argument("--sampler", choices=SAMPLERS, help="default: the study's `sampler:` (tpe)")
     r.add_argument("--name", help="search name (default: STUDY-DATE-TIME)")
     r.add_argument("--storage", help="Ray Tune trial storage: a shared folder or a URI such as s3://bucket/runs "
                    "(needed on multi-node clusters; default: the runs dir)")
@@ -126,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a study file without running anything")
     v.add_argument("study")
-    v.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    v.add_argument("--sampler", choices=SAMPLERS, help="default: the study's `sampler:` (tpe)")
     v.set_defaults(func=cmd_validate)
 
     ls = sub.add_parser("ls", help="list searches and their status")

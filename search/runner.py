@@ -63,6 +63,8 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING if name != "alembic" else logging.ERROR)
     # Ray's local default (token auth on) announces itself on every start; the setting stays as it is.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # The grid sampler, once exhausted, stops its Optuna study from outside a callback: harmless.
+    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -184,13 +186,15 @@ class SearchOutcome:
     best_yaml: Path
     parent_run_id: str
     seconds: float
+    tracking_uri: str
 
 
 def start_search(study_path: str | Path, *, num_samples: int | None = None, max_concurrent: int | None = None,
-                 sampler: str = "tpe", tracking_uri: str | None = None, address: str | None = None,
+                 sampler: str | None = None, tracking_uri: str | None = None, address: str | None = None,
                  name: str | None = None, runs_dir: str | Path = RUNS_DIR, storage: str | None = None,
                  quiet: bool = False) -> SearchOutcome:
     study = load_study(study_path)
+    sampler = sampler or study.sampler
     problems = check_sampler(study, sampler)
     if sampler not in SAMPLERS:
         problems.append(f"--sampler: unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}")
@@ -276,7 +280,8 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
     client.log_metric(meta.parent_run_id, "search_seconds", seconds)
     client.set_tag(meta.parent_run_id, tracking.STATE, "finished")
     client.set_terminated(meta.parent_run_id, "FINISHED")
-    return SearchOutcome(meta.name, table, best_config, best_value, best_yaml, meta.parent_run_id, seconds)
+    return SearchOutcome(meta.name, table, best_config, best_value, best_yaml, meta.parent_run_id, seconds,
+                         meta.tracking_uri)
 
 
 def results_table(results, study: Study):
@@ -284,17 +289,21 @@ def results_table(results, study: Study):
     import pandas as pd
 
     metric, mode = objective_metric(study), study.objective.mode
+    constraint = study.objective.constraint.metric if study.objective.constraint else None
     rows = []
     for r in results:
         trial_id = Path(r.path).name if r.path else "?"
         df = r.metrics_dataframe
         row: dict[str, Any] = {"trial": r.metrics.get("trial_id", trial_id)}
         row.update({k: (r.config or {}).get(k) for k in study.search})
-        if df is not None and metric in df:
-            row[metric] = df[metric].max() if mode == "max" else df[metric].min()
+        shown = [metric] + [m for m in (study.objective.metric, constraint) if m and m != metric]
+        if df is not None and metric in df and df[metric].notna().any():
+            best = df.loc[df[metric].idxmax() if mode == "max" else df[metric].idxmin()]
+            row.update({m: best.get(m, float("nan")) for m in shown})
             row["epochs"] = int(df["training_iteration"].max())
         else:
-            row[metric], row["epochs"] = float("nan"), 0
+            row.update({m: float("nan") for m in shown})
+            row["epochs"] = 0
         row["state"] = ("failed" if r.error else "completed" if row["epochs"] >= study.budget.max_epochs
                         else "stopped early")
         rows.append(row)

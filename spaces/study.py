@@ -1,6 +1,7 @@
 """Study files: load, validate against the core's registries, and turn into a search space.
 
-A study file is YAML (read with ``yaml.safe_load``). Everything is checked before any
+A study file is YAML (read with a ``yaml.SafeLoader`` that also reads ``1e-3`` as a number,
+not as the string YAML 1.1 makes of it). Everything is checked before any
 trial starts; each problem becomes one line naming its key path and line number, and
 ``StudyError`` carries all of them at once.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +96,8 @@ class Param(_Strict):
                 raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
             if self.values is not None:
                 raise ValueError(f"a {self.type} parameter takes low/high, not 'values'")
+            if not (math.isfinite(self.low) and math.isfinite(self.high)):
+                raise ValueError(f"low and high must be finite numbers (got {self.low}, {self.high})")
             if self.low > self.high:
                 raise ValueError(f"low ({self.low}) > high ({self.high})")
             if (self.type == "loguniform" or self.log) and self.low <= 0:
@@ -134,6 +138,7 @@ class Study(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Param] = Field(default_factory=dict)
     seed: int = 0
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"  # the command line's --sampler overrides it
     reproduce: Reproduce = Reproduce()
 
     # ------------------------------------------------------------ derived
@@ -162,16 +167,30 @@ def condition_holds(when: dict[str, Any] | None, params: dict[str, Any]) -> bool
     return True
 
 
-# ---------------------------------------------------------------- YAML line numbers
+# ---------------------------------------------------------------- YAML
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus exponent floats without a dot (``1e-3``, ``5e-4``).
+
+    YAML 1.1 reads those as strings: pydantic would still accept them as bounds, but a choice list
+    ``[1e-3, 1e-2]`` would hand the strings to Optuna, the trainable and MLflow.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _line_index(text: str, duplicates: list[tuple[tuple, int, int]] | None = None) -> dict[tuple, int]:
     """Map each key path in a YAML document to its (1-based) line.
 
-    ``yaml.safe_load`` silently keeps the last of two equal keys in a mapping; when
+    YAML silently keeps the last of two equal keys in a mapping; when
     ``duplicates`` is given, each repeated key is appended to it as (path, line, first line).
     """
     index: dict[tuple, int] = {}
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError:
         return index
 
@@ -187,7 +206,7 @@ def _line_index(text: str, duplicates: list[tuple[tuple, int, int]] | None = Non
                         duplicates.append((path + (key,), line, first[key]))
                     first.setdefault(key, line)
                 walk(v, path + (key,))
-                index[path + (key,)] = first.get(key, line)
+                index[path + (key,)] = line  # YAML keeps the last of equal keys
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
                 walk(v, path + (i,))
@@ -223,11 +242,11 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Stu
 
 def parse_study(text: str, source: str = "<study>", overrides: dict[str, Any] | None = None) -> Study:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
         if context and start is not None and (mark is None or start.line != mark.line):
             problem += f" ({context} that starts on line {start.line + 1})"
@@ -245,12 +264,14 @@ def parse_study(text: str, source: str = "<study>", overrides: dict[str, Any] | 
         if isinstance(raw[section], dict):
             raw[section][field] = value
     duplicates: list[tuple[tuple, int, int]] = []
-    problems = _Problems(_line_index(text, duplicates))
+    lines = _line_index(text, duplicates)
+    repeated = _Problems(lines)
     for path, line, first in duplicates:
-        problems.add(path, f"duplicate key, first on line {first}: YAML would silently keep only the last one",
+        repeated.add(path, f"duplicate key, first on line {first}: YAML would silently keep only the last one",
                      line=line)
+    problems = _Problems(lines)
     try:
-        study = Study(**raw)
+        study = Study.model_validate(raw)
     except ValidationError as e:
         for err in e.errors():
             loc = tuple(err["loc"])
@@ -263,10 +284,10 @@ def parse_study(text: str, source: str = "<study>", overrides: dict[str, Any] | 
             elif err["type"] == "missing":
                 loc, msg = loc[:-1], f"required key '{loc[-1]}' is missing"
             problems.add(loc, msg)
-        raise StudyError(source, problems.items) from None
+        raise StudyError(source, repeated.items + problems.items) from None
     _check_semantics(study, problems)
-    if problems.items:
-        raise StudyError(source, problems.items)
+    if repeated.items or problems.items:
+        raise StudyError(source, repeated.items + problems.items)
     return study
 
 

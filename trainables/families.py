@@ -1,11 +1,13 @@
 """The experiment families a study can name, and the metrics each one reports every epoch.
 
-Kept free of Ray imports so that study validation (spaces/) can use it without starting Ray.
+Kept free of Ray imports so that study validation (spaces/) can use it without importing Ray.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from trainables.core.adversarial import metric_name
 
 
 @dataclass(frozen=True)
@@ -23,20 +25,14 @@ FAMILIES: dict[str, Family] = {
         "optimization", "trainables.optimization:train_optimization", EPOCH_METRICS,
         "configurable CNN / ResNet / VGG-A: activations, losses, optimizers, schedulers, BatchNorm",
     ),
+    "adversarial": Family(
+        "adversarial", "trainables.adversarial:train_adversarial", EPOCH_METRICS + ("clean_acc",),
+        "adversarial training (FGSM-RS, PGD-AT, GAIRAT) with clean / FGSM / PGD / noise accuracy per eps, "
+        "and an independent torchattacks check of the final model",
+    ),
 }
 
 
 def robust_metric_names(eval_eps) -> tuple[str, ...]:
-    """Metric names reported by the robust evaluation for a list of eps values.
-
-    MLflow metric names allow only letters, digits, ``_ - . / :`` and spaces: hence ``pgd_acc_eps0.1``.
-    """
-    names = []
-    for e in eval_eps:
-        tag = eps_tag(e)
-        names += [f"fgsm_acc_eps{tag}", f"pgd_acc_eps{tag}", f"noise_acc_eps{tag}"]
-    return tuple(names)
-
-
-def eps_tag(eps: float) -> str:
-    return f"{eps:.4g}"
+    """Metric names the robust evaluation reports for a list of eps values (``pgd_acc_eps0.1``, ...)."""
+    return tuple(metric_name(attack, eps) for eps in eval_eps for attack in ("fgsm", "pgd", "noise"))

@@ -327,17 +327,20 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, hflip: bool = False,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip, for a whole batch at once."""
     n, _, h, w = x.shape
+    # The offsets are drawn on the CPU (the checkpointed generator); a blocking host-to-device copy
+    # would synchronize the GPU stream on every batch, so the copies are non-blocking (safe from
+    # pageable memory: CUDA stages the source before the call returns).
     if crop_padding > 0:
         p = crop_padding
         padded = F.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device, non_blocking=True)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device, non_blocking=True)
         rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, None, :, None]
         cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, None, :]
         batch = torch.arange(n, device=x.device)[:, None, None, None]
         chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, chan, rows, cols]
     if hflip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device, non_blocking=True)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x

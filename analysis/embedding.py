@@ -1,0 +1,85 @@
+"""A trained model's penultimate features, projected to 2-D with UMAP and colored by label.
+
+Shows how well a model separates the classes in the representation its head sees. Kept
+small: at most ``n`` (2000) samples and a modest number of optimization epochs. The first
+UMAP call in a process spends ~10 s of CPU compiling umap-learn's numba kernels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.core import load_model
+from trainables.core.data import Split
+from trainables.core.train import build_data
+
+from .calibration import calibration
+from .plots import _figure, _save
+
+__all__ = ["from_checkpoint", "subsample", "features", "project", "umap_plot", "calibration"]
+
+SPLITS = ("train", "val", "test")
+
+
+def from_checkpoint(path: str | Path, split: str = "test"):
+    """``(model, config, split)`` from a checkpoint written by the trainer (weights only, on CPU)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    model, cfg = load_model(path, device="cpu")
+    data = build_data(cfg, torch.device("cpu"))
+    return model, cfg, getattr(data, split)
+
+
+def subsample(split: Split, n: int, seed: int = 0) -> Split:
+    if len(split) <= n:
+        return split
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    return Split(split.x[idx], split.y[idx])
+
+
+@torch.inference_mode()
+def features(model: torch.nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
+    """``model.features`` (the penultimate layer) of every sample, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = [model.features(split.x[i : i + batch_size]).flatten(1).float().cpu() for i in range(0, len(split), batch_size)]
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def project(feats: np.ndarray, *, n_neighbors: int = 15, n_epochs: int = 200, seed: int = 0) -> np.ndarray:
+    """UMAP to 2-D (seeded, so the picture is reproducible)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # umap-learn's notices about seeding and numba
+        import umap
+
+        reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(n_neighbors, len(feats) - 1)), n_epochs=n_epochs,
+                            min_dist=0.1, init="spectral" if len(feats) >= 100 else "random",
+                            random_state=seed, n_jobs=1)
+        return reducer.fit_transform(feats)
+
+
+def umap_plot(model: torch.nn.Module, split: Split, out: str | Path, *, n: int = 2000, n_epochs: int = 200,
+              seed: int = 0, title: str = "") -> Path:
+    """Scatter of the UMAP projection of ``model``'s features on ``split`` (≤ ``n`` samples), by label."""
+    part = subsample(split, n, seed)
+    if len(part) < 3:
+        raise ValueError(f"UMAP needs at least 3 samples, got {len(part)}")
+    xy = project(features(model, part), n_epochs=n_epochs, seed=seed)
+    labels = part.y.cpu().numpy()
+    fig = _figure(5.6, 5.0)
+    ax = fig.add_subplot()
+    classes = np.unique(labels)
+    cmap = "tab10" if len(classes) <= 10 else "tab20"
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=cmap, s=6, alpha=0.8, vmin=-0.5, vmax=max(9, labels.max()) + 0.5)
+    if len(classes) <= 20:
+        handles = [ax.scatter([], [], color=points.cmap(points.norm(c)), s=12, label=str(c)) for c in classes]
+        ax.legend(handles=handles, title="label", fontsize="x-small", markerscale=1.5, loc="best", ncols=2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or f"UMAP of penultimate features ({len(part)} samples)")
+    return _save(fig, out)

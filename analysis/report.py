@@ -1,0 +1,214 @@
+"""``python -m analysis NAME``: one Markdown report of a finished (or running) search.
+
+Everything comes from the MLflow records, so a report can be written on any machine that
+reaches the tracking store, long after the search: trial counts, the best trials, a table
+and a plot per searched parameter, learning curves, robustness vs eps when the trials
+measured it, and a UMAP and calibration check of the best model when its weights were
+logged. Exit code 2 (and no traceback) when the search or the store does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from . import plots, records, tables
+
+Log = Callable[[str], None]
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
+
+
+def _fmt(value, spec: str = ".4g") -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "n/a"
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def _categorical(spec: dict) -> bool:
+    return spec.get("type") in ("choice", "grid")
+
+
+def _counts(df: pd.DataFrame) -> pd.DataFrame:
+    order = {o: i for i, o in enumerate(records.OUTCOMES)}
+    counts = df["outcome"].value_counts()
+    counts = counts.sort_index(key=lambda s: s.map(lambda o: order.get(o, len(order))))
+    return pd.DataFrame({"state": counts.index, "trials": counts.to_numpy()})
+
+
+def _top(df: pd.DataFrame, info: records.SearchInfo, k: int) -> pd.DataFrame:
+    cols = ["trial", *info.space, info.best_column]
+    cols += [c for c in ("test_acc", "clean_acc") if c in df] + ["epochs", "state"]
+    top = df[cols].head(k).copy()
+    for p in info.space:  # conditional parameters that did not apply: blank, not "None"
+        top[p] = top[p].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else v).astype(object)
+    return top
+
+
+def _robust_columns(names: list[str], have_clean: bool) -> list[str]:
+    """fgsm, pgd, noise, each by increasing eps; eps 0 left out when it repeats clean_acc."""
+    def key(name):
+        attack, tag = plots.ROBUST_METRIC.match(name).groups()
+        return plots.ATTACKS.index(attack), float(tag)
+
+    return sorted((n for n in names if not (have_clean and key(n)[1] == 0)), key=key)
+
+
+def _best_model(info: records.SearchInfo, out: Path, log: Log, umap_points: int) -> list[str]:
+    """UMAP of the penultimate features and calibration of the logged best weights, on the test split."""
+    from trainables.core import DatasetNotFound
+
+    from . import calibration as calib
+    from . import embedding
+
+    lines = ["## Best model", ""]
+    with tempfile.TemporaryDirectory() as d:
+        log("downloading the best model's checkpoint")
+        ckpt = records.download_checkpoint(info, d)
+        if ckpt is None:
+            return lines + ["No `best_model/checkpoint.pt` artifact on the search run.", ""]
+        try:
+            model, cfg, split = embedding.from_checkpoint(ckpt, "test")
+        except DatasetNotFound as e:
+            log(f"skipping the best-model checks: {str(e).splitlines()[0]}")
+            return lines + [f"Skipped: the dataset is not available here ({str(e).splitlines()[0]}).", ""]
+    lines += [f"Weights logged with trial `{info.best_trial}` (its last checkpoint), evaluated on the "
+              f"{cfg.dataset} test split ({len(split)} samples).", ""]
+    log(f"calibration on {len(split)} test samples")
+    cal = calib.calibration(model, split, out / "calibration.png")
+    lines += [f"Test accuracy {cal.accuracy:.4f}, mean confidence {cal.confidence:.4f}, "
+              f"expected calibration error (15 bins) **{cal.ece:.4f}**.", "",
+              "![reliability diagram](calibration.png)", ""]
+    n = min(umap_points, len(split))
+    log(f"UMAP of {n} test samples' penultimate features (the first call compiles umap's kernels)")
+    t0 = time.perf_counter()
+    embedding.umap_plot(model, split, out / "umap.png", n=n,
+                        title=f"UMAP of penultimate features: trial {info.best_trial}, {n} test samples")
+    log(f"UMAP done in {time.perf_counter() - t0:.1f} s")
+    lines += ["![UMAP of the penultimate features, colored by label](umap.png)", ""]
+    return lines
+
+
+def build(name: str, uri: str | None = None, out: str | Path | None = None, *, top: int = 10,
+          umap_points: int = 2000, best_model: bool = True, log: Log = _log) -> Path:
+    """Write ``report.md`` (plus PNGs and CSVs) for the search ``name`` into ``out``; returns its path."""
+    log(f"reading search '{name}' from {records.tracking_uri(uri)}")
+    client = records.client_for(uri)
+    info = records.search_info(name, uri, client)
+    df = records.trials(name, uri, info=info, client=client)
+    out = Path(out) if out is not None else Path("reports") / _slug(name)
+    out.mkdir(parents=True, exist_ok=True)
+    best, mode, obj = info.best_column, info.mode, info.objective
+    tables.to_csv(df, out / "trials.csv")
+
+    md = [f"# Search `{info.name}`", ""]
+    if info.description:
+        md += [info.description, ""]
+    md += tables.to_markdown(pd.DataFrame({
+        "": ["study", "family", "dataset", "objective", "sampler", "search state", "best", "MLflow"],
+        "value": [info.study, info.family, info.dataset,
+                  f"{obj} ({mode})" + (f", constraint {info.constraint}" if info.constraint else ""),
+                  info.sampler, info.state, f"{_fmt(info.best_value)} (trial {info.best_trial or 'n/a'})",
+                  f"{info.uri}, run {info.run_id}"]})).splitlines() + [""]
+    if info.fixed:
+        md += ["Fixed: " + ", ".join(f"`{k}={v}`" for k, v in info.fixed.items()), ""]
+    if info.constraint:
+        md += [f"`{best}` is the constrained score: the metric where the constraint holds, "
+               "1000 worse where it does not.", ""]
+
+    md += ["## Trials", ""]
+    if df.empty:
+        md += ["No trial was recorded.", ""]
+        path = out / "report.md"
+        path.write_text("\n".join(md))
+        return path
+    md += tables.to_markdown(_counts(df)).splitlines() + [""]
+    failed = df[df["outcome"] == "failed"]
+    for _, row in failed.head(5).iterrows():
+        md.append(f"- `{row['trial']}` {row['state']}")
+    md += [""] if len(failed) else []
+    md += [f"### Top {min(top, len(df))} by `{best}`", ""]
+    md += tables.to_markdown(_top(df, info, top)).splitlines()
+    md += ["", "All trials: [trials.csv](trials.csv).", ""]
+
+    md += ["## By parameter", "",
+           "Trials stopped early by ASHA count in the statistics (they are the worse ones by design); "
+           "`completed` says how many ran the full budget.", ""]
+    log(f"{len(df)} trials; plotting {len(info.space)} searched parameters")
+    for param, spec in info.space.items():
+        md += [f"### `{param}`", ""]
+        if _categorical(spec):
+            table = tables.compare(df, param, best, mode)
+            tables.to_csv(table, out / f"compare_{_slug(param)}.csv")
+            md += tables.to_markdown(table).splitlines() + [""]
+        if df[best].notna().any():
+            plots.by_parameter(df, param, best, out / f"param_{_slug(param)}.png")
+            md += [f"![{best} by {param}](param_{_slug(param)}.png)", ""]
+
+    log(f"reading the per-epoch history of {len(df)} trials")
+    history = records.histories(name, uri, metrics=(obj,), info=info, client=client)
+    md += ["## Learning curves", ""]
+    if history.empty:
+        md += [f"No per-epoch `{obj}` was logged.", ""]
+    else:
+        for param in info.space:
+            file = f"curves_{_slug(param)}.png"
+            plots.learning_curves(history, out / file, obj, trials=df, color_by=param,
+                                  title=f"{obj} per epoch, by {param}")
+            md += [f"![{obj} per epoch, colored by {param}]({file})", ""]
+        if not info.space:
+            plots.learning_curves(history, out / "curves.png", obj)
+            md += [f"![{obj} per epoch](curves.png)", ""]
+
+    if plots.has_robust_metrics(df.columns):
+        log("plotting robustness vs eps")
+        robust_cols = [c for c in df.columns if plots.ROBUST_METRIC.match(str(c))]
+        ranked = df[df[robust_cols].notna().any(axis=1)]
+        k = min(3, len(ranked))
+        plots.robustness_curve(ranked, out / "robustness.png", k=k, title=f"accuracy vs eps, best {k} trials")
+        cols = ["trial"] + [c for c in ("clean_acc",) if c in df] + _robust_columns(robust_cols, "clean_acc" in df)
+        cols += [c for c in ("indep_pgd_acc", "indep_apgd_acc") if c in df]
+        md += ["## Robustness", "", "Final-epoch accuracies on the validation subset used by the robust "
+               "evaluation (eps 0 is the clean accuracy).", "",
+               "![accuracy vs eps](robustness.png)", ""]
+        md += tables.to_markdown(ranked[cols].head(top)).splitlines() + [""]
+
+    if best_model:
+        md += _best_model(info, out, log, umap_points)
+
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="the search name (`search ls` lists them)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, "
+                        f"else {records.DEFAULT_TRACKING_URI})")
+    parser.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
+    parser.add_argument("--top", type=int, default=10, help="rows of the best-trials table")
+    parser.add_argument("--umap-points", type=int, default=2000, help="test samples in the UMAP projection")
+    parser.add_argument("--no-best-model", action="store_true", help="skip UMAP and calibration of the best model")
+    args = parser.parse_args(argv)
+    try:
+        path = build(args.name, args.tracking_uri, args.out, top=args.top, umap_points=args.umap_points,
+                     best_model=not args.no_best_model)
+    except records.SearchNotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0

@@ -1,0 +1,44 @@
+"""The adversarial family's last-epoch additions: the independent check and the masking flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainables.adversarial import check_eps, independent_metrics
+from trainables.core import TrainConfig, Trainer
+
+TINY_AT = {"dataset": "digits", "filters": [8, 16], "epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.01,
+           "adv_mode": "pgd", "adv_eps": 0.1, "adv_steps": 3, "eval_eps": [0.05, 0.1], "eval_pgd_steps": 5,
+           "eval_samples": 200}
+
+
+def test_check_eps_prefers_the_training_eps():
+    assert check_eps(TrainConfig.from_dict(TINY_AT)) == 0.1
+    assert check_eps(TrainConfig.from_dict({**TINY_AT, "adv_eps": 0.3})) == 0.1  # not evaluated: largest eval eps
+    assert check_eps(TrainConfig.from_dict({**TINY_AT, "adv_mode": "none", "adv_eps": 0.0, "eval_eps": []})) == 0.0
+
+
+def test_independent_metrics_on_a_trained_model():
+    trainer = Trainer(TINY_AT)
+    result = trainer.fit()
+    extra = independent_metrics(trainer, result.final)
+    assert extra["indep_eps"] == 0.1
+    for key in ("indep_pgd_acc", "indep_apgd_acc"):
+        assert 0.0 <= extra[key] <= result.final["clean_acc"] + 1e-9
+    # APGD is at least as strong as a 5-step PGD would be: it does not find a *more* robust model.
+    assert extra["indep_apgd_acc"] <= result.final["pgd_acc_eps0.1"] + 0.05
+    assert extra["gradient_masking"] in (0.0, 1.0)
+
+
+def test_no_check_without_an_eps():
+    trainer = Trainer({**TINY_AT, "adv_mode": "none", "adv_eps": 0.0, "eval_eps": []})
+    assert independent_metrics(trainer, {}) == {}
+
+
+@pytest.mark.parametrize("ours,theirs,flag", [(0.50, 0.47, 1.0), (0.50, 0.49, 0.0)])
+def test_masking_flag_in_metrics(monkeypatch, ours, theirs, flag):
+    import trainables.independent_check as ic
+
+    monkeypatch.setattr(ic, "independent_check", lambda *a, **k: {"pgd_acc": theirs, "apgd_acc": theirs + 0.01})
+    trainer = Trainer({**TINY_AT, "max_train_samples": 64})
+    assert independent_metrics(trainer, {"pgd_acc_eps0.1": ours})["gradient_masking"] == flag

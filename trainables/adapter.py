@@ -1,0 +1,48 @@
+"""The one adapter every family's trainable uses: Tune config dict -> core Trainer -> tune.report.
+
+Every epoch it reports the metrics with a checkpoint, so ASHA can stop the trial and Ray can
+resume it from ``tune.get_checkpoint()`` after a failure. A family may add metrics at the last
+epoch (``final_metrics``), e.g. the adversarial family's independent robustness check.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from ray import tune
+
+from trainables.core import TrainConfig, Trainer
+from trainables.objective import OBJECTIVE_KEY, score
+
+CHECKPOINT_FILE = "checkpoint.pt"
+NON_TRAINING_KEYS = {OBJECTIVE_KEY}  # keys the search layer adds that are not training parameters
+
+FinalMetrics = Callable[[Trainer, dict[str, float]], dict[str, float]]
+
+
+def config_from_trial(config: dict) -> TrainConfig:
+    return TrainConfig.from_dict({k: v for k, v in config.items() if k not in NON_TRAINING_KEYS})
+
+
+def run_trial(config: dict, final_metrics: FinalMetrics | None = None) -> None:
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
+    trainer = Trainer(config_from_trial(config))  # Ray hides GPUs not assigned to this trial
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_checkpoint(Path(d) / CHECKPOINT_FILE)
+    spec = config.get(OBJECTIVE_KEY)
+
+    def report(metrics, trainer):
+        if final_metrics is not None and trainer.epoch == trainer.cfg.epochs:
+            metrics = {**metrics, **final_metrics(trainer, metrics)}
+        if spec:
+            metrics = {**metrics, "objective": score(metrics, spec)}
+        with tempfile.TemporaryDirectory() as d:
+            trainer.save_checkpoint(Path(d) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    trainer.fit(report)
