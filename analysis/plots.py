@@ -58,11 +58,13 @@ def _log_scale(values) -> bool:
 
 # ------------------------------------------------------------------ learning curves
 def learning_curves(history: pd.DataFrame, out: str | Path, metric: str = "val_acc", *,
-                    trials: pd.DataFrame | None = None, color_by: str | None = None, title: str = "") -> Path:
+                    trials: pd.DataFrame | None = None, color_by: str | None = None, categorical: bool | None = None,
+                    title: str = "") -> Path:
     """``metric`` vs epoch, one line per trial; colored by the parameter ``color_by`` of ``trials``.
 
     ``history`` is ``records.histories``' long format. A categorical parameter gets one color
-    per value and a legend, a numeric one a colormap (log-scaled when it spans decades). Lines
+    per value and a legend, a numeric one a colormap (log-scaled when it spans decades);
+    ``categorical`` overrides the guess (a choice among numbers is still a choice). Lines
     that end early are trials ASHA stopped.
     """
     data = history[history["metric"] == metric]
@@ -76,7 +78,9 @@ def learning_curves(history: pd.DataFrame, out: str | Path, metric: str = "val_a
             raise KeyError(f"color_by='{color_by}' needs a trials table with that column")
         values = dict(zip(trials["trial"], trials[color_by]))
     color_of, handles = None, []
-    if values and _is_numeric(pd.Series(list(values.values()), dtype=object)):
+    if categorical is None:
+        categorical = not _is_numeric(pd.Series(list(values.values()), dtype=object))
+    if values and not categorical:
         nums = [v for v in values.values() if not _missing(v)]
         norm = LogNorm(min(nums), max(nums)) if _log_scale(nums) else Normalize(min(nums), max(nums))
         cmap = colormaps["viridis"]
@@ -114,11 +118,12 @@ def _scalar_mappable(cmap, norm):
 
 
 # ------------------------------------------------------------------ objective per parameter
-def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path, *, title: str = "") -> Path:
+def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path, *, categorical: bool | None = None,
+                 title: str = "") -> Path:
     """The metric against one parameter: box + jittered points per value, or a scatter for a number.
 
     A numeric parameter gets a scatter (log x when it spans decades) unless it takes a few
-    integer values, which read better as categories.
+    integer values, which read better as categories; ``categorical`` overrides the guess.
     Trials stopped early are drawn hollow, failed trials (no value) are left out.
     """
     data = trials[[param, metric] + (["outcome"] if "outcome" in trials else [])].copy()
@@ -130,7 +135,9 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
     present = data[param][~data[param].map(_missing)]
     numeric = _is_numeric(data[param])
     few_integers = numeric and present.nunique() <= 8 and all(float(v).is_integer() for v in present)
-    if numeric and not few_integers:
+    if categorical is None:
+        categorical = not numeric or few_integers
+    if not categorical:
         x = data[param].astype(float)
         ax.scatter(x[completed], y[completed], color="tab:blue", label="completed")
         ax.scatter(x[~completed], y[~completed], facecolors="none", edgecolors="tab:blue", label="stopped early")
@@ -139,10 +146,7 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
         ax.legend(fontsize="small")
     else:
         keys = data[param].map(lambda v: "n/a" if _missing(v) else str(v))
-        try:  # numbers in numeric order, everything else as the search space listed it
-            levels = sorted(keys.unique(), key=float)
-        except ValueError:
-            levels = list(dict.fromkeys(keys))
+        levels = sorted(dict.fromkeys(keys), key=_level_order)
         groups = [y[keys == lv].to_numpy() for lv in levels]
         ax.boxplot(groups, positions=range(len(levels)), widths=0.5, showfliers=False)
         rng = np.random.default_rng(0)
@@ -161,6 +165,16 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
     ax.grid(alpha=0.3)
     ax.set_title(title or f"{metric} by {param}")
     return _save(fig, out)
+
+
+def _level_order(key: str) -> tuple:
+    """Numbers in numeric order, then other values in order of appearance (stable sort), then n/a."""
+    if key == "n/a":
+        return (2, 0.0)
+    try:
+        return (0, float(key))
+    except ValueError:
+        return (1, 0.0)
 
 
 # ------------------------------------------------------------------ robustness vs eps

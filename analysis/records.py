@@ -1,29 +1,25 @@
 """A search's MLflow records as DataFrames: one row per trial, or per-epoch histories.
 
 Reads what ``search/tracking.py`` writes (a parent run tagged ``rs.role=search`` and one child
-run per trial). The tag names and the two run look-ups are repeated here instead of imported:
-``search.tracking`` imports Ray at module level, and the analysis layer must stay importable
-(and fast) without Ray. ``tests/test_analysis.py`` checks that the names still agree.
+run per trial), through that module's Ray-free look-ups.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlparse
 
 import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 
-# Same values as search.tracking (checked by a test).
-ROLE, SEARCH, TRIAL_ID, STATE = "rs.role", "rs.search", "rs.trial_id", "rs.state"
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+from search.tracking import STATE, TRIAL_ID, StoreNotFound, child_runs, find_parent, tracking_uri
+from search.tracking import client_for as _client_for
+
 BEST_CHECKPOINT = "best_model/checkpoint.pt"
 OUTCOMES = ("completed", "stopped", "failed", "running")
 
@@ -63,37 +59,12 @@ class SearchInfo:
         return "best_model" in self.artifacts
 
 
-def tracking_uri(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
 def client_for(uri: str | None = None) -> MlflowClient:
     """A client for an existing store: a missing sqlite file is an error, never silently created."""
-    uri = tracking_uri(uri)
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else parsed.path
-        if path and path != ":memory:" and not Path(path).is_file():
-            raise SearchNotFound(f"no MLflow store at {uri} ({Path(path).resolve()} does not exist); "
-                                 "run from the directory of the search or pass --tracking-uri")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
-
-
-def _parent(client: MlflowClient, name: str):
-    if "'" in name:
-        return None
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
-        filter_string=f"tags.`{ROLE}` = 'search' and tags.`{SEARCH}` = '{name}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
-
-
-def _children(client: MlflowClient, parent) -> list:
-    return client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                              max_results=10000)
+    try:
+        return _client_for(uri, must_exist=True)
+    except StoreNotFound as e:
+        raise SearchNotFound(str(e)) from None
 
 
 def _float(value) -> float | None:
@@ -106,7 +77,7 @@ def _float(value) -> float | None:
 def search_info(name: str, uri: str | None = None, client: MlflowClient | None = None) -> SearchInfo:
     """The search's parent run; raises ``SearchNotFound`` when there is none of that name."""
     client = client or client_for(uri)
-    parent = _parent(client, name)
+    parent = find_parent(client, name)
     if parent is None:
         raise SearchNotFound(f"no search named '{name}' in MLflow at {tracking_uri(uri)} "
                              "(`search ls` lists the searches)")
@@ -189,7 +160,7 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
     best_col = info.best_column
     rows, metric_names = [], set()
     parent = client.get_run(info.run_id)
-    for run in _children(client, parent):
+    for run in child_runs(client, parent):
         tags, metrics = run.data.tags, run.data.metrics
         row: dict[str, Any] = {"trial": tags.get(TRIAL_ID, run.info.run_id)}
         row.update({p: typed_param(run.data.params.get(p), spec) for p, spec in info.space.items()})
@@ -228,7 +199,7 @@ def histories(name: str, uri: str | None = None, metrics: Iterable[str] = ("val_
     info = info or search_info(name, uri, client)
     wanted = set(trial_ids) if trial_ids is not None else None
     rows = []
-    for run in _children(client, client.get_run(info.run_id)):
+    for run in child_runs(client, client.get_run(info.run_id)):
         trial = run.data.tags.get(TRIAL_ID, run.info.run_id)
         if wanted is not None and trial not in wanted:
             continue

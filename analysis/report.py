@@ -19,6 +19,8 @@ from typing import Callable
 
 import pandas as pd
 
+from search.tracking import DEFAULT_TRACKING_URI
+
 from . import plots, records, tables
 
 Log = Callable[[str], None]
@@ -35,7 +37,15 @@ def _slug(text: str) -> str:
 def _fmt(value, spec: str = ".4g") -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "n/a"
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:.1f}"
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def _constraint(c: dict) -> str:
+    bounds = [f"{c['metric']} >= {c['min']}"] if c.get("min") is not None else []
+    bounds += [f"{c['metric']} <= {c['max']}"] if c.get("max") is not None else []
+    return " and ".join(bounds) or str(c)
 
 
 def _categorical(spec: dict) -> bool:
@@ -52,10 +62,7 @@ def _counts(df: pd.DataFrame) -> pd.DataFrame:
 def _top(df: pd.DataFrame, info: records.SearchInfo, k: int) -> pd.DataFrame:
     cols = ["trial", *info.space, info.best_column]
     cols += [c for c in ("test_acc", "clean_acc") if c in df] + ["epochs", "state"]
-    top = df[cols].head(k).copy()
-    for p in info.space:  # conditional parameters that did not apply: blank, not "None"
-        top[p] = top[p].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else v).astype(object)
-    return top
+    return df[cols].head(k)  # conditional parameters that did not apply print blank
 
 
 def _robust_columns(names: list[str], have_clean: bool) -> list[str]:
@@ -76,10 +83,10 @@ def _best_model(info: records.SearchInfo, out: Path, log: Log, umap_points: int)
 
     lines = ["## Best model", ""]
     with tempfile.TemporaryDirectory() as d:
-        log("downloading the best model's checkpoint")
         ckpt = records.download_checkpoint(info, d)
         if ckpt is None:
             return lines + ["No `best_model/checkpoint.pt` artifact on the search run.", ""]
+        log("loading the best model's checkpoint and the test split")
         try:
             model, cfg, split = embedding.from_checkpoint(ckpt, "test")
         except DatasetNotFound as e:
@@ -120,7 +127,7 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
     md += tables.to_markdown(pd.DataFrame({
         "": ["study", "family", "dataset", "objective", "sampler", "search state", "best", "MLflow"],
         "value": [info.study, info.family, info.dataset,
-                  f"{obj} ({mode})" + (f", constraint {info.constraint}" if info.constraint else ""),
+                  f"{obj} ({mode})" + (f", subject to {_constraint(info.constraint)}" if info.constraint else ""),
                   info.sampler, info.state, f"{_fmt(info.best_value)} (trial {info.best_trial or 'n/a'})",
                   f"{info.uri}, run {info.run_id}"]})).splitlines() + [""]
     if info.fixed:
@@ -154,8 +161,10 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
             table = tables.compare(df, param, best, mode)
             tables.to_csv(table, out / f"compare_{_slug(param)}.csv")
             md += tables.to_markdown(table).splitlines() + [""]
-        if df[best].notna().any():
-            plots.by_parameter(df, param, best, out / f"param_{_slug(param)}.png")
+        if not df[best].notna().any():
+            md += [f"No trial reported `{best}`.", ""]
+        else:
+            plots.by_parameter(df, param, best, out / f"param_{_slug(param)}.png", categorical=_categorical(spec))
             md += [f"![{best} by {param}](param_{_slug(param)}.png)", ""]
 
     log(f"reading the per-epoch history of {len(df)} trials")
@@ -164,9 +173,9 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
     if history.empty:
         md += [f"No per-epoch `{obj}` was logged.", ""]
     else:
-        for param in info.space:
+        for param, spec in info.space.items():
             file = f"curves_{_slug(param)}.png"
-            plots.learning_curves(history, out / file, obj, trials=df, color_by=param,
+            plots.learning_curves(history, out / file, obj, trials=df, color_by=param, categorical=_categorical(spec),
                                   title=f"{obj} per epoch, by {param}")
             md += [f"![{obj} per epoch, colored by {param}]({file})", ""]
         if not info.space:
@@ -198,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", help="the search name (`search ls` lists them)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, "
-                        f"else {records.DEFAULT_TRACKING_URI})")
+                        f"else {DEFAULT_TRACKING_URI})")
     parser.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
     parser.add_argument("--top", type=int, default=10, help="rows of the best-trials table")
     parser.add_argument("--umap-points", type=int, default=2000, help="test samples in the UMAP projection")

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from trainables.core import train  # noqa: E402
 from trainables.core.attacks import fgsm, pgd, robust_accuracy  # noqa: E402
+from trainables.core.train import build_data  # noqa: E402
 from trainables.independent_check import gradient_masking_flag, independent_check  # noqa: E402
 
 COLUMNS = ("clean", "fgsm", "pgd20", "ta_pgd20", "ta_apgd")
@@ -54,10 +55,10 @@ def main(argv=None) -> dict:
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
 
-    # a small validation split: model selection is not the point here, and it is evaluated every epoch
+    # a small validation split: it is evaluated every epoch, and model selection is not the point here
     base = {"dataset": "fashion_mnist", "data_dir": args.data_dir, "max_train_samples": args.train_samples,
-            "val_fraction": 0.02,
-            "epochs": args.epochs, "filters": args.filters, "lr": args.lr, "seed": args.seed, "device": "cpu"}
+            "val_fraction": 0.02, "epochs": args.epochs, "filters": args.filters, "lr": args.lr, "seed": args.seed,
+            "device": "cpu"}
     runs = {"standard": {}, "pgd_at": {"adv_mode": "pgd", "adv_eps": args.eps, "adv_steps": args.adv_steps}}
     t_start = time.perf_counter()
     results, timing = {}, {}
@@ -67,8 +68,6 @@ def main(argv=None) -> dict:
             f"  [{name}] epoch {m['epoch']}: train_acc {m['train_acc']:.3f} val_acc {m['val_acc']:.3f} "
             f"({m['epoch_time']:.0f}s)", flush=True))
         t1 = time.perf_counter()
-        from trainables.core.train import build_data
-
         test = build_data(r.config, torch.device("cpu")).test
         x, y = test.x[: args.eval_samples], test.y[: args.eval_samples]
         results[name] = evaluate(r.model.eval(), x, y, args.eps, batch_size=500)

@@ -160,14 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from spaces.study import StudyError
 
-    from .runner import SearchError
+    from .errors import SearchError
+    from .tracking import StoreNotFound
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except StudyError as e:
         return _fail(str(e))
-    except SearchError as e:
+    except (SearchError, StoreNotFound) as e:
         return _fail(str(e))
     except KeyboardInterrupt as e:
         name = e.args[0] if e.args else "NAME"

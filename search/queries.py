@@ -10,11 +10,11 @@ import pandas as pd
 import yaml
 
 from . import tracking
-from .runner import SearchError
+from .errors import SearchError
 
 
 def list_searches(uri: str | None = None) -> pd.DataFrame:
-    client = tracking.client_for(uri)
+    client = tracking.client_for(uri, must_exist=True)
     exps = [e.experiment_id for e in client.search_experiments()]
     if not exps:
         return pd.DataFrame()
@@ -49,7 +49,7 @@ def _parent(client, name: str):
 
 def trials_frame(name: str, uri: str | None = None) -> tuple[pd.DataFrame, str, str]:
     """Every trial of a search: its parameters, best objective value, epochs and state."""
-    client = tracking.client_for(uri)
+    client = tracking.client_for(uri, must_exist=True)
     parent = _parent(client, name)
     metric = parent.data.params.get("objective", "val_acc")
     mode = parent.data.params.get("mode", "max")
@@ -83,7 +83,7 @@ def top_trials(name: str, uri: str | None = None, k: int = 10) -> tuple[pd.DataF
 
 def export_best(name: str, out: str | Path, uri: str | None = None) -> Path:
     """Write the best trial's full configuration as YAML, ready for ``search reproduce``."""
-    client = tracking.client_for(uri)
+    client = tracking.client_for(uri, must_exist=True)
     parent = _parent(client, name)
     table, metric, mode = trials_frame(name, uri)
     table = table.dropna(subset=[metric])

@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 
 from . import tracking
+from .callbacks import MlflowTrialLogger
+from .errors import SearchError
 from .progress import LiveProgress
-from .runner import RUNS_DIR, SearchError, init_ray, quiet_libraries, resolve_trainable
+from .runner import RUNS_DIR, init_ray, quiet_libraries, resolve_trainable
 
 SUMMARY_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss")
 
@@ -60,7 +62,7 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
         tracking.ROLE: "reproduce", tracking.SEARCH: name, "rs.source_search": str(doc.get("search")),
         "rs.family": doc["family"], "rs.git_commit": tracking.git_commit()}).info.run_id
     client.log_artifact(parent, str(best))
-    logger = tracking.MlflowTrialLogger(uri, parent, name, config["epochs"], "val_acc", "max")
+    logger = MlflowTrialLogger(uri, parent, name, config["epochs"], "val_acc", "max")
     progress = LiveProgress("val_acc", "max", len(seeds), config["epochs"])
     trainable = tune.with_resources(resolve_trainable(doc["family"]), {"cpu": cpus, "gpu": gpus})
     tuner = tune.Tuner(

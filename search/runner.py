@@ -19,14 +19,13 @@ from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
 from . import tracking
+from .callbacks import MlflowTrialLogger
+from .errors import SearchError
+from .pareto import pareto_mask
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 RUNS_DIR = "runs"
 META_FILE = "search.json"
-
-
-class SearchError(RuntimeError):
-    """A problem the user can fix (exit code 2): the message says how."""
 
 
 @dataclass
@@ -169,7 +168,7 @@ def run_config(study: Study, meta: SearchMeta, callbacks: list):
 def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
     from .progress import LiveProgress
 
-    cbs = [tracking.MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, study.budget.max_epochs,
+    cbs = [MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, study.budget.max_epochs,
                                       objective_metric(study), study.objective.mode)]
     if not quiet:
         cbs.append(LiveProgress(objective_metric(study), study.objective.mode, meta.num_samples,
@@ -277,6 +276,8 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
     client.log_artifact(meta.parent_run_id, str(best_yaml))
     table.to_csv(folder / "trials.csv", index=False)
     client.log_artifact(meta.parent_run_id, str(folder / "trials.csv"))
+    if "pareto" in table:
+        tracking.mark_pareto(client, meta.parent_run_id, list(table.loc[table["pareto"], "trial"]))
     client.log_metric(meta.parent_run_id, "search_seconds", seconds)
     client.set_tag(meta.parent_run_id, tracking.STATE, "finished")
     client.set_terminated(meta.parent_run_id, "FINISHED")
@@ -290,13 +291,14 @@ def results_table(results, study: Study):
 
     metric, mode = objective_metric(study), study.objective.mode
     constraint = study.objective.constraint.metric if study.objective.constraint else None
+    pareto = study.objective.pareto_with.metric if study.objective.pareto_with else None
     rows = []
     for r in results:
         trial_id = Path(r.path).name if r.path else "?"
         df = r.metrics_dataframe
         row: dict[str, Any] = {"trial": r.metrics.get("trial_id", trial_id)}
         row.update({k: (r.config or {}).get(k) for k in study.search})
-        shown = [metric] + [m for m in (study.objective.metric, constraint) if m and m != metric]
+        shown = [metric] + [m for m in dict.fromkeys((study.objective.metric, constraint, pareto)) if m and m != metric]
         if df is not None and metric in df and df[metric].notna().any():
             best = df.loc[df[metric].idxmax() if mode == "max" else df[metric].idxmin()]
             row.update({m: best.get(m, float("nan")) for m in shown})
@@ -310,6 +312,9 @@ def results_table(results, study: Study):
     table = pd.DataFrame(rows)
     if len(table):
         table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+    if pareto and len(table):
+        pw = study.objective.pareto_with
+        table["pareto"] = pareto_mask(table, [(study.objective.metric, study.objective.mode), (pw.metric, pw.mode)])
     return table
 
 

@@ -1,9 +1,8 @@
 """MLflow records: one parent run per search, one nested child run per trial.
 
-All writes happen on the driver, through a Tune callback: trials finishing at the same
-time never contend for a ``sqlite:///`` store. Children are nested in the UI through the
-``mlflow.parentRunId`` tag. After a resume, the callback finds the child runs that already
-exist (by trial id) instead of opening duplicates.
+This module is Ray-free (analysis/ and the read-only commands use it); the Tune callback
+that writes the trial runs is in ``search.callbacks``. Children are nested in the UI through
+the ``mlflow.parentRunId`` tag.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from ray import tune
 
 ROLE, SEARCH, TRIAL_ID, STATE = "rs.role", "rs.search", "rs.trial_id", "rs.state"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -32,11 +30,22 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def client_for(uri: str | None = None) -> MlflowClient:
+class StoreNotFound(FileNotFoundError):
+    """A read command pointed at a sqlite store that does not exist (MLflow would create it empty)."""
+
+
+def client_for(uri: str | None = None, *, must_exist: bool = False) -> MlflowClient:
+    """An MLflow client; ``must_exist`` refuses a missing sqlite file instead of creating an empty store."""
     import logging
 
+    uri = tracking_uri(uri)
+    if must_exist and uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if str(path) != ":memory:" and not path.is_file():
+            raise StoreNotFound(f"no MLflow store at {uri} ({path.resolve()} does not exist); run from the "
+                                "directory of the search or pass --tracking-uri")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite migrations are noisy on first use
-    return MlflowClient(tracking_uri=tracking_uri(uri))
+    return MlflowClient(tracking_uri=uri)
 
 
 def git_commit() -> str:
@@ -59,14 +68,14 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _params(d: dict[str, Any]) -> list[Param]:
+def as_params(d: dict[str, Any]) -> list[Param]:
     def text(v):
         return json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
 
     return [Param(k, text(v)[:6000]) for k, v in d.items()]
 
 
-def _metrics(result: dict[str, Any], step: int) -> list[Metric]:
+def as_metrics(result: dict[str, Any], step: int) -> list[Metric]:
     ts = int(time.time() * 1000)
     return [Metric(k, float(v), ts, step) for k, v in result.items()
             if k not in NON_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -88,10 +97,13 @@ def start_parent(client: MlflowClient, study, search_name: str, study_path: Path
         tags["rs.data_source"] = data_source
     run = client.create_run(exp, run_name=search_name, tags=tags)
     rid = run.info.run_id
-    params = {"family": study.family, "dataset": study.dataset, "num_samples": study.budget.num_samples,
-              "max_epochs": study.budget.max_epochs, "objective": study.objective.metric,
+    fields = {"family": study.family, "dataset": study.dataset, "num_samples": study.budget.num_samples,
+              "max_epochs": study.budget.max_epochs,
+              # the searched value: a constrained objective is reported as "objective" (see trainables/objective.py)
+              "objective": "objective" if study.objective.constraint else study.objective.metric,
+              "target_metric": study.objective.metric,
               "mode": study.objective.mode, "sampler": sampler, **{f"fixed.{k}": v for k, v in study.fixed.items()}}
-    client.log_batch(rid, params=_params(params),
+    client.log_batch(rid, params=as_params(fields),
                      tags=[RunTag(f"version.{k}", v) for k, v in package_versions().items()])
     client.log_artifact(rid, str(study_path), "study")
     client.log_dict(rid, {k: v.model_dump(exclude_none=True) for k, v in study.search.items()}, "search_space.json")
@@ -99,6 +111,8 @@ def start_parent(client: MlflowClient, study, search_name: str, study_path: Path
 
 
 def find_parent(client: MlflowClient, search_name: str):
+    if "'" in search_name:  # cannot be a search name, and would break the filter string
+        return None
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         filter_string=f"tags.`{ROLE}` = 'search' and tags.`{SEARCH}` = '{search_name}'",
@@ -131,79 +145,10 @@ def log_best(client: MlflowClient, parent_run_id: str, best_result, metric: str,
             client.log_artifacts(rid, d, "best_model")
 
 
-class MlflowTrialLogger(tune.Callback):
-    """Logs every trial (params, per-epoch metrics, final state) as a child of the search's run."""
-
-    def __init__(self, uri: str, parent_run_id: str, search_name: str, max_epochs: int, metric: str, mode: str):
-        self.uri, self.parent_run_id, self.search_name, self.max_epochs = uri, parent_run_id, search_name, max_epochs
-        self.metric, self.mode = metric, mode
-        self._client: MlflowClient | None = None
-        self.runs: dict[str, str] = {}
-        self.last_epoch: dict[str, int] = {}
-        self.best: dict[str, float] = {}
-
-    def __getstate__(self):  # Tune pickles callbacks with the experiment state; clients do not pickle
-        state = dict(self.__dict__)
-        state["_client"] = None
-        return state
-
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = client_for(self.uri)
-        return self._client
-
-    def setup(self, **info):
-        parent = self.client.get_run(self.parent_run_id)
-        for run in child_runs(self.client, parent):  # after a resume: reuse, never duplicate
-            tid = run.data.tags.get(TRIAL_ID)
-            if tid:
-                self.runs[tid] = run.info.run_id
-
-    def _run_for(self, trial) -> str:
-        rid = self.runs.get(trial.trial_id)
-        if rid is None:
-            parent = self.client.get_run(self.parent_run_id)
-            run = self.client.create_run(
-                parent.info.experiment_id, run_name=f"{self.search_name}/{trial.trial_id}",
-                tags={"mlflow.parentRunId": self.parent_run_id, ROLE: "trial", SEARCH: self.search_name,
-                      TRIAL_ID: trial.trial_id, STATE: "running", **{k: v for k, v in parent.data.tags.items()
-                                                                     if k.startswith("rs.") and k not in (ROLE, STATE)}})
-            rid = self.runs[trial.trial_id] = run.info.run_id
-            config = {k: v for k, v in trial.config.items() if not k.startswith("rs_")}
-            self.client.log_batch(rid, params=_params(config))
-            self.client.log_dict(rid, config, "config.json")
-        return rid
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._run_for(trial)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.last_epoch[trial.trial_id] = step
-        metrics = _metrics(result, step)
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)):
-            best = self.best.get(trial.trial_id)
-            if best is None or (value > best if self.mode == "max" else value < best):
-                self.best[trial.trial_id] = best = float(value)
-            metrics.append(Metric(best_key(self.metric), best, metrics[0].timestamp if metrics else 0, step))
-        self.client.log_batch(self._run_for(trial), metrics=metrics)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        epoch = self.last_epoch.get(trial.trial_id, 0)
-        state = "completed" if epoch >= self.max_epochs else f"stopped early by ASHA at epoch {epoch}"
-        rid = self._run_for(trial)
-        self.client.set_tag(rid, STATE, state)
-        self.client.set_tag(rid, "rs.epochs_run", str(epoch))
-        self.client.set_terminated(rid, "FINISHED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        rid = self._run_for(trial)
-        error = "unknown error"
-        if trial.error_file and Path(trial.error_file).is_file():
-            error = Path(trial.error_file).read_text()[-4000:]
-            self.client.log_text(rid, error, "error.txt")
-        last_line = error.strip().splitlines()[-1] if error.strip() else error
-        self.client.set_tag(rid, STATE, f"failed: {last_line[:250]}")
-        self.client.set_terminated(rid, "FAILED")
+def mark_pareto(client: MlflowClient, parent_run_id: str, trial_ids: list[str]) -> None:
+    """Tag the trials on the Pareto front (``rs.pareto = true``) and list them on the parent."""
+    parent = client.get_run(parent_run_id)
+    front = set(trial_ids)
+    for run in child_runs(client, parent):
+        client.set_tag(run.info.run_id, "rs.pareto", str(run.data.tags.get(TRIAL_ID) in front).lower())
+    client.set_tag(parent_run_id, "rs.pareto_front", ",".join(sorted(front)))

@@ -45,10 +45,18 @@ class Constraint(_Strict):
         return self
 
 
+class ParetoWith(_Strict):
+    """A second objective: the search records the Pareto front of (metric, this) over its trials."""
+
+    metric: str
+    mode: Literal["max", "min"] = "max"
+
+
 class Objective(_Strict):
     metric: str = "val_acc"
     mode: Literal["max", "min"] = "max"
     constraint: Constraint | None = None
+    pareto_with: ParetoWith | None = None
 
 
 class Budget(_Strict):
@@ -393,6 +401,10 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
     c = study.objective.constraint
     if c is not None and c.metric not in metrics:
         problems.add(("objective", "constraint", "metric"), f"family '{study.family}' never reports '{c.metric}'; "
+                     f"it reports: {', '.join(metrics)}")
+    pw = study.objective.pareto_with
+    if pw is not None and pw.metric not in metrics:
+        problems.add(("objective", "pareto_with", "metric"), f"family '{study.family}' never reports '{pw.metric}'; "
                      f"it reports: {', '.join(metrics)}")
     if study.resources.gpus > 1 and study.resources.gpus != int(study.resources.gpus):
         problems.add(("resources", "gpus"), "more than one GPU per trial must be a whole number")

@@ -6,7 +6,6 @@ writes (a parent run per search, a child run per trial), around a real tiny chec
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
@@ -152,29 +151,6 @@ def store(tmp_path_factory, tiny_model):
 
 
 # ------------------------------------------------------------------ records
-def _assignments(path: Path) -> dict:
-    out = {}
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign):
-            for target in node.targets:
-                names = [target] if isinstance(target, ast.Name) else getattr(target, "elts", [])
-                try:
-                    values = ast.literal_eval(node.value)
-                except ValueError:
-                    continue
-                values = [values] if isinstance(target, ast.Name) else values
-                out.update({n.id: v for n, v in zip(names, values) if isinstance(n, ast.Name)})
-    return out
-
-
-def test_tag_names_agree_with_search_tracking():
-    """records repeats search.tracking's names (importing it would import Ray): they must not drift."""
-    written = _assignments(ROOT / "search" / "tracking.py")
-    for name in ("ROLE", "SEARCH", "TRIAL_ID", "STATE", "DEFAULT_TRACKING_URI"):
-        assert getattr(records, name) == written[name], name
-    assert "def best_key(metric: str) -> str:\n    return f\"best_{metric}\"" in (ROOT / "search" / "tracking.py").read_text()
-
-
 def test_trials_types_params_sorts_and_keeps_the_searched_lr(store):
     uri, run_ids = store
     df = records.trials("demo", uri)
@@ -194,12 +170,14 @@ def test_trials_types_params_sorts_and_keeps_the_searched_lr(store):
     assert df.loc[df.trial == "t_best", "run_id"].item() == run_ids["t_best"]
 
 
-def test_constrained_search_uses_best_objective(store):
+def test_constrained_search_uses_best_objective(store, tmp_path):
     uri, _ = store
     info = records.search_info("constrained", uri)
     assert info.best_column == "best_objective" and info.constraint == {"metric": "val_acc", "min": 0.5}
     df = records.trials("constrained", uri, info=info)
     assert list(df["trial"]) == ["c1", "c2"] and df["best_objective"].iloc[1] == pytest.approx(-999.7)
+    text = report.build("constrained", uri, tmp_path / "rep", best_model=False, log=lambda m: None).read_text()
+    assert "val_acc (max), subject to val_acc >= 0.5" in text and "### Top 2 by `best_objective`" in text
 
 
 def test_histories_long_format_only_the_metrics_asked_last_value_wins(store):
@@ -303,6 +281,7 @@ def test_learning_curves_and_parameter_plots(store, tmp_path):
     for param in ("activation", "lr", "momentum", "batchnorm"):
         assert _png(plots.learning_curves(hist, tmp_path / f"c_{param}.png", trials=df, color_by=param))
         assert _png(plots.by_parameter(df, param, "best_val_acc", tmp_path / f"p_{param}.png"))
+    assert sorted(["silu", "1.0", "n/a", "0.5", "relu"], key=plots._level_order) == ["0.5", "1.0", "silu", "relu", "n/a"]
     with pytest.raises(ValueError, match="no 'test_acc' history"):
         plots.learning_curves(hist, tmp_path / "x.png", "test_acc")
 

@@ -9,7 +9,17 @@ import torch
 from torch import nn
 
 from trainables.core import train
-from trainables.core.attacks import eps_tag, eval_mode, fgsm, pgd, pgd_with_kappa, random_noise, robust_accuracy, robust_correct
+from trainables.core.attacks import (
+    eps_tag,
+    eval_mode,
+    fgsm,
+    pgd,
+    pgd_with_kappa,
+    prefer,
+    random_noise,
+    robust_accuracy,
+    robust_correct,
+)
 
 EPS = 0.1  # moderate on 8x8 digits: a trained CNN is hurt but not destroyed
 TOL = 1e-6  # float32 rounding of x +- eps
@@ -30,6 +40,7 @@ ATTACKS = {
     "fgsm": lambda m, x, y, eps: fgsm(m, x, y, eps),
     "fgsm_rs": lambda m, x, y, eps: fgsm(m, x, y, eps, random_start=True),
     "pgd": lambda m, x, y, eps: pgd(m, x, y, eps, steps=5),
+    "pgd_start": lambda m, x, y, eps: pgd(m, x, y, eps, steps=0),  # the random start alone
     "pgd_restarts": lambda m, x, y, eps: pgd(m, x, y, eps, steps=3, restarts=2),
     "pgd_targeted": lambda m, x, y, eps: pgd(m, x, y, eps, steps=3, targeted=True, target=(y + 1) % 10),
     "pgd_kappa": lambda m, x, y, eps: pgd_with_kappa(m, x, y, eps, steps=3)[0],
@@ -45,7 +56,7 @@ def test_outputs_stay_in_eps_ball_and_image_range(trained, name, eps):
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert (x_adv - x).abs().max() <= eps + TOL
     assert x_adv.min() >= 0 and x_adv.max() <= 1
-    if eps > 0 and name != "noise":
+    if eps > 0 and name not in ("noise", "pgd_start"):
         assert (x_adv - x).abs().max() > 0.5 * eps  # it moved: the bound is not met trivially
 
 
@@ -118,6 +129,14 @@ def test_restarts_keep_each_samples_successful_example(trained):
     assert fooled_three.sum() >= fooled_one.sum()
 
 
+def test_restart_preference_puts_success_before_loss():
+    success = torch.tensor([True, False, True, False, True])
+    score = torch.tensor([0.1, 9.0, 2.0, 1.0, 1.0])
+    best_success = torch.tensor([False, True, True, False, True])
+    best_score = torch.tensor([5.0, 0.5, 1.0, 2.0, 1.0])
+    assert prefer(success, score, best_success, best_score).tolist() == [True, False, True, False, False]
+
+
 def test_generator_makes_attacks_reproducible(trained):
     model, x, y = trained
 
@@ -163,13 +182,16 @@ def test_robust_accuracy_counts_clean_and_adversarial(trained):
         clean = (model(x).argmax(1) == y).float().mean().item()
     assert robust_accuracy(model, split, None, batch_size=50) == pytest.approx(clean)
     assert robust_correct(model, (x, y), None) == round(clean * len(y))
-    # an "attack" that blanks the images: a sample counts iff it is right clean and its label is the
-    # class the model gives a blank image
+    # An "attack" that swaps every image for one the model puts in class c, where c is the label of a
+    # misclassified sample: that sample must not count although its "adversarial" prediction is right.
     with torch.no_grad():
-        blank_class = model(torch.zeros_like(x[:1])).argmax(1)
-        expected = ((model(x).argmax(1) == y) & (y == blank_class)).float().mean().item()
-    got = robust_accuracy(model, (x, y), lambda m, a, b: torch.zeros_like(a), batch_size=100)
-    assert got == pytest.approx(expected) and got < clean
+        pred = model(x).argmax(1)
+    wrong = (pred != y).nonzero()[0, 0]
+    c = y[wrong]
+    donor = x[((pred == c) & (y == c)).nonzero()[0, 0]]
+    expected = ((pred == y) & (y == c)).sum().item() / len(y)
+    got = robust_accuracy(model, (x, y), lambda m, a, b: donor.expand_as(a).clone(), batch_size=100)
+    assert got == pytest.approx(expected) and got < ((y == c).sum().item() / len(y))
 
 
 def test_eval_mode_restores_each_module():

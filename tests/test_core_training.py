@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -89,6 +90,19 @@ def test_load_model_round_trips_and_evaluates_the_same(tiny, tmp_path):
     assert loss == pytest.approx(result.final["test_loss"], rel=1e-5)
 
 
+def test_load_model_needs_no_data_and_leaves_the_global_rng_alone(tiny, tmp_path, monkeypatch):
+    ckpt = tmp_path / "final.pt"
+    train(tiny, on_epoch=lambda m, t: t.save_checkpoint(ckpt) if m["epoch"] == tiny["epochs"] else None)
+    train_mod = sys.modules["trainables.core.train"]
+    monkeypatch.setattr(train_mod, "load_data", lambda *a, **k: pytest.fail("load_model loaded the dataset"))
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    model, _ = load_model(ckpt)
+    assert torch.equal(torch.rand(3), expected)
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+
+
 # ---------------------------------------------------------------- SWA
 def test_swa_averages_and_reports(tiny):
     trainers = []
@@ -106,6 +120,30 @@ def test_swa_averages_and_reports(tiny):
     assert result.final["test_acc"] > 0.5
     # SWALR takes over the learning rate from the swa start on
     assert result.history[-1]["lr"] != result.history[0]["lr"]
+
+
+def test_swa_checkpoint_loads_the_averaged_model(tiny, tmp_path):
+    ckpt = tmp_path / "swa.pt"
+    cfg = {**tiny, "epochs": 4, "swa": True, "swa_start": 2}
+    result = train(cfg, on_epoch=lambda m, t: t.save_checkpoint(ckpt) if m["epoch"] == 4 else None)
+    model, _ = load_model(ckpt)
+    for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), name  # the average with its recomputed BatchNorm statistics
+    trainer = Trainer(cfg)
+    assert evaluate(model, trainer.data.test)[1] == result.final["test_acc"]
+
+
+def test_swa_run_stopped_early_reports_the_live_model(tiny):
+    # The average's BatchNorm statistics are only recomputed at the last epoch: before that it is not the model.
+    trainers = []
+
+    def stop_at_three(metrics, trainer):
+        trainers.append(trainer)
+        return metrics["epoch"] == 3
+
+    result = train({**tiny, "epochs": 5, "swa": True, "swa_start": 1}, on_epoch=stop_at_three)
+    assert len(result.history) == 3
+    assert result.model is trainers[-1].model
 
 
 # ---------------------------------------------------------------- schedulers and optimizers

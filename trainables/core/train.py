@@ -21,7 +21,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
 from .adversarial import make_batch_loss, robust_metrics
 from .config import TrainConfig
-from .data import DataBundle, Split, augment, load_data, norm_stats
+from .data import DATASETS, DataBundle, DatasetInfo, Split, augment, load_data, norm_stats
 from .losses import build_loss
 from .models import Network, build_model
 from .optim import build_optimizer, build_scheduler
@@ -43,10 +43,26 @@ def build_data(cfg: TrainConfig, device: torch.device) -> DataBundle:
 
 def build_network(cfg: TrainConfig, data: DataBundle) -> Network:
     c, h, _ = data.shape
-    mean, std = norm_stats(data.info, c)
-    return build_model(cfg.model, in_channels=c, num_classes=data.info.num_classes, image_size=h, mean=mean, std=std,
-                       filters=cfg.filters, activation_name=cfg.activation, slope=cfg.leaky_slope,
+    return network_for(cfg, data.info, c, h)
+
+
+def network_for(cfg: TrainConfig, info: DatasetInfo, channels: int, size: int) -> Network:
+    """The configured model for ``channels`` x ``size`` x ``size`` images of dataset ``info`` (no data needed)."""
+    mean, std = norm_stats(info, channels)
+    return build_model(cfg.model, in_channels=channels, num_classes=info.num_classes, image_size=size, mean=mean,
+                       std=std, filters=cfg.filters, activation_name=cfg.activation, slope=cfg.leaky_slope,
                        batchnorm=cfg.batchnorm, dropout=cfg.dropout, width=cfg.width)
+
+
+def swa_start_epoch(cfg: TrainConfig) -> int:
+    """The epoch after which SWA averages weights (``swa_start``, or the last 25 % of the run)."""
+    return cfg.swa_start or int(0.75 * cfg.epochs)
+
+
+def swa_final(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether the SWA average is the run's model after ``epoch`` epochs: only once it has been completed
+    (BatchNorm statistics recomputed) at the last epoch. Before that its BatchNorm buffers are stale."""
+    return cfg.swa and epoch == cfg.epochs and epoch > swa_start_epoch(cfg)
 
 
 @torch.inference_mode()
@@ -105,7 +121,7 @@ class Trainer:
             cfg.scheduler, self.optimizer, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch, lr=cfg.lr,
             step_size=cfg.step_size, gamma=cfg.gamma, plateau_factor=cfg.plateau_factor,
             plateau_patience=cfg.plateau_patience, warmup_epochs=cfg.warmup_epochs)
-        self.swa_start = (cfg.swa_start or int(0.75 * cfg.epochs)) if cfg.swa else None
+        self.swa_start = swa_start_epoch(cfg) if cfg.swa else None
         self.swa_model = AveragedModel(self.model) if cfg.swa else None
         self.swa_scheduler = SWALR(self.optimizer, swa_lr=cfg.swa_lr or cfg.lr * 0.05) if cfg.swa else None
         self.l1_params = [p for p in self.model.parameters() if p.dim() > 1] if cfg.l1 else []
@@ -178,8 +194,12 @@ class Trainer:
                 self.scheduler.step()
 
     def eval_model(self) -> nn.Module:
-        """The model to evaluate: the SWA average once it has started, else the live model."""
-        if self.swa_model is not None and self.epoch > self.swa_start:
+        """The model to evaluate: the SWA average once completed at the last epoch, else the live model.
+
+        (Mid-run the average's BatchNorm statistics are those of the initial model; ``finalize_swa``
+        recomputes them at the end.)
+        """
+        if self.swa_model is not None and swa_final(self.cfg, self.epoch):
             return self.swa_model.module
         return self.model
 
@@ -280,10 +300,18 @@ def train(config: TrainConfig | dict | None = None, *, on_epoch: EpochCallback |
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[Network, TrainConfig]:
-    """Rebuild a trained model from a checkpoint (weights only; no pickled code is executed)."""
+    """Rebuild a trained model from a checkpoint (weights only; no pickled code is executed).
+
+    The model is the one the run reported: the SWA average for a completed SWA run, else the
+    trained weights. Needs no dataset files and leaves the global random state untouched.
+    """
     state = torch.load(path, map_location=device, weights_only=True)
     cfg = TrainConfig.from_dict(state["config"])
-    trainer = Trainer(cfg.model_copy(update={"device": device}))
-    trainer.model.load_state_dict(state["model"])
-    trainer.model.eval()
-    return trainer.model, cfg
+    info = DATASETS[cfg.dataset]
+    with torch.random.fork_rng(devices=[]):  # weight initialization would consume the caller's RNG
+        model = network_for(cfg, info, cfg.channels or info.channels, cfg.image_size or info.size)
+    weights = state["model"]
+    if state.get("swa_model") is not None and swa_final(cfg, state["epoch"]):
+        weights = {k.removeprefix("module."): v for k, v in state["swa_model"].items() if k.startswith("module.")}
+    model.load_state_dict(weights)
+    return model.to(device).eval(), cfg
