@@ -23,9 +23,11 @@ import torch  # noqa: E402
 
 from trainables.core import DatasetNotFound, train  # noqa: E402
 
-# Chosen for 2 CPU cores: a narrow CNN (the fixed 512 -> 256 classifier dominates less than the convs),
-# batch 128, SGD + Nesterov momentum with a one-cycle schedule, light label smoothing, no augmentation
-# (5 epochs is too short for crops and flips to pay off).
+# Chosen for 2 CPU cores: a narrow CNN (16-32-64 filters: about a quarter of the default 32-64-128's
+# compute), batch 128, SGD + Nesterov momentum with a one-cycle schedule (peak lr 0.1), no augmentation
+# (5 epochs is too short for crops and flips to pay off). Measured: 92.0 % test accuracy, about 160 s
+# with 1 thread on a shared 2-core machine. Digits: a 32-64 CNN, batch 32, constant lr 0.05: 95 %
+# validation accuracy after 4 epochs, under 2 s of training.
 FASHION = {
     "dataset": "fashion_mnist", "filters": [16, 32, 64], "batch_size": 128, "optimizer": "sgd", "lr": 0.1,
     "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "scheduler": "onecycle", "augment": False,

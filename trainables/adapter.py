@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import ray
+import torch
 from ray import tune
 
 from trainables.core import TrainConfig, Trainer
@@ -29,6 +31,9 @@ def config_from_trial(config: dict) -> TrainConfig:
 
 def run_trial(config: dict, final_metrics: FinalMetrics | None = None) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
+    # As many torch threads as CPUs given to this trial: more would fight the trials beside it.
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
     trainer = Trainer(config_from_trial(config))  # Ray hides GPUs not assigned to this trial
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

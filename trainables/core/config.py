@@ -79,7 +79,7 @@ class TrainConfig(BaseModel):
     plateau_patience: int = Field(5, ge=0)
     warmup_epochs: int = Field(0, ge=0)
     swa: bool = False
-    swa_start: int = Field(0, ge=0, description="epoch from which weights are averaged (0: last 25%)")
+    swa_start: int | None = Field(None, ge=0, description="epoch from which weights are averaged (default: last 25%)")
     swa_lr: float | None = Field(None, gt=0.0)
 
     # adversarial training (pixel-space L-inf eps)
@@ -152,6 +152,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"warmup_epochs is not supported with scheduler '{self.scheduler}'")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+        if self.swa and self.swa_start is not None and self.swa_start >= self.epochs:
+            raise ValueError(f"swa_start ({self.swa_start}) must be < epochs ({self.epochs}): SWA would never start")
         if self.adv_mode != "none" and self.adv_eps <= 0:
             raise ValueError(f"adv_mode '{self.adv_mode}' needs adv_eps > 0")
         return self

@@ -56,7 +56,7 @@ def network_for(cfg: TrainConfig, info: DatasetInfo, channels: int, size: int) -
 
 def swa_start_epoch(cfg: TrainConfig) -> int:
     """The epoch after which SWA averages weights (``swa_start``, or the last 25 % of the run)."""
-    return cfg.swa_start or int(0.75 * cfg.epochs)
+    return cfg.swa_start if cfg.swa_start is not None else int(0.75 * cfg.epochs)
 
 
 def swa_final(cfg: TrainConfig, epoch: int) -> bool:
