@@ -101,6 +101,18 @@ def test_strength_ordering_on_trained_model(trained):
     assert full_pgd <= acc["pgd"] + 0.02  # more steps cannot make the attack much weaker
 
 
+def test_fgsm_matches_a_plain_autograd_reference(trained):
+    """The fast path (NHWC weights through functional_call) computes the textbook FGSM."""
+    model, x, y = trained
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(xr), y), xr)
+    reference = (x + EPS * grad.sign()).clamp(0, 1)
+    got = fgsm(model, x, y, EPS)
+    assert got.is_contiguous()  # handed back in the caller's layout
+    close = (got - reference).abs() < 1e-5
+    assert close.float().mean() > 0.999  # a gradient within rounding of 0 may flip sign, nothing more
+
+
 def test_pgd_raises_the_loss_and_targeted_reaches_the_target(trained):
     model, x, y = trained
     with torch.no_grad():

@@ -41,14 +41,15 @@ def independent_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     forked and seeded, so the check is reproducible and leaves training's RNG alone.
     AutoAttack (standard) is slow: it is for final models, not for every epoch.
     """
-    with torch.random.fork_rng(devices=[]), eval_mode(model), torch.inference_mode(False):
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []  # torchattacks draws on x's device
+    with torch.random.fork_rng(devices=devices), eval_mode(model), torch.inference_mode(False):
         torch.manual_seed(seed)
         x, y = x.detach().clone(), y.clone()
         with torch.no_grad():
             n_classes = model(x[:1]).shape[1]
         ok = torch.cat([_predict(model, x[i : i + batch_size]) == y[i : i + batch_size]
                         for i in range(0, len(y), batch_size)])
-        out = {"clean_acc": ok.float().mean().item()}
+        out = {"clean_acc": int(ok.sum()) / max(1, len(y))}
         if eps <= 0:
             return {**out, "pgd_acc": out["clean_acc"], "apgd_acc": out["clean_acc"],
                     **({"autoattack_acc": out["clean_acc"]} if autoattack else {})}

@@ -73,14 +73,18 @@ def _attack_forward(model: nn.Module, x: torch.Tensor):
     """
     if x.dim() != 4 or x.device.type != "cpu":
         return model, x
-    cl = torch.channels_last
-    params = {name: p.detach().contiguous(memory_format=cl) if p.dim() == 4 else p.detach()
-              for name, p in model.named_parameters()}
+    params = {name: _nhwc(p.detach()) if p.dim() == 4 else p.detach() for name, p in model.named_parameters()}
 
     def forward(inp):
         return torch.func.functional_call(model, params, (inp,))
 
-    return forward, x.contiguous(memory_format=cl)
+    return forward, _nhwc(x)
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    # Not t.contiguous(memory_format=...): with one channel that returns t unchanged, NCHW strides
+    # and all, and oneDNN then keeps the whole first block in the slow layout.
+    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
 
 
 def _ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

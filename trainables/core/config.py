@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .data import DATASETS
 from .losses import LOSSES
@@ -105,25 +105,12 @@ class TrainConfig(BaseModel):
     amp: bool | None = Field(None, description="bfloat16 autocast; default on for CUDA")
     channels_last: bool | None = Field(None, description="default on for CUDA")
 
-    @field_validator("dataset")
+    @field_validator("dataset", "model", "activation", "loss")
     @classmethod
-    def _dataset(cls, v):
-        return _one_of(v, DATASETS, "dataset")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v):
-        return _one_of(v, MODELS, "model")
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v):
-        return _one_of(v, ACTIVATIONS, "activation")
-
-    @field_validator("loss")
-    @classmethod
-    def _loss(cls, v):
-        return _one_of(v, LOSSES, "loss")
+    def _registered(cls, v, info: ValidationInfo):
+        """Names checked against the live registries, so a newly registered entry is valid at once."""
+        registry = {"dataset": DATASETS, "model": MODELS, "activation": ACTIVATIONS, "loss": LOSSES}[info.field_name]
+        return _one_of(v, registry, info.field_name)
 
     @field_validator("filters")
     @classmethod
