@@ -6,7 +6,7 @@ accuracy with our attacks, plus torchattacks' PGD-20 and APGD as an independent 
 robustness gain that torchattacks cannot confirm would be gradient masking, not robustness).
 Acceptance: PGD-AT improves PGD-20 accuracy by at least 20 points.
 
-    python bench/adversarial_fashion.py [--epochs 3] [--train-samples 10000] [--eval-samples 2000]
+    python bench/adversarial_fashion.py [--epochs 4] [--train-samples 20000] [--eval-samples 2000]
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def evaluate(model, x, y, eps: float, batch_size: int) -> dict[str, float]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--train-samples", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--train-samples", type=int, default=20000)
     p.add_argument("--eval-samples", type=int, default=2000)
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--adv-steps", type=int, default=5, help="PGD steps when crafting training examples")

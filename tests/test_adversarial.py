@@ -149,8 +149,10 @@ def test_robust_metrics_on_a_trained_model():
 
     val = build_data(r.config, torch.device("cpu")).val
     cfg = r.config.model_copy(update={"eval_eps": (0.0, 0.1), "eval_samples": 200, "eval_pgd_steps": 10})
+    assert not r.model.training  # train() hands the model back ready to predict
+    r.model.train()
     m = robust_metrics(r.model, val, cfg)
-    assert r.model.training  # train() hands the model back in train mode; the metrics ran it in eval mode
+    assert r.model.training  # the metrics ran it in eval mode and restored the caller's mode
     r.model.eval()
     assert set(m) == {"clean_acc", *robust_metric_names([0.0, 0.1])}
     with torch.no_grad():
@@ -158,3 +160,17 @@ def test_robust_metrics_on_a_trained_model():
     assert m["pgd_acc_eps0.1"] <= m["fgsm_acc_eps0.1"] < m["clean_acc"]
     assert m["noise_acc_eps0.1"] > m["pgd_acc_eps0.1"]
     assert robust_metrics(r.model, val, cfg) == m  # seeded: reproducible
+
+
+def test_pgd_at_resumes_exactly_from_a_checkpoint(tmp_path):
+    """Random starts come from the RNG the trainer checkpoints, so a resumed run matches an uninterrupted one."""
+    from trainables.core.train import Trainer
+
+    cfg = {**TINY, "epochs": 2, "adv_mode": "pgd", "adv_eps": 0.1, "adv_steps": 3, "eval_eps": [0.1],
+           "eval_pgd_steps": 3}
+    full = train(cfg)
+    ckpt = tmp_path / "epoch1.pt"
+    Trainer(cfg).fit(on_epoch=lambda m, trainer: trainer.save_checkpoint(ckpt) is not None)  # stop after epoch 1
+    resumed = train(cfg, resume_from=ckpt)
+    for key in ("train_loss", "val_loss", "pgd_acc_eps0.1"):
+        assert resumed.history[-1][key] == full.history[-1][key]

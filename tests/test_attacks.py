@@ -113,6 +113,16 @@ def test_fgsm_matches_a_plain_autograd_reference(trained):
     assert close.float().mean() > 0.999  # a gradient within rounding of 0 may flip sign, nothing more
 
 
+def test_cpu_attack_path_really_runs_nhwc(trained):
+    """With one channel ``contiguous(channels_last)`` is a no-op; the fast path must restride anyway."""
+    from trainables.core.attacks import _attack_forward
+
+    model, x, _ = trained
+    forward, xf = _attack_forward(model, x)
+    assert x.stride()[1] == 64 and xf.stride()[1] == 1  # (N, 1, 8, 8): C stride 64 in NCHW, 1 in NHWC
+    assert torch.allclose(forward(xf), model(x), atol=1e-5)
+
+
 def test_pgd_raises_the_loss_and_targeted_reaches_the_target(trained):
     model, x, y = trained
     with torch.no_grad():

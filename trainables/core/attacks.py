@@ -33,7 +33,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def eps_tag(eps: float) -> str:
-    """The eps part of a robust metric name (``pgd_acc@0.1``): short and stable across runs."""
+    """The eps part of a robust metric name (``pgd_acc_eps0.1``): short and stable across runs."""
     return f"{eps:.4g}"
 
 

@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     image_size: int | None = Field(None, gt=0, description="resize images to this size (default: dataset's)")
     channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3)")
     augment: bool = True
-    crop_padding: int | None = Field(None, ge=0, description="default: 2 for 28-32px images, 0 otherwise")
+    crop_padding: int | None = Field(None, ge=0, description="default: 4 from 32px, 2 from 16px, else 0")
 
     # model
     model: str = "cnn"

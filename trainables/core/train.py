@@ -170,7 +170,7 @@ class Trainer:
             if self.cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
-            if self.per_batch:
+            if self.per_batch and not self.swa_active():  # SWALR owns the lr once averaging starts
                 self.scheduler.step()
             losses.append(loss.detach())
             preds.append(logits.detach().argmax(1))
@@ -183,8 +183,11 @@ class Trainer:
         correct = (torch.cat(preds) == torch.cat(labels)).sum()
         return loss_sum.item() / seen, correct.item() / seen, seen
 
+    def swa_active(self) -> bool:
+        return self.swa_model is not None and self.epoch >= self.swa_start
+
     def _end_of_epoch_schedule(self, val_loss: float):
-        if self.swa_model is not None and self.epoch >= self.swa_start:
+        if self.swa_active():
             self.swa_model.update_parameters(self.model)
             self.swa_scheduler.step()
         elif self.scheduler is not None and not self.per_batch:
@@ -237,7 +240,8 @@ class Trainer:
             if on_epoch is not None and on_epoch(metrics, self) is True:
                 break
         final = dict(self.history[-1]) if self.history else {}
-        return TrainResult(cfg, self.eval_model(), self.history, final, self.data.source)
+        model = self.eval_model().eval()  # callers predict with it: running BN statistics, no dropout
+        return TrainResult(cfg, model, self.history, final, self.data.source)
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
