@@ -35,6 +35,7 @@ test-all: $(DEVSTAMP)
 bench: $(DEVSTAMP)
 	$(BIN)/python bench/core_vs_raw.py
 	$(BIN)/python bench/pgd_vs_torchattacks.py
+	$(BIN)/python bench/trial_overhead.py
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check .
