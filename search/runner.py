@@ -6,6 +6,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from .pareto import pareto_mask
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 RUNS_DIR = "runs"
 META_FILE = "search.json"
+STUDY_FILE = "study.yaml"
 
 
 @dataclass
@@ -96,6 +98,14 @@ def check_resources(study: Study) -> None:
                           f"{have.get('CPU', 0):g}.")
 
 
+def trainable_for(study: Study):
+    """The family's trainable with the study's resources per trial (CPUs, fractional GPUs)."""
+    from ray import tune
+
+    return tune.with_resources(resolve_trainable(study.family),
+                               {"cpu": study.resources.cpus, "gpu": study.resources.gpus})
+
+
 def resolve_trainable(family: str):
     module, _, fn = FAMILIES[family].trainable.partition(":")
     return getattr(importlib.import_module(module), fn)
@@ -139,10 +149,8 @@ def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=study.budget.max_epochs,
                                   grace_period=study.budget.grace_period,
                                   reduction_factor=study.budget.reduction_factor)
-    trainable = tune.with_resources(resolve_trainable(study.family),
-                                    {"cpu": study.resources.cpus, "gpu": study.resources.gpus})
     return tune.Tuner(
-        trainable,
+        trainable_for(study),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=meta.num_samples, max_concurrent_trials=meta.max_concurrent,
                                     time_budget_s=study.budget.time_budget_s, reuse_actors=True,
@@ -212,7 +220,10 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     uri = tracking.tracking_uri(tracking_uri)
     client = tracking.client_for(uri)
     parent = tracking.start_parent(client, study, name, Path(study_path), sampler=sampler)
-    meta = SearchMeta(name, str(Path(study_path).resolve()), uri, parent, sampler, num_samples,
+    (runs / name).mkdir(parents=True)
+    frozen = runs / name / STUDY_FILE  # resume uses the study as it was, even if the file changes later
+    shutil.copyfile(study_path, frozen)
+    meta = SearchMeta(name, str(frozen.resolve()), uri, parent, sampler, num_samples,
                       max_concurrent or study.budget.max_concurrent, storage_path(storage or runs))
     meta.save(runs / name)
     tuner = build_tuner(study, meta, callbacks_for(study, meta, quiet))
@@ -236,27 +247,27 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
     init_ray(address)
     client = tracking.client_for(meta.tracking_uri)
     client.set_tag(meta.parent_run_id, tracking.STATE, "running")
-    trainable = tune.with_resources(resolve_trainable(study.family),
-                                    {"cpu": study.resources.cpus, "gpu": study.resources.gpus})
     # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
-    tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    tuner = tune.Tuner.restore(experiment, trainable=trainable_for(study), resume_errored=True)
     return _fit(tuner, study, meta, runs, client)
 
 
 def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOutcome:
+    def interrupted():
+        client.set_tag(meta.parent_run_id, tracking.STATE, "interrupted")
+        client.set_terminated(meta.parent_run_id, "KILLED")
+
     t0 = time.monotonic()
     try:
         results = tuner.fit()
     except BaseException:
-        client.set_tag(meta.parent_run_id, tracking.STATE, "interrupted")
-        client.set_terminated(meta.parent_run_id, "KILLED")
+        interrupted()
         raise
     seconds = time.monotonic() - t0
     unfinished = results.num_terminated + results.num_errors < len(results)
     too_few = len(results) < meta.num_samples and not study.budget.time_budget_s
     if unfinished or too_few:  # Ctrl-C: Tune stopped gracefully and returned what it had
-        client.set_tag(meta.parent_run_id, tracking.STATE, "interrupted")
-        client.set_terminated(meta.parent_run_id, "KILLED")
+        interrupted()
         raise KeyboardInterrupt(meta.name)
     metric, mode = objective_metric(study), study.objective.mode
     table = results_table(results, study)

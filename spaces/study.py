@@ -411,15 +411,14 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
 
 
 def check_sampler(study: Study, sampler: str) -> list[str]:
-    """Problems that only appear with a given sampler (grid needs a finite space)."""
-    if sampler == "grid":
-        bad = [n for n, p in study.search.items() if not p.is_discrete()]
-        if bad:
-            return [f"search.{n}: the grid sampler needs choice/grid/int parameters, not '{study.search[n].type}'"
-                    for n in bad]
-    if sampler != "grid" and any(p.type == "grid" for p in study.search.values()):
-        pass  # grid parameters act as categorical choices under the other samplers
-    return []
+    """Problems that only appear with a given sampler: grid needs a finite space.
+
+    (Under the other samplers a ``grid`` parameter is a categorical choice.)
+    """
+    if sampler != "grid":
+        return []
+    return [f"search.{n}: the grid sampler needs choice/grid/int parameters, not '{p.type}'"
+            for n, p in study.search.items() if not p.is_discrete()]
 
 
 # ---------------------------------------------------------------- Optuna define-by-run
