@@ -112,3 +112,21 @@ def test_existing_name_is_refused(finished_search):
     outcome, uri, root = finished_search
     with pytest.raises(SearchError, match="already exists"):
         start_search(root / "tiny.yaml", tracking_uri=uri, runs_dir=root / "runs", name="tiny-e2e", quiet=True)
+
+
+def test_reproduce_runs_the_exported_config_on_each_seed(finished_search, tmp_path):
+    from search import tracking
+    from search.queries import export_best
+    from search.reproduce import reproduce
+
+    _, uri, root = finished_search
+    best = export_best("tiny-e2e", tmp_path / "best.yaml", uri)
+    per_seed, summary = reproduce(best, seeds=[0, 1], epochs=1, tracking_uri=uri, runs_dir=root / "runs")
+    assert sorted(per_seed["seed"]) == [0, 1]
+    assert per_seed["test_acc"].notna().all() and (per_seed["val_acc"] > 0.1).all()
+    assert summary.loc["val_acc", "mean"] == pytest.approx(per_seed["val_acc"].mean())
+    client = tracking.client_for(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string=f"tags.`{tracking.ROLE}` = 'reproduce'")
+    assert len(runs) == 1 and "val_acc_mean" in runs[0].data.metrics
+    assert len(tracking.child_runs(client, runs[0])) == 2
