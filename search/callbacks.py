@@ -40,6 +40,9 @@ class MlflowTrialLogger(tune.Callback):
 
     def setup(self, **info):
         parent = self.client.get_run(self.parent_run_id)
+        # What every trial run shares with its parent, read once (these tags never change during a search).
+        self.experiment_id = parent.info.experiment_id
+        self.inherited_tags = {k: v for k, v in parent.data.tags.items() if k.startswith("rs.") and k not in (ROLE, STATE)}
         for run in child_runs(self.client, parent):  # after a resume: reuse, never duplicate
             tid = run.data.tags.get(TRIAL_ID)
             if tid:
@@ -48,12 +51,10 @@ class MlflowTrialLogger(tune.Callback):
     def _run_for(self, trial) -> str:
         rid = self.runs.get(trial.trial_id)
         if rid is None:
-            parent = self.client.get_run(self.parent_run_id)
             run = self.client.create_run(
-                parent.info.experiment_id, run_name=f"{self.search_name}/{trial.trial_id}",
-                tags={"mlflow.parentRunId": self.parent_run_id, ROLE: "trial", SEARCH: self.search_name,
-                      TRIAL_ID: trial.trial_id, STATE: "running", **{k: v for k, v in parent.data.tags.items()
-                                                                     if k.startswith("rs.") and k not in (ROLE, STATE)}})
+                self.experiment_id, run_name=f"{self.search_name}/{trial.trial_id}",
+                tags={**self.inherited_tags, "mlflow.parentRunId": self.parent_run_id, ROLE: "trial",
+                      SEARCH: self.search_name, TRIAL_ID: trial.trial_id, STATE: "running"})
             rid = self.runs[trial.trial_id] = run.info.run_id
             config = {k: v for k, v in trial.config.items() if not k.startswith("rs_")}
             self.client.log_batch(rid, params=as_params(config))

@@ -48,32 +48,16 @@ def _parent(client, name: str):
 
 
 def trials_frame(name: str, uri: str | None = None) -> tuple[pd.DataFrame, str, str]:
-    """Every trial of a search: its parameters, best objective value, epochs and state."""
-    client = tracking.client_for(uri, must_exist=True)
-    parent = _parent(client, name)
-    metric = parent.data.params.get("objective", "val_acc")
-    mode = parent.data.params.get("mode", "max")
-    key = tracking.best_key(metric)
-    with tempfile.TemporaryDirectory() as d:
-        searched = json.loads(Path(client.download_artifacts(parent.info.run_id, "search_space.json", d)).read_text())
-    rows = []
-    for run in tracking.child_runs(client, parent):
-        row = {"trial": run.data.tags.get(tracking.TRIAL_ID, run.info.run_id)}
-        row.update({k: run.data.params.get(k) for k in searched})
-        row[metric] = run.data.metrics.get(key, float("nan"))
-        row["epochs"] = int(run.data.tags.get("rs.epochs_run", 0) or 0)
-        row["state"] = run.data.tags.get(tracking.STATE, "")
-        row["run_id"] = run.info.run_id
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    for col in searched:  # MLflow keeps params as text: give numbers back their type
-        if col in table:
-            numeric = pd.to_numeric(table[col], errors="coerce")
-            if numeric.notna().sum() == table[col].notna().sum():
-                table[col] = numeric
-    if len(table):
-        table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
-    return table, metric, mode
+    """Every trial of a search, best first: its searched parameters, best objective value, epochs, state."""
+    from analysis import records  # the one reader of trial runs (typed parameters, best column)
+
+    try:
+        full = records.trials(name, uri)
+    except records.SearchNotFound as e:
+        raise SearchError(str(e)) from None
+    metric, best = full.attrs["objective"], full.attrs["best_column"]
+    table = full[["trial", *full.attrs["params"], best, "epochs", "state", "run_id"]].rename(columns={best: metric})
+    return table, metric, full.attrs["mode"]
 
 
 def top_trials(name: str, uri: str | None = None, k: int = 10) -> tuple[pd.DataFrame, str]:

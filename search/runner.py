@@ -277,7 +277,7 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
         if best.config is None:
             raise ValueError("no trial reported")
         best_config = {k: v for k, v in best.config.items() if k != OBJECTIVE_KEY}
-        best_value = float(best.metrics_dataframe[metric].max() if mode == "max" else best.metrics_dataframe[metric].min())
+        best_value = float(table[metric].iloc[0])  # the table is sorted best first by each trial's best epoch
         tracking.log_best(client, meta.parent_run_id, best, metric, best_value)
     except (RuntimeError, KeyError, ValueError):
         pass  # every trial failed: the table says so
