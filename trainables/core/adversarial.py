@@ -217,4 +217,5 @@ def robust_eval_off(batch_size: int, seed: int) -> None:
     return None
 
 
-__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "default_step_size", "robust_metrics", "metric_name", "gairat_weights", "adv_step_size", "BatchLoss"]
+__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "default_step_size", "robust_metrics",
+           "metric_name", "gairat_weights", "adv_step_size", "BatchLoss"]

@@ -61,6 +61,12 @@ class Registry(Mapping[str, Any]):
     def __getitem__(self, name: str) -> Any:
         return self._entries[name]
 
+    def __setitem__(self, name: str, obj: Any) -> None:  # monkeypatch.setitem in tests
+        self.register(name, obj)
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 

@@ -24,7 +24,8 @@ from .adversarial import make_batch_loss
 from .config import TrainConfig
 from .data import DATASETS, DataBundle, DatasetInfo, Split, load_data, norm_stats
 from .losses import build_terms
-from .models import Network, build_network as _build_network
+from .models import Network
+from .models import build_network as _build_network
 from .registry import build
 
 EpochCallback = Callable[[dict[str, float], "Trainer"], Any]
