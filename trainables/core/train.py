@@ -451,7 +451,7 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[Network, TrainCon
     trained weights. Needs no dataset files and leaves the global random state untouched.
     """
     state = torch.load(path, map_location=device, weights_only=True)
-    cfg = TrainConfig.from_dict(state["config"])
+    cfg = TrainConfig.from_dict(state["config"], strict=False)  # a record of what ran, older ones included
     info = DATASETS[cfg.dataset]
     with torch.random.fork_rng(devices=[]):  # weight initialization would consume the caller's RNG
         model = network_for(cfg, info, cfg.channels or info.channels, cfg.image_size or info.size)
