@@ -25,7 +25,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from trainables.core import DatasetNotFound, Trainer, load_data  # noqa: E402
-from trainables.core.optim import build_optimizer  # noqa: E402
+from trainables.core.optim import OPTIMIZERS  # noqa: E402
+from trainables.core.registry import build  # noqa: E402
 from trainables.core.train import build_network  # noqa: E402
 
 
@@ -63,7 +64,7 @@ def main(argv=None) -> dict[str, float]:
     p.add_argument("--samples", type=int, default=4096, help="training samples per epoch")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--filters", type=int, nargs="+", default=[32, 64, 128])
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw", "sign_sgd"])
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0: torch's default). 1 keeps a shared machine's noise low: "
@@ -89,7 +90,7 @@ def main(argv=None) -> dict[str, float]:
     model.load_state_dict(trainer.model.state_dict())
     if trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(args.optimizer, model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    optimizer = build("optimizer", args.optimizer, trainer.cfg, model.parameters())  # the same optimizer
     generator = torch.Generator().manual_seed(0)
     autocast = trainer.autocast  # bf16 on CUDA for both, as the core does by default
     on_cpu = device.type == "cpu"

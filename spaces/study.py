@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainables.core.config import ConfigError, TrainConfig
-from trainables.families import FAMILIES, robust_metric_names
+from trainables.core.config import SWITCHES, ConfigError, TrainConfig, acting_fields, when_hint
+from trainables.families import FAMILIES
 
 
 class StudyError(ValueError):
@@ -155,9 +155,8 @@ class Study(_Strict):
         return {"dataset": self.dataset, **self.fixed, "epochs": self.budget.max_epochs, "seed": self.seed}
 
     def reported_metrics(self) -> tuple[str, ...]:
-        eval_eps = self.fixed.get("eval_eps") or ()
-        extra = ("clean_acc",) + robust_metric_names(eval_eps) if eval_eps else ()
-        return FAMILIES[self.family].metrics + extra
+        """What every trial reports every epoch: the family's metrics for the fixed configuration."""
+        return FAMILIES[self.family].metrics(self.base_config())
 
     def grid_size(self) -> int:
         return math.prod(len(p.grid_values()) for p in self.search.values())
@@ -325,17 +324,43 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
 
 
 def _config_problems(config: dict[str, Any]) -> list[str]:
+    """Value problems of one configuration (whether each field acts is checked over the whole space)."""
     try:
-        TrainConfig.from_dict(config)
+        TrainConfig.from_dict(config, strict=False)
         return []
     except ConfigError as e:
         return e.problems
+
+
+MAX_BRANCHES = 4096  # configurations enumerated to check that each parameter acts where it is searched
+
+
+def branches(study: Study) -> list[dict[str, Any]]:
+    """One configuration per combination of the searched switch choices (model, optimizer, loss, ...)
+    that the conditions allow, with every other searched parameter present where its condition holds.
+
+    Which fields act depends only on the switches, so these cover every case a trial can meet."""
+    configs: list[dict[str, Any]] = [study.base_config()]
+    for name, p in study.search.items():
+        nxt = []
+        for c in configs:
+            if not condition_holds(p.when, c):
+                nxt.append(c)
+            elif name in SWITCHES and p.is_discrete():
+                nxt += [{**c, name: v} for v in p.grid_values()]
+            else:
+                nxt.append({**c, name: p.endpoints()[0]})
+        if len(nxt) > MAX_BRANCHES:
+            return configs
+        configs = nxt
+    return configs
 
 
 def _check_semantics(study: Study, problems: _Problems) -> None:
     if study.family not in FAMILIES:
         problems.add(("family",), f"unknown family '{study.family}'; choose one of: {', '.join(FAMILIES)}")
         return
+    family = FAMILIES[study.family]
     fields = TrainConfig.model_fields
     reserved = {"dataset": "the top-level 'dataset'", "epochs": "budget.max_epochs", "seed": "the top-level 'seed'"}
     for section in ("fixed", "search"):
@@ -352,7 +377,7 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
         return
 
     base = study.base_config()
-    for err in _config_problems(base):
+    for err in _config_problems(base) + family.schema_problems(base):
         key, sep, msg = err.partition(": ")
         key = key.split(".")[0]
         if sep and key == "dataset":
@@ -389,10 +414,24 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
                 takes = f"only takes {possible[0]!r}" if len(possible) == 1 else f"takes one of {possible}"
                 problems.add(where, f"condition {{{key}: {expected}}} never holds: '{key}' {takes}")
         for i, value in enumerate(p.endpoints()):
-            for err in _config_problems({**base, name: value}):
-                where = ("search", name, "values", i) if p.type in ("choice", "grid") else ("search", name)
+            where = ("search", name, "values", i) if p.type in ("choice", "grid") else ("search", name)
+            for err in _config_problems({**base, name: value}) + family.schema_problems({name: value}):
                 problems.add(where, err.split(": ", 1)[-1] if err.startswith(name) else err)
         seen.append(name)
+    if problems.items:
+        return
+
+    # Every value must act: a fixed one in some trial, a searched one in every trial that samples it.
+    cases = branches(study)
+    acting = [acting_fields(c) for c in cases]
+    for name in study.fixed:
+        if not any(name in a for a in acting):
+            problems.add(("fixed", name), when_hint(name, cases[0]))
+    for name in study.search:
+        for c, a in zip(cases, acting):
+            if name in c and name not in a:
+                problems.add(("search", name), when_hint(name, c))
+                break
 
     metrics = study.reported_metrics()
     if study.objective.metric not in metrics:
@@ -449,7 +488,10 @@ class DefineByRun:
         for name, p in self.study.search.items():
             if condition_holds(p.when, {**base, **params}):
                 params[name] = suggest(trial, name, p)
-        return {**base, **self.extra}
+        # A fixed value that does not act in this trial (adv_eps when adv_mode is none) is left out:
+        # the trial's config holds exactly the values that act, and the trainer accepts it as such.
+        acting = acting_fields({**base, **params})
+        return {**{k: v for k, v in base.items() if k in acting}, **self.extra}
 
 
 def define_by_run(study: Study, extra: dict[str, Any] | None = None) -> DefineByRun:

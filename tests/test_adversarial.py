@@ -14,7 +14,7 @@ from trainables.core.attacks import fgsm, pgd
 from trainables.core.losses import build_loss
 from trainables.families import robust_metric_names
 
-TINY = {"dataset": "digits", "filters": [8, 16], "max_train_samples": 256, "eval_samples": 64, "device": "cpu",
+TINY = {"dataset": "digits", "filters": [8, 16], "max_train_samples": 256, "device": "cpu",
         "batch_size": 64, "lr": 0.05}
 
 
@@ -61,14 +61,16 @@ def _loss(cfg_overrides, model, x, y, epoch=0, seed=0):
     cfg = TrainConfig.from_dict(TINY, **cfg_overrides)
     batch_loss = make_batch_loss(cfg, model, build_loss("cross_entropy"),
                                  generator=torch.Generator().manual_seed(seed))
-    return batch_loss(x, y, epoch)
+    loss, out = batch_loss(x, y, epoch)
+    return loss, out.scores
 
 
 @pytest.mark.parametrize("mode", ["none", "fgsm_rs", "pgd", "gairat"])
 def test_batch_loss_trains_on_adversarial_examples(tiny, mode):
     model, x, y = tiny
     model.train()
-    loss, logits = _loss({"adv_mode": mode, "adv_eps": 0.1 if mode != "none" else 0.0, "adv_steps": 3}, model, x, y)
+    loss, logits = _loss({"adv_mode": mode, "adv_eps": 0.1, **({"adv_steps": 3} if mode != "fgsm_rs" else {})}
+                         if mode != "none" else {}, model, x, y)
     assert model.training  # the attack's eval mode was undone before the training forward
     assert loss.dim() == 0 and loss.requires_grad and logits.shape == (32, 10)
     assert all(p.grad is None for p in model.parameters())  # crafting the examples left no gradient
@@ -131,7 +133,7 @@ def test_gairat_reweights_after_burn_in(tiny):
 @pytest.mark.parametrize("mode,extra", [("fgsm_rs", {}), ("pgd", {"adv_steps": 3}),
                                         ("gairat", {"adv_steps": 3, "gairat_burn_in": 1})])
 def test_adversarial_training_runs_and_reports_robust_metrics(mode, extra):
-    r = train({**TINY, "epochs": 2, "adv_mode": mode, "adv_eps": 0.1, "eval_eps": [0.0, 0.1],
+    r = train({**TINY, "epochs": 2, "adv_mode": mode, "adv_eps": 0.1, "eval_eps": [0.0, 0.1], "eval_samples": 64,
                "eval_pgd_steps": 3, **extra})
     assert len(r.history) == 2
     for m in r.history:
@@ -166,7 +168,7 @@ def test_pgd_at_resumes_exactly_from_a_checkpoint(tmp_path):
     """Random starts come from the RNG the trainer checkpoints, so a resumed run matches an uninterrupted one."""
     from trainables.core.train import Trainer
 
-    cfg = {**TINY, "epochs": 2, "adv_mode": "pgd", "adv_eps": 0.1, "adv_steps": 3, "eval_eps": [0.1],
+    cfg = {**TINY, "epochs": 2, "adv_mode": "pgd", "adv_eps": 0.1, "adv_steps": 3, "eval_eps": [0.1], "eval_samples": 64,
            "eval_pgd_steps": 3}
     full = train(cfg)
     ckpt = tmp_path / "epoch1.pt"

@@ -8,16 +8,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.core import ACTIVATIONS, LOSSES, MODELS, ConfigError, TrainConfig, build_model
-from trainables.core.losses import build_loss
-from trainables.core.models import Network, activation
+from trainables.core.models import Network
+from trainables.core.registry import build
 
 TINY_MODEL = {"width": 4, "filters": (4, 8)}
 
 
 def tiny_model(name: str, channels: int = 3, size: int = 8, **kw) -> Network:
     torch.manual_seed(0)
+    sizing = {"filters": TINY_MODEL["filters"]} if name == "cnn" else {"width": TINY_MODEL["width"]}
     return build_model(name, in_channels=channels, num_classes=5, image_size=size, mean=(0.5,) * channels,
-                       std=(0.25,) * channels, **{**TINY_MODEL, **kw})
+                       std=(0.25,) * channels, **{**sizing, **kw})
+
+
+def build_loss(name: str, **fields):
+    """The registered loss built from a validated config naming it (the path the trainer takes)."""
+    return build("loss", name, TrainConfig.from_dict({"loss": name, **fields}))
+
+
+def activation(name: str, slope: float = 0.1) -> nn.Module:
+    fields = {"leaky_slope": slope} if name == "leaky_relu" else {}
+    return build("activation", name, TrainConfig.from_dict({"activation": name, **fields}))()
 
 
 # ---------------------------------------------------------------- models
@@ -28,7 +39,7 @@ def test_every_model_builds_and_takes_a_training_step(name, channels):
     x, y = torch.rand(6, channels, 8, 8), torch.tensor([0, 1, 2, 3, 4, 0])
     feats = model.features(x)
     assert feats.ndim == 2 and feats.shape[0] == 6
-    assert feats.shape[1] == model.head.in_features  # features() is exactly what the head sees
+    assert feats.shape[1] == model.backbone.out_features == model.head.fc.in_features  # what the head sees
     logits = model(x)
     assert logits.shape == (6, 5)
     assert torch.allclose(logits, model.head(feats), atol=1e-5)
@@ -96,7 +107,7 @@ def test_every_activation_computes_its_function_and_trains(name):
     x = torch.linspace(-3, 3, 61)
     assert torch.allclose(activation(name, 0.2)(x.clone()), REFERENCE[name](x), atol=1e-6)
 
-    model = tiny_model("cnn", activation_name=name, slope=0.2)
+    model = tiny_model("cnn", activation=name, **({"leaky_slope": 0.2} if name == "leaky_relu" else {}))
     acts = [m for m in model.modules() if type(m) is type(activation(name, 0.2))]
     assert len(acts) == len(TINY_MODEL["filters"]) + 2  # one per conv block and two in the classifier
     loss = F.cross_entropy(model(torch.rand(4, 3, 8, 8)), torch.tensor([0, 1, 2, 3]))
@@ -107,7 +118,7 @@ def test_every_activation_computes_its_function_and_trains(name):
 
 def test_unknown_activation_lists_the_choices():
     with pytest.raises(ValueError, match="mish"):
-        activation("sigmoidish")
+        build("activation", "sigmoidish", TrainConfig())
 
 
 # ---------------------------------------------------------------- losses
@@ -119,6 +130,9 @@ def test_every_loss_is_per_sample_and_non_negative(name):
     loss = build_loss(name)(logits, y)
     assert loss.shape == (7,)
     assert (loss >= 0).all()
+    if name == "none":
+        assert not loss.any()
+        return
     loss.sum().backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     # per sample: each entry depends on its own row only
@@ -130,6 +144,8 @@ def test_losses_prefer_the_right_answer():
     y = torch.tensor([1])
     good, bad = torch.tensor([[0.0, 5.0, 0.0]]), torch.tensor([[5.0, 0.0, 0.0]])
     for name in LOSSES:
+        if name == "none":
+            continue
         fn = build_loss(name)
         assert fn(good, y).item() < fn(bad, y).item(), name
 
@@ -137,34 +153,40 @@ def test_losses_prefer_the_right_answer():
 def test_focal_with_gamma_0_and_alpha_1_is_cross_entropy():
     torch.manual_seed(1)
     logits, y = torch.randn(16, 10), torch.randint(0, 10, (16,))
-    focal = build_loss("focal", alpha=1.0, gamma=0.0)(logits, y)
+    focal = build_loss("focal", focal_alpha=1.0, focal_gamma=0.0)(logits, y)
     assert torch.allclose(focal, F.cross_entropy(logits, y, reduction="none"), atol=1e-6)
     # gamma > 0 down-weights easy examples: never more than CE
-    assert (build_loss("focal", alpha=1.0, gamma=2.0)(logits, y) <= focal + 1e-7).all()
-    assert torch.allclose(build_loss("focal", alpha=0.25, gamma=0.0)(logits, y), 0.25 * focal, atol=1e-6)
+    assert (build_loss("focal", focal_alpha=1.0, focal_gamma=2.0)(logits, y) <= focal + 1e-7).all()
+    assert torch.allclose(build_loss("focal", focal_alpha=0.25, focal_gamma=0.0)(logits, y), 0.25 * focal, atol=1e-6)
 
 
 def test_label_smoothing_differs_from_cross_entropy():
     torch.manual_seed(2)
     logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
     ce = build_loss("cross_entropy")(logits, y)
-    smooth = build_loss("label_smoothing", smoothing=0.2)(logits, y)
+    smooth = build_loss("label_smoothing", label_smoothing=0.2)(logits, y)
     assert not torch.allclose(ce, smooth)
     # (1 - s) * CE + s * mean over classes of -log p
     expected = 0.8 * ce - 0.2 * F.log_softmax(logits, 1).mean(1)
     assert torch.allclose(smooth, expected, atol=1e-5)
-    assert torch.allclose(build_loss("label_smoothing", smoothing=0.0)(logits, y), ce)
+    assert torch.allclose(build_loss("label_smoothing", label_smoothing=0.0)(logits, y), ce)
 
 
-def test_mse_loss_is_bounded():
+def test_softmax_mse_loss_is_bounded():
     logits, y = torch.randn(32, 10) * 10, torch.randint(0, 10, (32,))
-    loss = build_loss("mse")(logits, y)
+    loss = build_loss("softmax_mse")(logits, y)
     assert (loss <= 2.0 + 1e-6).all()
+
+
+def test_mse_is_seed_003s_nn_mseloss_on_one_hot():
+    logits, y = torch.randn(32, 10), torch.randint(0, 10, (32,))
+    expected = nn.MSELoss()(logits, F.one_hot(y, 10).float())
+    assert torch.allclose(build_loss("mse")(logits, y).mean(), expected, atol=1e-6)
 
 
 def test_unknown_loss_lists_the_choices():
     with pytest.raises(ValueError, match="focal"):
-        build_loss("hinge")
+        build("loss", "hinge", TrainConfig())
 
 
 # ---------------------------------------------------------------- config validation
@@ -201,7 +223,8 @@ def test_negative_lr_is_rejected():
 
 def test_warmup_with_plateau_is_rejected():
     err = config_error(scheduler="plateau", warmup_epochs=2)
-    assert "warmup_epochs" in str(err) and "plateau" in str(err)
+    assert "`warmup_epochs` has no effect with scheduler plateau" in str(err)
+    assert "when: {scheduler: [step, cosine]}" in str(err)
     config_error(scheduler="cosine", warmup_epochs=5, epochs=5)  # warmup must leave room for the schedule
 
 

@@ -6,7 +6,6 @@ import dataclasses
 import gzip
 import pickle
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -239,14 +238,13 @@ def test_digits_sizes_and_fixed_test_split():
 
 
 def test_digits_training_never_flips(tiny, monkeypatch):
-    train_mod = sys.modules["trainables.core.train"]
     calls = []
 
     def recording_augment(x, **kw):
         calls.append(kw)
         return augment(x, **kw)
 
-    monkeypatch.setattr(train_mod, "augment", recording_augment)
+    monkeypatch.setattr(data_mod, "augment", recording_augment)
     trainer = Trainer({**tiny, "crop_padding": 1, "max_train_samples": 128})
     trainer.train_epoch()
     assert calls and all(c["hflip"] is False and c["crop_padding"] == 1 for c in calls)

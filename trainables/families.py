@@ -1,38 +1,87 @@
-"""The experiment families a study can name, and the metrics each one reports every epoch.
+"""The experiment families a study can name: each is schema + metrics + trainer.
+
+A ``Family`` declares
+- its **schema**: the choices it allows for switch fields (``choices``: e.g. the optimization
+  family trains without an adversary, so ``adv_mode`` is ``none`` and every ``adv_*`` field
+  therefore has no effect there: an error, by the same rule as any field that does not act);
+- its **metrics** as a function of the config (``metrics(config)``): what it reports every
+  epoch, the only valid objectives, constraints and Pareto metrics;
+- its **trainer**: the trainable (``"module:function"``, imported lazily: Ray re-imports it by
+  name) that runs the core ``Trainer`` with the family's hooks and final metrics.
 
 Kept free of Ray imports so that study validation (spaces/) can use it without importing Ray.
+Families register with ``register_family`` (one ``Registry``, like every core component).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from trainables.core.adversarial import metric_name
+from trainables.core.config import ConfigError, TrainConfig
+from trainables.core.losses import build_terms
+from trainables.core.registry import Registry
 
+FAMILIES = Registry("family")
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    trainable: str  # "module:function", imported lazily (Ray re-imports it by name on restore)
-    metrics: tuple[str, ...]  # reported every epoch: the only valid objectives
-    description: str
-
-
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "samples_per_s")
-
-FAMILIES: dict[str, Family] = {
-    "optimization": Family(
-        "optimization", "trainables.optimization:train_optimization", EPOCH_METRICS,
-        "configurable CNN / ResNet / VGG-A: activations, losses, optimizers, schedulers, BatchNorm",
-    ),
-    "adversarial": Family(
-        "adversarial", "trainables.adversarial:train_adversarial", EPOCH_METRICS + ("clean_acc",),
-        "adversarial training (FGSM-RS, PGD-AT, GAIRAT) with clean / FGSM / PGD / noise accuracy per eps, "
-        "and an independent torchattacks check of the final model",
-    ),
-}
+# Every run reports these every epoch (``Trainer.fit``); ``train_loss`` is the total objective.
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "lr", "epoch_time", "samples_per_s")
 
 
 def robust_metric_names(eval_eps) -> tuple[str, ...]:
     """Metric names the robust evaluation reports for a list of eps values (``pgd_acc_eps0.1``, ...)."""
     return tuple(metric_name(attack, eps) for eps in eval_eps for attack in ("fgsm", "pgd", "noise"))
+
+
+def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """What the core Trainer reports every epoch under ``config``: the epoch metrics, one ``train_<term>``
+    per batch-level term the config switches on, and the robust metrics when ``eval_eps`` is set."""
+    try:
+        cfg = TrainConfig.from_dict(dict(config), strict=False)
+    except ConfigError:
+        cfg = None
+    terms = tuple(f"train_{t.name}" for t in build_terms(cfg)) if cfg is not None else ()
+    eval_eps = cfg.eval_eps if cfg is not None else tuple(config.get("eval_eps") or ())
+    robust = ("clean_acc",) + robust_metric_names(eval_eps) if eval_eps else ()
+    return EPOCH_METRICS + terms + robust
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    trainable: str  # "module:function", imported lazily
+    description: str
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # allowed values of switch fields
+    extra_metrics: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda config: ()  # family hooks' metrics
+
+    def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """Metrics reported every epoch by a trial with ``config`` (a dict of training fields)."""
+        return core_metrics(config) + tuple(self.extra_metrics(config))
+
+    def schema_problems(self, config: Mapping[str, Any]) -> list[str]:
+        """``field: why`` for each value this family does not allow."""
+        out = []
+        for key, allowed in self.choices.items():
+            if key in config and config[key] not in allowed:
+                out.append(f"{key}: family '{self.name}' does not allow {key} {config[key]!r}; "
+                           f"allowed: {', '.join(map(str, allowed))}")
+        return out
+
+
+def register_family(family: Family) -> Family:
+    return FAMILIES.register(family.name, family)
+
+
+register_family(Family(
+    "optimization", "trainables.optimization:train_optimization",
+    "configurable CNN / ResNet / VGG-A: activations, losses, optimizers, schedulers, BatchNorm",
+    choices={"adv_mode": ("none",)},
+))
+register_family(Family(
+    "adversarial", "trainables.adversarial:train_adversarial",
+    "adversarial training (FGSM-RS, PGD-AT, GAIRAT) with clean / FGSM / PGD / noise accuracy per eps, "
+    "and an independent torchattacks check of the final model",
+))
+
+__all__ = ["Family", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics", "robust_metric_names"]

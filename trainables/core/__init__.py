@@ -1,10 +1,13 @@
 """The training core: pure PyTorch (no Ray, no MLflow). ``from trainables.core import train``."""
 
-from .config import ConfigError, TrainConfig
+from .config import SWITCHES, ConfigError, TrainConfig, acting_fields
 from .data import DATASETS, DatasetNotFound, load_data
-from .losses import LOSSES
-from .models import ACTIVATIONS, MODELS, build_model
-from .train import Trainer, TrainResult, evaluate, load_model, train
+from .losses import LOSSES, TERMS, Term
+from .models import ACTIVATIONS, BACKBONES, HEADS, MODELS, Head, Network, StepOutput
+from .registry import REGISTRIES, register, registry
+from .train import Trainer, TrainResult, build_model, evaluate, evaluate_split, load_model, train
 
-__all__ = ["train", "Trainer", "TrainResult", "TrainConfig", "ConfigError", "evaluate", "load_model",
-           "load_data", "DatasetNotFound", "DATASETS", "MODELS", "LOSSES", "ACTIVATIONS", "build_model"]
+__all__ = ["train", "Trainer", "TrainResult", "TrainConfig", "ConfigError", "evaluate", "evaluate_split", "load_model",
+           "load_data", "DatasetNotFound", "DATASETS", "MODELS", "BACKBONES", "HEADS", "LOSSES", "TERMS", "Term",
+           "ACTIVATIONS", "build_model", "Network", "Head", "StepOutput", "register", "registry", "REGISTRIES",
+           "SWITCHES", "acting_fields"]

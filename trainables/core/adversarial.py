@@ -1,6 +1,7 @@
 """Adversarial training modes and the robust evaluation the training loop reports.
 
-``make_batch_loss`` turns a config into ``batch_loss(x, y, epoch) -> (loss, logits)``:
+Each mode is registered (``@register("adv_mode", name)``) as a builder
+``(model, loss_fn, generator=None, *, <config fields>) -> step(x, y, epoch) -> (loss, StepOutput)``:
 
 - ``none``: clean training.
 - ``fgsm_rs``: Wong et al., "Fast is better than free": a uniform random start in the eps
@@ -13,22 +14,34 @@
 Examples are crafted in eval mode (see ``attacks``) and the model then trains on them in
 whatever mode the loop put it in. The loss is ``adv_beta * adversarial + (1 - adv_beta) *
 clean``; when both terms are needed, clean and adversarial images go through the model in
-one batch (one forward, one set of BatchNorm statistics). The returned logits are those of
+one batch (one forward, one set of BatchNorm statistics). The returned outputs are those of
 the adversarial images, so the loop's train accuracy is the adversarial train accuracy.
-Random starts use the global RNG, which the trainer seeds and checkpoints.
+Random starts use the trainer's generator when given, else the global RNG (which the trainer
+runs from its own checkpointed state during an epoch).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from .attacks import eps_tag, eval_mode, fgsm, pgd, pgd_with_kappa, random_noise, robust_correct
-from .config import TrainConfig
+from .models import StepOutput
+from .registry import build, register
 
-BatchLoss = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+StepFn = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, StepOutput]]
+BatchLoss = StepFn  # the older name
+
+
+def outputs(model: torch.nn.Module, x: torch.Tensor) -> StepOutput:
+    """``model.outputs(x)`` for a ``Network``; any other module's output serves as scores, features and latent."""
+    if hasattr(model, "outputs"):
+        return model.outputs(x)
+    s = model(x)
+    return StepOutput(s, s, s)
 
 
 def gairat_weights(kappa: torch.Tensor, steps: int, lam: float, normalize: bool = True) -> torch.Tensor:
@@ -45,61 +58,96 @@ def gairat_weights(kappa: torch.Tensor, steps: int, lam: float, normalize: bool 
     return omega
 
 
-def adv_step_size(cfg: TrainConfig) -> float:
+def default_step_size(mode: str, eps: float, steps: int, step_size: float | None) -> float:
     """The configured step, or the mode's default (1.25 eps for FGSM-RS, 2.5 eps / steps for PGD)."""
-    if cfg.adv_step_size is not None:
-        return cfg.adv_step_size
-    return 1.25 * cfg.adv_eps if cfg.adv_mode == "fgsm_rs" else 2.5 * cfg.adv_eps / cfg.adv_steps
+    if step_size is not None:
+        return step_size
+    return 1.25 * eps if mode == "fgsm_rs" else 2.5 * eps / steps
 
 
-def make_batch_loss(cfg: TrainConfig, model: torch.nn.Module, loss_fn, generator=None) -> BatchLoss:
-    """Returns ``batch_loss(x, y, epoch) -> (scalar loss, logits)`` for the configured training mode.
+def adv_step_size(cfg) -> float:
+    return default_step_size(cfg.adv_mode, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size)
 
-    ``epoch`` is the number of epochs completed (GAIRAT's burn-in needs it). ``loss_fn``
-    returns per-sample losses.
-    """
-    beta = cfg.adv_beta
 
+def _clean(model, loss_fn) -> StepFn:
     def clean(x, y, epoch):
-        logits = model(x)
-        return loss_fn(logits.float(), y).mean(), logits
+        out = outputs(model, x)
+        return loss_fn(out.scores.float(), y).mean(), out
 
-    if cfg.adv_mode == "none" or beta == 0:
-        return clean
+    return clean
 
-    eps, steps, step = cfg.adv_eps, cfg.adv_steps, adv_step_size(cfg)
+
+def _combine(model, loss_fn, beta: float):
+    """``beta * adversarial + (1 - beta) * clean``, both halves through the model in one forward."""
 
     def combine(x, x_adv, y, weights=None):
         n = len(y)
-        logits = model(torch.cat([x_adv, x]) if beta < 1 else x_adv)
-        adv_logits = logits[:n]
-        adv = loss_fn(adv_logits.float(), y)
+        full = outputs(model, torch.cat([x_adv, x]) if beta < 1 else x_adv)
+        out = StepOutput(full.scores[:n], full.features[:n], full.latent[:n])
+        adv = loss_fn(out.scores.float(), y)
         loss = (adv * weights).mean() if weights is not None else adv.mean()
         if beta < 1:
-            loss = beta * loss + (1 - beta) * loss_fn(logits[n:].float(), y).mean()
-        return loss, adv_logits
+            loss = beta * loss + (1 - beta) * loss_fn(full.scores[n:].float(), y).mean()
+        return loss, out
 
-    if cfg.adv_mode == "fgsm_rs":
-        def fgsm_rs(x, y, epoch):
-            return combine(x, fgsm(model, x, y, eps, random_start=True, step_size=step, generator=generator), y)
+    return combine
 
-        return fgsm_rs
 
-    if cfg.adv_mode == "pgd":
-        def pgd_at(x, y, epoch):
-            return combine(x, pgd(model, x, y, eps, steps=steps, step_size=step, generator=generator), y)
+@register("adv_mode", "none")
+def no_adversary(model, loss_fn, generator=None) -> StepFn:
+    return _clean(model, loss_fn)
 
-        return pgd_at
 
-    if cfg.adv_mode == "gairat":
-        def gairat(x, y, epoch):
-            x_adv, kappa = pgd_with_kappa(model, x, y, eps, steps=steps, step_size=step, generator=generator)
-            weights = gairat_weights(kappa, steps, cfg.gairat_lambda) if epoch >= cfg.gairat_burn_in else None
-            return combine(x, x_adv, y, weights)
+@register("adv_mode", "fgsm_rs")
+def fgsm_rs(model, loss_fn, generator=None, *, adv_eps: float, adv_step_size: float | None,
+            adv_beta: float) -> StepFn:
+    if adv_beta == 0:
+        return _clean(model, loss_fn)
+    combine, step = _combine(model, loss_fn, adv_beta), default_step_size("fgsm_rs", adv_eps, 1, adv_step_size)
 
-        return gairat
+    def fgsm_rs_step(x, y, epoch):
+        return combine(x, fgsm(model, x, y, adv_eps, random_start=True, step_size=step, generator=generator), y)
 
-    raise ValueError(f"unknown adv_mode '{cfg.adv_mode}'")
+    return fgsm_rs_step
+
+
+@register("adv_mode", "pgd")
+def pgd_at(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, adv_step_size: float | None,
+           adv_beta: float) -> StepFn:
+    if adv_beta == 0:
+        return _clean(model, loss_fn)
+    combine, step = _combine(model, loss_fn, adv_beta), default_step_size("pgd", adv_eps, adv_steps, adv_step_size)
+
+    def pgd_step(x, y, epoch):
+        return combine(x, pgd(model, x, y, adv_eps, steps=adv_steps, step_size=step, generator=generator), y)
+
+    return pgd_step
+
+
+@register("adv_mode", "gairat")
+def gairat(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, adv_step_size: float | None,
+           adv_beta: float, gairat_lambda: float, gairat_burn_in: int) -> StepFn:
+    if adv_beta == 0:
+        return _clean(model, loss_fn)
+    combine = _combine(model, loss_fn, adv_beta)
+    step = default_step_size("gairat", adv_eps, adv_steps, adv_step_size)
+
+    def gairat_step(x, y, epoch):
+        x_adv, kappa = pgd_with_kappa(model, x, y, adv_eps, steps=adv_steps, step_size=step, generator=generator)
+        weights = gairat_weights(kappa, adv_steps, gairat_lambda) if epoch >= gairat_burn_in else None
+        return combine(x, x_adv, y, weights)
+
+    return gairat_step
+
+
+def make_batch_loss(cfg, model: torch.nn.Module, loss_fn, generator=None) -> StepFn:
+    """``step(x, y, epoch) -> (scalar per-sample loss mean, StepOutput)`` for ``cfg.adv_mode``.
+
+    ``epoch`` is the number of epochs completed (GAIRAT's burn-in needs it). ``loss_fn``
+    returns per-sample losses. The StepOutput is that of the images trained on (adversarial
+    ones under an adversarial mode), so batch-level terms and train accuracy see them.
+    """
+    return build("adv_mode", cfg.adv_mode, cfg, model, loss_fn, generator)
 
 
 def metric_name(attack: str, eps: float) -> str:
@@ -107,32 +155,67 @@ def metric_name(attack: str, eps: float) -> str:
     return f"{attack}_acc_eps{eps_tag(eps)}"
 
 
-def robust_metrics(model: torch.nn.Module, split, cfg: TrainConfig) -> dict[str, float]:
-    """Clean, FGSM, PGD-``eval_pgd_steps`` and uniform-noise accuracy on the first ``eval_samples``.
-
-    Names: ``clean_acc`` and ``{fgsm,pgd,noise}_acc_eps{eps_tag(eps)}``. A sample counts only if
-    it is classified correctly clean and perturbed (see ``robust_accuracy``), so the clean
-    pass runs once and the attacks only see the correctly classified samples. Random starts
-    and noise come from a generator seeded by ``cfg.seed``: the numbers are reproducible and
-    the training RNG is untouched.
-    """
-    x, y = split.x[: cfg.eval_samples], split.y[: cfg.eval_samples]
-    n, bs = max(1, len(y)), cfg.eval_batch_size
-    gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
-    with torch.no_grad(), eval_mode(model):
-        ok = torch.cat([model(x[i : i + bs]).argmax(1) == y[i : i + bs] for i in range(0, len(y), bs)])
-    x, y = x[ok], y[ok]
-    out = {"clean_acc": len(y) / n}
-    attacks = {
-        "fgsm": lambda eps: partial(fgsm, eps=eps),
-        "pgd": lambda eps: partial(pgd, eps=eps, steps=cfg.eval_pgd_steps, generator=gen),
-        "noise": lambda eps: lambda m, a, b: random_noise(a, eps, gen),
-    }
-    for eps in cfg.eval_eps:
-        for name, make in attacks.items():
-            kept = robust_correct(model, (x, y), make(eps), bs) if eps > 0 and len(y) else len(y)
-            out[metric_name(name, eps)] = kept / n
-    return out
+def robust_metrics(model: torch.nn.Module, split, cfg: Any) -> dict[str, float]:
+    """``RobustEval`` with the config's ``eval_*`` fields, on ``split``."""
+    return RobustEval(tuple(cfg.eval_eps), cfg.eval_pgd_steps, cfg.eval_samples, cfg.eval_batch_size,
+                      cfg.seed).measure(model, split)
 
 
-__all__ = ["make_batch_loss", "robust_metrics", "metric_name", "gairat_weights", "adv_step_size", "BatchLoss"]
+@dataclass(frozen=True)
+class RobustEval:
+    """A per-epoch evaluator: robust accuracy of the model the run reports (``trainer.eval_model()``)."""
+
+    eval_eps: tuple[float, ...]
+    eval_pgd_steps: int
+    eval_samples: int
+    batch_size: int
+    seed: int
+
+    def __call__(self, trainer) -> dict[str, float]:
+        return self.measure(trainer.eval_model(), trainer.data.val)
+
+    def measure(self, model: torch.nn.Module, split) -> dict[str, float]:
+        """Clean, FGSM, PGD-``eval_pgd_steps`` and uniform-noise accuracy on the first ``eval_samples``.
+
+        Names: ``clean_acc`` and ``{fgsm,pgd,noise}_acc_eps{eps_tag(eps)}``. A sample counts only if
+        it is classified correctly clean and perturbed (see ``robust_accuracy``), so the clean
+        pass runs once and the attacks only see the correctly classified samples. Random starts
+        and noise come from a generator seeded by ``self.seed``: the numbers are reproducible and
+        the training RNG is untouched.
+        """
+        x, y = split.x[: self.eval_samples], split.y[: self.eval_samples]
+        n, bs = max(1, len(y)), self.batch_size
+        gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        with torch.no_grad(), eval_mode(model):
+            ok = torch.cat([model(x[i : i + bs]).argmax(1) == y[i : i + bs] for i in range(0, len(y), bs)])
+        x, y = x[ok], y[ok]
+        out = {"clean_acc": len(y) / n}
+        attacks = {
+            "fgsm": lambda eps: partial(fgsm, eps=eps),
+            "pgd": lambda eps: partial(pgd, eps=eps, steps=self.eval_pgd_steps, generator=gen),
+            "noise": lambda eps: lambda m, a, b: random_noise(a, eps, gen),
+        }
+        for eps in self.eval_eps:
+            for name, make in attacks.items():
+                kept = robust_correct(model, (x, y), make(eps), bs) if eps > 0 and len(y) else len(y)
+                out[metric_name(name, eps)] = kept / n
+        return out
+
+
+# ---------------------------------------------------------------- the robust_eval switch (eval_eps set or not)
+Evaluator = Callable[[Any], dict[str, float]]
+
+
+@register("robust_eval", "on")
+def robust_eval_on(batch_size: int, seed: int, *, eval_eps: tuple[float, ...], eval_pgd_steps: int,
+                   eval_samples: int) -> RobustEval:
+    return RobustEval(tuple(eval_eps), eval_pgd_steps, eval_samples, batch_size, seed)
+
+
+@register("robust_eval", "off")
+def robust_eval_off(batch_size: int, seed: int) -> None:
+    return None
+
+
+__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "default_step_size", "robust_metrics",
+           "metric_name", "gairat_weights", "adv_step_size", "BatchLoss"]

@@ -7,14 +7,17 @@ valid choices, so a typo in a study file or a notebook fails before any work sta
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .data import DATASETS
-from .losses import LOSSES
-from .models import ACTIVATIONS, MODELS
-from .optim import OPTIMIZERS, SCHEDULERS
+from . import adversarial as _adversarial  # noqa: F401 - registers the adversarial modes and robust_eval
+from . import data as _data  # noqa: F401 - registers the datasets and the augment switch
+from . import losses as _losses  # noqa: F401 - registers losses and batch terms
+from . import models as _models  # noqa: F401 - registers backbones, heads, activations
+from . import optim as _optim  # noqa: F401 - registers optimizers, schedulers, SWA
+from .registry import registry
 
 
 class ConfigError(ValueError):
@@ -27,14 +30,55 @@ class ConfigError(ValueError):
 
 def _one_of(value: str, valid, what: str) -> str:
     if value not in valid:
-        raise ValueError(f"unknown {what} '{value}'; choose one of: {', '.join(sorted(valid))}")
+        raise ValueError(f"unknown {what} '{value}'; choose one of: {', '.join(valid)}")
     return value
 
 
-ADV_MODES = ("none", "fgsm_rs", "pgd", "gairat")
+def _on_off(value: Any) -> str:
+    return "on" if value else "off"
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A config field whose value picks one entry of a registry (``key`` maps the value to the name).
+
+    The fields that act under a value are the chosen builder's keyword-only parameters.
+    ``when`` turns a registry name back into the value a study's ``when:`` would test
+    (None: the switch cannot be written as a ``when:`` condition, e.g. a non-empty eval_eps).
+    """
+
+    kind: str
+    key: Callable[[Any], str] = str
+    when: Callable[[str], Any] | None = lambda name: name
+
+
+ON_OFF = dict(key=_on_off, when=lambda name: name == "on")
+
+# The one table of switches: every selectable component and every on/off section.
+SWITCHES: dict[str, Switch] = {
+    "model": Switch("backbone"),
+    "head": Switch("head"),
+    "activation": Switch("activation"),
+    "loss": Switch("loss"),
+    "optimizer": Switch("optimizer"),
+    "scheduler": Switch("scheduler"),
+    "adv_mode": Switch("adv_mode"),
+    "swa": Switch("swa", **ON_OFF),
+    "augment": Switch("augment", **ON_OFF),
+    "eval_eps": Switch("robust_eval", key=_on_off, when=None),
+}
+# Fields the training loop itself reads: they act whatever else is chosen, even if a builder declares them.
+LOOP_FIELDS = frozenset({
+    "dataset", "data_dir", "download", "val_fraction", "split_seed", "max_train_samples", "image_size", "channels",
+    "epochs", "batch_size", "eval_batch_size", "seed", "device", "amp", "channels_last", "grad_clip",
+    "model", "head", "loss", "optimizer", "scheduler", "adv_mode", "swa", "augment", "eval_eps", "lr",
+})
 
 
 class TrainConfig(BaseModel):
+    """Every training field, flat (study files stay flat). Which fields *act* follows from the choices:
+    see ``SWITCHES`` and ``acting_fields``; an explicitly set field that does not act is an error."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
     # data
@@ -49,32 +93,34 @@ class TrainConfig(BaseModel):
     augment: bool = True
     crop_padding: int | None = Field(None, ge=0, description="default: 4 from 32px, 2 from 16px, else 0")
 
-    # model
+    # model = backbone + head
     model: str = "cnn"
+    head: str = "linear"
     filters: tuple[int, ...] = (32, 64, 128)
     activation: str = "relu"
-    leaky_slope: float = Field(0.01, ge=0.0)
+    leaky_slope: float = Field(0.1, ge=0.0, description="seed 003's LeakyReLU(0.1)")
     batchnorm: bool = True
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     width: int = Field(64, gt=0, description="base width of ResNet / VGG")
 
-    # loss
+    # loss: a per-sample term + batch-level terms
     loss: str = "cross_entropy"
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     focal_alpha: float = Field(1.0, gt=0.0)
     focal_gamma: float = Field(2.0, ge=0.0)
+    l1: float = Field(0.0, ge=0.0, description="weight of the L1 batch term")
 
     # optimization
-    optimizer: Literal["sgd", "adam", "adamw", "sign_sgd"] = "sgd"
+    optimizer: str = "sgd"
     lr: float = Field(0.05, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0, description="default: 0.9 for SGD, 0 for sign-SGD")
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0.0)
-    l1: float = Field(0.0, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0)
-    scheduler: Literal["none", "step", "plateau", "cosine", "onecycle"] = "cosine"
+    scheduler: str = "cosine"
     step_size: int = Field(30, gt=0)
     gamma: float = Field(0.1, gt=0.0, le=1.0)
+    min_lr: float = Field(1e-5, ge=0.0, description="cosine's final lr (seed 003: 1e-5)")
     plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)
     plateau_patience: int = Field(5, ge=0)
     warmup_epochs: int = Field(0, ge=0)
@@ -83,7 +129,7 @@ class TrainConfig(BaseModel):
     swa_lr: float | None = Field(None, gt=0.0)
 
     # adversarial training (pixel-space L-inf eps)
-    adv_mode: Literal["none", "fgsm_rs", "pgd", "gairat"] = "none"
+    adv_mode: str = "none"
     adv_eps: float = Field(0.0, ge=0.0, le=1.0)
     adv_steps: int = Field(10, gt=0)
     adv_step_size: float | None = Field(None, gt=0.0, description="default: 1.25 eps (FGSM-RS), 2.5 eps/steps (PGD)")
@@ -105,12 +151,12 @@ class TrainConfig(BaseModel):
     amp: bool | None = Field(None, description="bfloat16 autocast; default on for CUDA")
     channels_last: bool | None = Field(None, description="default on for CUDA")
 
-    @field_validator("dataset", "model", "activation", "loss")
+    @field_validator("dataset", "model", "head", "activation", "loss", "optimizer", "scheduler", "adv_mode")
     @classmethod
     def _registered(cls, v, info: ValidationInfo):
         """Names checked against the live registries, so a newly registered entry is valid at once."""
-        registry = {"dataset": DATASETS, "model": MODELS, "activation": ACTIVATIONS, "loss": LOSSES}[info.field_name]
-        return _one_of(v, registry, info.field_name)
+        kind = "dataset" if info.field_name == "dataset" else SWITCHES[info.field_name].kind
+        return _one_of(v, registry(kind), info.field_name)
 
     @field_validator("filters")
     @classmethod
@@ -135,9 +181,8 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.scheduler in ("plateau", "onecycle") and self.warmup_epochs:
-            raise ValueError(f"warmup_epochs is not supported with scheduler '{self.scheduler}'")
-        if self.warmup_epochs >= self.epochs:
+        acting = acting_fields(self)
+        if "warmup_epochs" in acting and self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
         if self.swa and self.swa_start is not None and self.swa_start >= self.epochs:
             raise ValueError(f"swa_start ({self.swa_start}) must be < epochs ({self.epochs}): SWA would never start")
@@ -147,7 +192,9 @@ class TrainConfig(BaseModel):
 
     # ------------------------------------------------------------ construction helpers
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None = None, **overrides) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None = None, *, strict: bool = True, **overrides) -> "TrainConfig":
+        """Validate a dict (plus overrides). With ``strict`` (the default), an explicitly given field
+        that has no effect under the other choices is an error (``inert_problems``)."""
         d = {**(d or {}), **overrides}
         problems = []
         for key in d:
@@ -160,12 +207,96 @@ class TrainConfig(BaseModel):
         except ValidationError as e:
             problems += [format_error(err) for err in e.errors()]
             cfg = None
+        if cfg is not None and strict:
+            problems += inert_problems(cfg, cfg.model_fields_set)
         if problems:
             raise ConfigError(problems)
         return cfg
 
+    def with_overrides(self, **overrides) -> "TrainConfig":
+        """A validated copy: the explicitly set fields plus ``overrides`` (``model_copy`` would skip validation)."""
+        return TrainConfig.from_dict({**self.explicit(), **overrides})
+
+    def explicit(self) -> dict[str, Any]:
+        """The explicitly set fields, as given."""
+        return {k: getattr(self, k) for k in self.model_fields_set}
+
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The fields that act (defaults included), JSON-ready: what a run records and re-reads strictly."""
+        acting = acting_fields(self)
+        return {k: v for k, v in self.model_dump(mode="json").items() if k in acting}
+
+
+# ---------------------------------------------------------------- which fields act
+def _get(values: Any, name: str) -> Any:
+    if isinstance(values, Mapping):
+        return values[name] if name in values else TrainConfig.model_fields[name].default
+    return getattr(values, name)
+
+
+def governed_fields() -> set[str]:
+    """Fields some switch's entries declare: whether they act depends on the choices."""
+    return {f for sw in SWITCHES.values() for f in registry(sw.kind).all_fields()} - LOOP_FIELDS
+
+
+def acting_fields(values: Any) -> set[str]:
+    """The fields that act under ``values`` (a ``TrainConfig`` or a dict; missing keys take defaults).
+
+    Fields no switch governs always act; a governed field acts once an acting switch's chosen
+    builder declares it (a fixpoint: ``leaky_slope`` acts when ``activation`` does and names
+    ``leaky_relu``, and ``activation`` acts when the chosen backbone declares it).
+    """
+    acting = set(TrainConfig.model_fields) - governed_fields()
+    changed = True
+    while changed:
+        changed = False
+        for name, sw in SWITCHES.items():
+            if name not in acting:
+                continue
+            entry = sw.key(_get(values, name))
+            reg = registry(sw.kind)
+            new = set(reg.fields(entry)) - acting if entry in reg else set()
+            if new:
+                acting |= new
+                changed = True
+    return acting
+
+
+def users_of(field: str) -> list[tuple[str, list[Any]]]:
+    """For each switch whose entries declare ``field``: (switch field, the ``when:`` values that use it)."""
+    out = []
+    for name, sw in SWITCHES.items():
+        reg = registry(sw.kind)
+        using = [entry for entry in reg if field in reg.fields(entry)]
+        if using and len(using) < len(reg):
+            out.append((name, [sw.when(e) if sw.when else e for e in using]))
+    return out
+
+
+def _yaml(v: Any) -> str:
+    return "true" if v is True else "false" if v is False else str(v)
+
+
+def when_hint(field: str, values: Any) -> str:
+    """Why ``field`` does not act under ``values`` and the ``when:`` that would condition it."""
+    for name, using in users_of(field):
+        sw = SWITCHES[name]
+        current = _get(values, name)
+        entry = sw.key(current)
+        if field in registry(sw.kind).fields(entry) if entry in registry(sw.kind) else False:
+            continue
+        shown = f"{name} {_yaml(list(current) if isinstance(current, tuple) else current)}"
+        if sw.when is None:
+            return f"`{field}` has no effect with {shown}; it acts only when `{name}` is set (non-empty)"
+        cond = _yaml(using[0]) if len(using) == 1 else "[" + ", ".join(_yaml(u) for u in using) + "]"
+        return f"`{field}` has no effect with {shown}; condition it with `when: {{{name}: {cond}}}`"
+    return f"`{field}` has no effect with this configuration"
+
+
+def inert_problems(values: Any, given) -> list[str]:
+    """One line per field in ``given`` that does not act under ``values``: ``field: why; the when: to add``."""
+    acting = acting_fields(values)
+    return [f"{f}: {when_hint(f, values)}" for f in given if f in TrainConfig.model_fields and f not in acting]
 
 
 def format_error(err: dict) -> str:
@@ -178,4 +309,5 @@ def field_names() -> list[str]:
     return list(TrainConfig.model_fields)
 
 
-__all__ = ["TrainConfig", "ConfigError", "ADV_MODES", "OPTIMIZERS", "SCHEDULERS", "field_names"]
+__all__ = ["TrainConfig", "ConfigError", "SWITCHES", "Switch", "LOOP_FIELDS", "acting_fields", "inert_problems",
+           "when_hint", "users_of", "field_names"]

@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .registry import register, registry
+
 
 class DatasetNotFound(FileNotFoundError):
     """A dataset is absent; the message says how to get it."""
@@ -72,12 +74,11 @@ class DataBundle:
         return tuple(self.train.x.shape[1:])
 
 
-DATASETS: dict[str, DatasetInfo] = {}
+DATASETS = registry("dataset")  # name -> DatasetInfo
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
-    DATASETS[info.name] = info
-    return info
+    return register("dataset", info.name, info)
 
 
 def default_data_dir() -> Path:
@@ -344,3 +345,21 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, hflip: bool = False,
         flip = (torch.rand(n, generator=generator) < 0.5).to(x.device, non_blocking=True)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x
+
+
+# ---------------------------------------------------------------- the augment switch (on / off)
+Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+@register("augment", "on")
+def augment_on(image_size: int, hflip: bool, *, crop_padding: int | None) -> Augment | None:
+    """Random crops (``crop_padding``: default 4 from 32 px, 2 from 16 px, else 0) and the dataset's flips."""
+    pad = crop_padding if crop_padding is not None else (4 if image_size >= 32 else 2 if image_size >= 16 else 0)
+    if not (pad or hflip):
+        return None
+    return lambda x, generator: augment(x, crop_padding=pad, hflip=hflip, generator=generator)
+
+
+@register("augment", "off")
+def augment_off(image_size: int, hflip: bool) -> None:
+    return None

@@ -1,57 +1,114 @@
-"""Losses, all per-sample (reduction='none') so adversarial reweighting (GAIRAT) can weight them."""
+"""The training objective = a per-sample loss + weighted batch-level terms.
+
+- **Per-sample losses** (registry ``loss``): a builder ``(*, <config fields>)`` returns
+  ``fn(scores, y) -> (B,)`` per-sample losses, so adversarial reweighting (GAIRAT) can weight
+  them. ``none`` is zero: for heads whose objective lives entirely in batch terms.
+- **Batch-level terms** (registry ``term``): a builder ``(*, <config fields>)`` returns a
+  ``Term(name, weight, fn)`` with ``fn(out: StepOutput, y, model) -> scalar``, or ``None``
+  when its weight is off. Every registered term builder is called for every run; each built
+  term is logged per epoch as ``train_<name>`` (its unweighted mean over batches), and
+  ``train_loss`` is the total: mean per-sample loss + sum of weight * term.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from .registry import build, register, registry
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES: dict[str, Callable[..., LossFn]] = {}
+LOSSES = registry("loss")
+TERMS = registry("term")
 
 
-def register_loss(name: str):
-    def wrap(fn):
-        LOSSES[name] = fn
-        return fn
-
-    return wrap
+@register("loss", "cross_entropy")
+def cross_entropy() -> LossFn:
+    return lambda scores, y: F.cross_entropy(scores, y, reduction="none")
 
 
-@register_loss("cross_entropy")
-def cross_entropy(**_) -> LossFn:
-    return lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+@register("loss", "label_smoothing")
+def label_smoothing(*, label_smoothing: float) -> LossFn:
+    """Cross-entropy against (1 - s) one-hot + s uniform (seed 003's LabelSmoothingCrossEntropy)."""
+    return lambda scores, y: F.cross_entropy(scores, y, reduction="none", label_smoothing=label_smoothing)
 
 
-@register_loss("label_smoothing")
-def label_smoothing(smoothing: float = 0.1, **_) -> LossFn:
-    return lambda logits, y: F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
-
-
-@register_loss("focal")
-def focal(alpha: float = 1.0, gamma: float = 2.0, **_) -> LossFn:
+@register("loss", "focal")
+def focal(*, focal_alpha: float, focal_gamma: float) -> LossFn:
     """Focal loss (Lin et al.): alpha * (1 - p_t)^gamma * CE."""
 
-    def loss(logits, y):
-        logp = F.log_softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
-        return -alpha * (1 - logp.exp()).pow(gamma) * logp
+    def loss(scores, y):
+        logp = F.log_softmax(scores.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+        return -focal_alpha * (1 - logp.exp()).pow(focal_gamma) * logp
 
     return loss
 
 
-@register_loss("mse")
-def mse(**_) -> LossFn:
-    """Squared error between the softmax probabilities and one-hot targets, summed over classes."""
+@register("loss", "mse")
+def mse() -> LossFn:
+    """Seed 003's ``nn.MSELoss()`` on the raw scores vs one-hot targets: the batch mean of these
+    per-sample values is the mean over all elements, exactly ``nn.MSELoss`` (reduction='mean')."""
 
-    def loss(logits, y):
-        onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
-        return (logits.softmax(1) - onehot).pow(2).sum(1)
+    def loss(scores, y):
+        onehot = F.one_hot(y, scores.shape[1]).to(scores.dtype)
+        return (scores - onehot).pow(2).mean(1)
 
     return loss
 
 
-def build_loss(name: str, **kwargs) -> LossFn:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss '{name}'; choose one of: {', '.join(LOSSES)}")
-    return LOSSES[name](**kwargs)
+@register("loss", "softmax_mse")
+def softmax_mse() -> LossFn:
+    """Squared error between softmax probabilities and one-hot targets, summed over classes (Brier score)."""
+
+    def loss(scores, y):
+        onehot = F.one_hot(y, scores.shape[1]).to(scores.dtype)
+        return (scores.softmax(1) - onehot).pow(2).sum(1)
+
+    return loss
+
+
+@register("loss", "none")
+def no_loss() -> LossFn:
+    """No per-sample term: the batch-level terms carry the objective (e.g. a Gaussian-latent head)."""
+    return lambda scores, y: scores.new_zeros(len(y), dtype=torch.float32)
+
+
+def build_loss(name: str, **fields) -> LossFn:
+    """A per-sample loss from its builder with exactly ``fields`` (the trainer builds from the config)."""
+    return LOSSES.lookup(name)(**fields)
+
+
+# ---------------------------------------------------------------- batch-level terms
+TermFn = Callable[[Any, torch.Tensor, torch.nn.Module], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Term:
+    """A batch-level loss term: ``weight * fn(out, y, model)`` is added to the loss."""
+
+    name: str  # logged as train_<name>
+    weight: float
+    fn: TermFn
+
+
+@register("term", "l1")
+def l1(*, l1: float) -> Term | None:
+    """L1 penalty on the trainable weight matrices / kernels (not biases or BatchNorm): sum |w|."""
+    if not l1:
+        return None
+
+    def penalty(out, y, model):
+        return sum(p.abs().sum() for p in model.parameters() if p.dim() > 1 and p.requires_grad)
+
+    return Term("l1", l1, penalty)
+
+
+def build_terms(cfg: Any) -> list[Term]:
+    """Every registered term the config switches on, in registration order."""
+    return [t for t in (build("term", name, cfg) for name in TERMS) if t is not None]
+
+
+__all__ = ["LOSSES", "TERMS", "Term", "LossFn", "build_loss", "build_terms"]

@@ -1,49 +1,125 @@
-"""Model registry: every model takes pixels in [0, 1] and exposes its penultimate features.
+"""Models = backbone + head, both from registries; every model takes pixels in [0, 1].
 
-``Network`` puts the dataset normalization inside the model, so attacks and eps work in
-pixel space, and gives every backbone the same two calls: ``features(x)`` (the penultimate
-vector that UMAP and Circle loss need) and ``forward(x)`` (logits).
+- A **backbone** builder ``(in_channels, image_size, *, <config fields>)`` returns an
+  ``nn.Module`` mapping normalized images to features ``(B, F)`` with ``out_features = F``.
+- A **head** builder ``(in_features, num_classes, *, <config fields>)`` returns a ``Head``:
+  ``latent(features)`` is the head's representation, ``scores(latent)`` the class scores
+  whose argmax is the prediction. For ``linear`` the latent *is* the logits; a Gaussian-latent
+  head returns its latent z and scores such as the negative distance to each class mean.
+- An **activation** builder ``(*, <config fields>)`` returns a factory ``() -> nn.Module``
+  (one fresh module per use); backbones declare the ``activation`` field and receive it.
+
+``Network`` puts the dataset normalization inside the model (so an attack's eps means pixels
+on every dataset) and gives every model the same calls: ``forward(x)`` -> scores (what
+evaluation, attacks, torchattacks and calibration use), ``features(x)`` (penultimate, for
+UMAP) and ``outputs(x)`` -> ``StepOutput`` (scores, features, latent in one forward, for the
+training step's batch-level loss terms).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
-ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
-    "relu": lambda slope: nn.ReLU(inplace=True),
-    "leaky_relu": lambda slope: nn.LeakyReLU(slope, inplace=True),
-    "elu": lambda slope: nn.ELU(inplace=True),
-    "gelu": lambda slope: nn.GELU(),
-    "silu": lambda slope: nn.SiLU(inplace=True),
-    "swish": lambda slope: nn.SiLU(inplace=True),
-    "mish": lambda slope: nn.Mish(inplace=True),
-}
+from .registry import build, register, registry
+
+BACKBONES = registry("backbone")
+HEADS = registry("head")
+ACTIVATIONS = registry("activation")
+MODELS = BACKBONES  # the config field is ``model``: a model is named by its backbone
+
+ActivationFactory = Callable[[], nn.Module]
 
 
-def register_model(name: str):
-    def wrap(fn):
-        MODELS[name] = fn
-        return fn
-
-    return wrap
+# ---------------------------------------------------------------- activations
+@register("activation", "relu")
+def relu() -> ActivationFactory:
+    return lambda: nn.ReLU(inplace=True)
 
 
-def activation(name: str, slope: float = 0.01) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name](slope)
+@register("activation", "leaky_relu")
+def leaky_relu(*, leaky_slope: float) -> ActivationFactory:
+    return lambda: nn.LeakyReLU(leaky_slope, inplace=True)
+
+
+@register("activation", "elu")
+def elu() -> ActivationFactory:
+    return lambda: nn.ELU(inplace=True)
+
+
+@register("activation", "gelu")
+def gelu() -> ActivationFactory:
+    return nn.GELU
+
+
+@register("activation", "silu")
+def silu() -> ActivationFactory:
+    return lambda: nn.SiLU(inplace=True)
+
+
+@register("activation", "swish")
+def swish() -> ActivationFactory:
+    return lambda: nn.SiLU(inplace=True)
+
+
+@register("activation", "mish")
+def mish() -> ActivationFactory:
+    return lambda: nn.Mish(inplace=True)
 
 
 def _norm(bn: bool, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if bn else nn.Identity()
 
 
+def _features(layers: list[nn.Module], out_features: int) -> nn.Sequential:
+    body = nn.Sequential(*layers)
+    body.out_features = out_features
+    return body
+
+
+# ---------------------------------------------------------------- heads and the network
+@dataclass
+class StepOutput:
+    """One forward pass, as the training step sees it."""
+
+    scores: torch.Tensor  # (B, classes): argmax is the prediction; what per-sample losses take
+    features: torch.Tensor  # (B, F): the backbone's output, before the head
+    latent: torch.Tensor  # the head's representation (== scores for ``linear``; z for a Gaussian head)
+
+
+class Head(nn.Module):
+    """A head: ``latent(features)`` then ``scores(latent)``; ``forward`` composes them."""
+
+    def latent(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scores(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scores(self.latent(features))
+
+
+class LinearHead(Head):
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def latent(self, features):
+        return self.fc(features)
+
+
+@register("head", "linear")
+def linear(in_features: int, num_classes: int) -> Head:
+    """Logits = W f + b: the latent is the logits."""
+    return LinearHead(in_features, num_classes)
+
+
 class Network(nn.Module):
-    """Normalization + backbone + head. Input: pixels in [0, 1]."""
+    """Normalization + backbone + head. Input: pixels in [0, 1]; ``forward`` returns scores."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, mean, std):
         super().__init__()
@@ -58,22 +134,38 @@ class Network(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def outputs(self, x: torch.Tensor) -> StepOutput:
+        f = self.features(x)
+        if isinstance(self.head, Head):
+            z = self.head.latent(f)
+            return StepOutput(self.head.scores(z), f, z)
+        s = self.head(f)
+        return StepOutput(s, f, s)
+
+
+def build_network(cfg: Any, *, in_channels: int, num_classes: int, image_size: int, mean, std) -> Network:
+    """The configured backbone (``cfg.model``) and head (``cfg.head``) from their registries."""
+    act = build("activation", cfg.activation, cfg)
+    backbone = build("backbone", cfg.model, cfg, in_channels, image_size, activation=act)
+    head = build("head", cfg.head, cfg, backbone.out_features, num_classes)
+    return Network(backbone, head, mean, std)
+
 
 # ---------------------------------------------------------------- configurable CNN
-@register_model("cnn")
-def cnn(in_channels, num_classes, image_size, *, filters=(32, 64, 128), activation_name="relu",
-        slope=0.01, batchnorm=True, dropout=0.0, **_):
-    """The CIFAR-10 optimization study's CNN: conv blocks, then fully connected 512 -> 256 -> classes."""
+@register("backbone", "cnn")
+def cnn(in_channels: int, image_size: int, *, filters: tuple[int, ...], activation: ActivationFactory,
+        batchnorm: bool, dropout: float) -> nn.Module:
+    """The CIFAR-10 optimization study's CNN: conv blocks, then fully connected 512 -> 256 (features)."""
     layers, c, size = [], in_channels, image_size
     for f in filters:
-        layers += [nn.Conv2d(c, f, 3, padding=1, bias=not batchnorm), _norm(batchnorm, f), activation(activation_name, slope)]
+        layers += [nn.Conv2d(c, f, 3, padding=1, bias=not batchnorm), _norm(batchnorm, f), activation()]
         if size >= 2:
             layers.append(nn.MaxPool2d(2))
             size //= 2
         c = f
-    layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * size * size, 512), activation(activation_name, slope),
-               nn.Dropout(dropout), nn.Linear(512, 256), activation(activation_name, slope), nn.Dropout(dropout)]
-    return nn.Sequential(*layers), nn.Linear(256, num_classes)
+    layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * size * size, 512), activation(),
+               nn.Dropout(dropout), nn.Linear(512, 256), activation(), nn.Dropout(dropout)]
+    return _features(layers, 256)
 
 
 # ---------------------------------------------------------------- CIFAR-style ResNets
@@ -116,11 +208,7 @@ class Bottleneck(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-def _resnet(block, depths, in_channels, num_classes, *, width=64, batchnorm=True, activation_name="relu",
-            slope=0.01, **_):
-    def act():
-        return activation(activation_name, slope)
-
+def _resnet(block, depths, in_channels: int, width: int, batchnorm: bool, act: ActivationFactory) -> nn.Module:
     layers = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=not batchnorm), _norm(batchnorm, width), act()]
     cin = width
     for i, n in enumerate(depths):
@@ -129,29 +217,32 @@ def _resnet(block, depths, in_channels, num_classes, *, width=64, batchnorm=True
             layers.append(block(cin, planes, 2 if (i > 0 and j == 0) else 1, batchnorm, act))
             cin = planes * block.expansion
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return nn.Sequential(*layers), nn.Linear(cin, num_classes)
+    return _features(layers, cin)
 
 
-@register_model("resnet18")
-def resnet18(in_channels, num_classes, image_size, **kw):
-    return _resnet(BasicBlock, (2, 2, 2, 2), in_channels, num_classes, **kw)
+@register("backbone", "resnet18")
+def resnet18(in_channels: int, image_size: int, *, width: int, batchnorm: bool,
+             activation: ActivationFactory) -> nn.Module:
+    return _resnet(BasicBlock, (2, 2, 2, 2), in_channels, width, batchnorm, activation)
 
 
-@register_model("resnet34")
-def resnet34(in_channels, num_classes, image_size, **kw):
-    return _resnet(BasicBlock, (3, 4, 6, 3), in_channels, num_classes, **kw)
+@register("backbone", "resnet34")
+def resnet34(in_channels: int, image_size: int, *, width: int, batchnorm: bool,
+             activation: ActivationFactory) -> nn.Module:
+    return _resnet(BasicBlock, (3, 4, 6, 3), in_channels, width, batchnorm, activation)
 
 
-@register_model("resnet50")
-def resnet50(in_channels, num_classes, image_size, **kw):
-    return _resnet(Bottleneck, (3, 4, 6, 3), in_channels, num_classes, **kw)
+@register("backbone", "resnet50")
+def resnet50(in_channels: int, image_size: int, *, width: int, batchnorm: bool,
+             activation: ActivationFactory) -> nn.Module:
+    return _resnet(Bottleneck, (3, 4, 6, 3), in_channels, width, batchnorm, activation)
 
 
 # ---------------------------------------------------------------- VGG-A (VGG-11)
-@register_model("vgg11")
-def vgg11(in_channels, num_classes, image_size, *, width=64, batchnorm=True, activation_name="relu",
-          slope=0.01, dropout=0.0, **_):
-    """VGG-A with or without BatchNorm; pooling stops once the feature map is 1x1."""
+@register("backbone", "vgg11")
+def vgg11(in_channels: int, image_size: int, *, width: int, batchnorm: bool, activation: ActivationFactory,
+          dropout: float) -> nn.Module:
+    """VGG-A with or without BatchNorm; pooling stops once the feature map is 1x1; features: 512."""
     cfg = [1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M"]
     layers, c, size = [], in_channels, image_size
     for v in cfg:
@@ -161,16 +252,11 @@ def vgg11(in_channels, num_classes, image_size, *, width=64, batchnorm=True, act
                 size //= 2
             continue
         out = width * v
-        layers += [nn.Conv2d(c, out, 3, padding=1, bias=not batchnorm), _norm(batchnorm, out),
-                   activation(activation_name, slope)]
+        layers += [nn.Conv2d(c, out, 3, padding=1, bias=not batchnorm), _norm(batchnorm, out), activation()]
         c = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 512), activation(activation_name, slope),
-               nn.Dropout(dropout)]
-    return nn.Sequential(*layers), nn.Linear(512, num_classes)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 512), activation(), nn.Dropout(dropout)]
+    return _features(layers, 512)
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int, mean, std, **kwargs) -> Network:
-    if name not in MODELS:
-        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
-    backbone, head = MODELS[name](in_channels, num_classes, image_size, **kwargs)
-    return Network(backbone, head, mean, std)
+__all__ = ["Network", "Head", "LinearHead", "StepOutput", "build_network", "BACKBONES", "HEADS", "ACTIVATIONS",
+           "MODELS"]
