@@ -248,11 +248,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_environment(args) -> None:
-    """$MLFLOW_TRACKING_URI stands in for --tracking-uri: the same check, naming the variable."""
+    """$MLFLOW_TRACKING_URI (or the default store) stands in for --tracking-uri: the same check, naming it."""
     from .doors import check_tracking_uri
+    from .tracking import DEFAULT_TRACKING_URI
 
-    if hasattr(args, "tracking_uri") and not args.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI"):
-        check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")
+    if hasattr(args, "tracking_uri") and not args.tracking_uri:
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        check_tracking_uri(env or DEFAULT_TRACKING_URI, "MLFLOW_TRACKING_URI" if env else "the default tracking URI")
 
 
 if __name__ == "__main__":

@@ -53,11 +53,16 @@ def check_tracking_uri(uri: str, what: str = "--tracking-uri", *, writable: bool
         if not text.lower().startswith("sqlite:///") or len(text) == len("sqlite:///"):
             raise SearchError(f"{what}: {uri!r} names no database file; write sqlite:///relative.db or "
                               "sqlite:////absolute/path.db")
-        path = Path(text[len("sqlite:///"):])
+        path = Path(text[len("sqlite:///"):].split("?", 1)[0])
         if path.is_dir():
             raise SearchError(f"{what}: {path} is a directory, not a database file")
+        if path.is_file() and path.stat().st_size and not _is_sqlite(path):
+            raise SearchError(f"{what}: {path} is not an SQLite database")
         if writable:
-            _check_writable_folder(path.parent if str(path.parent) else Path("."), what)
+            folder = path.parent if str(path.parent) else Path(".")
+            _check_writable_folder(folder, what)
+            if not folder.is_dir():
+                raise SearchError(f"{what}: the folder {folder} of the database does not exist; create it first")
     elif base == "file":
         path = Path(parsed.path or "")
         if not parsed.path:
@@ -72,6 +77,14 @@ def check_tracking_uri(uri: str, what: str = "--tracking-uri", *, writable: bool
         except ValueError:
             raise SearchError(f"{what}: {uri!r} has an invalid port") from None
     return text
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def _check_writable_folder(path: Path, what: str) -> None:

@@ -6,6 +6,7 @@ a parent run with one child per seed; prints mean ± std of the validation and t
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,15 @@ def load_exported(path: str | Path) -> dict[str, Any]:
         try:
             TrainConfig.from_dict(config)
         except ConfigError as e:
-            for line in e.problems:
+            for line in e.problems:  # "key: why", or "unknown key 'name'; ..."
+                unknown = re.match(r"unknown (?:key|parameter) '([^']+)'", line)
                 key, sep, msg = line.partition(": ")
-                problems.add(("config", *key.split(".")) if sep else ("config",), msg if sep else line)
+                if unknown:
+                    problems.add(("config", unknown.group(1)), line)
+                elif sep and re.fullmatch(r"[\w.]+", key):
+                    problems.add(("config", *key.split(".")), msg)
+                else:
+                    problems.add(("config",), line)
     try:
         Reproduce.model_validate(doc.get("reproduce") or {})
     except ValidationError as e:

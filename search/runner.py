@@ -71,7 +71,8 @@ def quiet_libraries() -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # The grid sampler, once exhausted, stops its Optuna study from outside a callback: harmless.
     logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
-    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):  # "Trial task failed", "did not complete"
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
