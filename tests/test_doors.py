@@ -220,6 +220,19 @@ def warm_imports():
     import search.runner  # noqa: F401
 
 
+@pytest.fixture
+def restore_environ():
+    """The CLI's main sets environment variables (quiet_libraries) on purpose: undo them after the test.
+
+    (Replacing os.environ by a dict would hide the variables Ray's subprocesses need.)
+    """
+    saved = dict(os.environ)
+    yield
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
+
+
 def test_the_corpus_covers_every_door():
     assert len(CASES) >= 50
     doors = {case[0].split("_")[0] for case in CASES}
@@ -228,10 +241,9 @@ def test_the_corpus_covers_every_door():
 
 
 @pytest.mark.parametrize("make_argv,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_at_once(make_argv, fragment, tmp_path, monkeypatch, capsys):
+def test_bad_input_is_refused_at_once(make_argv, fragment, tmp_path, monkeypatch, capsys, restore_environ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(os, "environ", os.environ.copy())  # quiet_libraries (the CLI's) must not leak
     argv = make_argv(tmp_path)
     before = {p for p in tmp_path.rglob("*")}
     t0, c0 = time.monotonic(), time.process_time()
@@ -403,7 +415,7 @@ def test_start_search_refuses_bad_numbers_as_a_library(tmp_path):
 
 # ---------------------------------------------------------------- a search whose every trial fails
 @pytest.mark.slow
-def test_search_whose_every_trial_fails_exits_1_once(tmp_path, monkeypatch, capsys):
+def test_search_whose_every_trial_fails_exits_1_once(tmp_path, monkeypatch, capsys, restore_environ):
     """Preflight bypassed (as on a cluster whose workers lack the data): every trial fails; said once, exit 1."""
     import ray
 
@@ -411,7 +423,6 @@ def test_search_whose_every_trial_fails_exits_1_once(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(doors, "check_dataset", lambda *a, **k: "")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(os, "environ", os.environ.copy())
     study = _mnist_absent(tmp_path)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     try:
