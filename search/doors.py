@@ -138,3 +138,25 @@ def open_store(uri: str, what: str = "--tracking-uri"):
         last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         raise SearchError(f"{what}: cannot open the MLflow store {uri} ({type(e).__name__}: {last})") from None
     return client
+
+
+def check_address(address: str | None, what: str = "--address") -> None:
+    """A Ray cluster address that answers: 'auto', 'local', HOST:PORT or ray://HOST:PORT.
+
+    ``ray.init`` retries an address where nothing listens for minutes; a TCP connect says so in a second.
+    """
+    import socket
+
+    if address is None or address in ("auto", "local"):
+        return
+    text = address.removeprefix("ray://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in text:
+        raise SearchError(f"{what}: {address!r} is not a Ray address; use auto, HOST:PORT (the head's GCS port, "
+                          "6379 by default) or ray://HOST:PORT (Ray client, 10001)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
+            pass
+    except OSError as e:
+        raise SearchError(f"{what}: no Ray cluster answers at {address} ({e.strerror or e}); start one with "
+                          "`ray start --head` or check the address") from None

@@ -94,6 +94,7 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     uri = doors.check_tracking_uri(tracking.tracking_uri(tracking_uri), what, writable=True)
     if address is None:  # local: the driver's files are the trials' files
         doors.check_dataset(config)
+    doors.check_address(address)
     client = doors.open_store(uri, what)
     init_ray(address)
     name = f"{doc.get('search', 'export')}-reproduce-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -229,6 +229,7 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
         doors.check_runs_dir(storage, "--storage")
     uri = doors.check_tracking_uri(tracking.tracking_uri(tracking_uri),
                                    "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", writable=True)
+    doors.check_address(address)
     # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
     data_source = doors.check_dataset(study.base_config()) if address is None else None
     client = doors.open_store(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI")
@@ -263,6 +264,7 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
     experiment = f"{meta.storage.rstrip('/')}/{name}"
     if not tune.Tuner.can_restore(experiment):
         raise SearchError(f"{experiment} holds no restorable Ray Tune state (the search never started its trials)")
+    doors.check_address(address)
     client = doors.open_store(meta.tracking_uri, f"{folder / META_FILE}: tracking_uri")
     init_ray(address)
     client.set_tag(meta.parent_run_id, tracking.STATE, "running")

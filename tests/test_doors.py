@@ -191,6 +191,11 @@ CASES = [
     ("runs_dir_is_file", lambda t: _q("--runs-dir", str(_a_file(t)))(t), "--runs-dir: "),
     ("runs_dir_under_file", lambda t: _q("--runs-dir", str(_a_file(t) / "runs"))(t), "is a file, not a folder"),
     ("storage_is_file", lambda t: _q("--storage", str(_a_file(t)))(t), "--storage: "),
+    # Ray addresses (where nothing listens, ray.init retries for minutes)
+    ("address_nobody_listens", _q("--address", "127.0.0.1:1"), "no Ray cluster answers at 127.0.0.1:1"),
+    ("address_malformed", _q("--address", "http://head"), "is not a Ray address"),
+    ("address_bad_port", lambda t: ["reproduce", str(IN / "best_valid.yaml"), "--address", "head:99999"],
+     "is not a Ray address"),
     # best.yaml for `search reproduce`
     ("best_syntax_error", lambda t: ["reproduce", str(IN / "best_syntax_error.yaml")], "(line 8): not valid YAML"),
     ("best_list", lambda t: ["reproduce", str(IN / "best_list.yaml")], "(got a list)"),
@@ -236,7 +241,7 @@ def restore_environ():
 def test_the_corpus_covers_every_door():
     assert len(CASES) >= 50
     doors = {case[0].split("_")[0] for case in CASES}
-    assert {"study", "data", "arg", "name", "uri", "runs", "best", "show", "resume"} <= doors
+    assert {"study", "data", "arg", "name", "uri", "runs", "best", "show", "resume", "address"} <= doors
     assert len({case[0] for case in CASES}) == len(CASES)
 
 
