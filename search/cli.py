@@ -67,6 +67,12 @@ def search_name(text: str) -> str:
     return _door(lambda t: check_search_name(t, ""))(text)
 
 
+def output_file(text: str) -> str:
+    from .doors import check_output_file
+
+    return str(_door(lambda t: check_output_file(t, ""))(text))
+
+
 def tracking_uri(text: str) -> str:
     from .doors import check_tracking_uri
 
@@ -200,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="write the best configuration of a search as YAML")
     e.add_argument("name", type=search_name)
-    e.add_argument("--out", default="best.yaml")
+    e.add_argument("--out", type=output_file, default="best.yaml")
     common(e)
     e.set_defaults(func=cmd_export)
 

@@ -100,6 +100,18 @@ def _check_writable_folder(path: Path, what: str) -> None:
         raise SearchError(f"{what}: {probe} is not writable")
 
 
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """A file we will write: not a folder, in a writable folder that exists."""
+    path = Path(path)
+    if path.is_dir():
+        raise SearchError(f"{what}: {path} is a directory; give a file name such as best.yaml")
+    folder = path.parent if str(path.parent) else Path(".")
+    _check_writable_folder(folder, what)
+    if not folder.is_dir():
+        raise SearchError(f"{what}: the folder {folder} does not exist")
+    return path
+
+
 def check_runs_dir(path: str | Path, what: str = "--runs-dir") -> Path:
     """Where Ray keeps trial state: a writable folder (created if absent)."""
     path = Path(path)

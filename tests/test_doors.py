@@ -169,6 +169,8 @@ CASES = [
     ("show_unknown_name", lambda t: ["show", "nobody", "--tracking-uri", _store(t)], "no search named 'nobody'"),
     ("export_unknown_name", lambda t: ["export", "nobody", "--tracking-uri", _store(t), "--out", str(t / "b.yaml")],
      "no search named 'nobody'"),
+    ("export_out_is_folder", lambda t: ["export", "x", "--out", str(t)], "is a directory; give a file name"),
+    ("export_out_no_folder", lambda t: ["export", "x", "--out", str(t / "absent" / "b.yaml")], "does not exist"),
     ("resume_unknown_name", lambda t: ["resume", "nobody", "--runs-dir", str(t / "runs")], "no search named 'nobody'"),
     ("resume_bad_name", lambda t: ["resume", "a/../../etc"], "argument name"),
     ("resume_broken_meta", lambda t: ((t / "runs" / "broken").mkdir(parents=True),
@@ -250,6 +252,7 @@ def test_bad_input_is_refused_at_once(make_argv, fragment, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     argv = make_argv(tmp_path)
+    capsys.readouterr()  # what making the inputs printed (MLflow creating a store) is not the refusal
     before = {p for p in tmp_path.rglob("*")}
     t0, c0 = time.monotonic(), time.process_time()
     code = main(argv)

@@ -316,10 +316,13 @@ def _raw(name: str, data_dir: str | None, download: bool) -> RawSplits:
 
 
 def check_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> str:
-    """Load (and cache) a dataset's files, raising ``DatasetNotFound``/``DatasetCorrupt``; returns their source."""
+    """Load a dataset's files once, raising ``DatasetNotFound``/``DatasetCorrupt``; returns their source.
+
+    Not cached: a search's driver only checks, its trials load (a CIFAR-10 copy held all search long is waste).
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
-    return _raw(name, str(data_dir) if data_dir else None, download).source
+    return DATASETS[name].loader(Path(data_dir) if data_dir else None, download).source
 
 
 def norm_stats(info: DatasetInfo, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
