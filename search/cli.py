@@ -11,6 +11,9 @@ import argparse
 import os
 import sys
 
+from . import doors
+from .errors import SearchError
+
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 
@@ -50,33 +53,20 @@ seed = _whole(0, 2**32 - 1)  # numpy's range
 
 
 def _door(check):
-    def parse(text: str) -> str:
-        from .errors import SearchError
-
+    """An argparse type from a ``doors`` check (argparse names the argument, so the check's label is left empty)."""
+    def parse(text: str):
         try:
-            return check(text)
+            return check(text, "")
         except SearchError as e:
-            raise argparse.ArgumentTypeError(str(e).lstrip(": ")) from None  # argparse names the argument
+            raise argparse.ArgumentTypeError(str(e).lstrip(": ")) from None
 
+    parse.__name__ = check.__name__.removeprefix("check_").replace("_", " ")
     return parse
 
 
-def search_name(text: str) -> str:
-    from .doors import check_search_name
-
-    return _door(lambda t: check_search_name(t, ""))(text)
-
-
-def output_file(text: str) -> str:
-    from .doors import check_output_file
-
-    return str(_door(lambda t: check_output_file(t, ""))(text))
-
-
-def tracking_uri(text: str) -> str:
-    from .doors import check_tracking_uri
-
-    return _door(lambda t: check_tracking_uri(t, ""))(text)
+search_name = _door(doors.check_search_name)
+output_file = _door(doors.check_output_file)
+tracking_uri = _door(doors.check_tracking_uri)
 
 
 def cmd_validate(args) -> int:
@@ -225,15 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.core.data import DatasetNotFound
     from trainables.core.train import CheckpointError
 
-    from .errors import SearchError, TrialsFailed
+    from .errors import TrialsFailed
     from .tracking import StoreNotFound
 
     try:
         args = build_parser().parse_args(argv)
         _check_environment(args)
-    except UsageError as e:
-        return _fail(str(e))
-    except SearchError as e:
+    except (UsageError, SearchError) as e:
         return _fail(str(e))
     if args.command in ("run", "resume", "reproduce"):
         from .runner import quiet_libraries
@@ -255,12 +243,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_environment(args) -> None:
     """$MLFLOW_TRACKING_URI (or the default store) stands in for --tracking-uri: the same check, naming it."""
-    from .doors import check_tracking_uri
-    from .tracking import DEFAULT_TRACKING_URI
-
     if hasattr(args, "tracking_uri") and not args.tracking_uri:
+        from .tracking import DEFAULT_TRACKING_URI
+
         env = os.environ.get("MLFLOW_TRACKING_URI")
-        check_tracking_uri(env or DEFAULT_TRACKING_URI, "MLFLOW_TRACKING_URI" if env else "the default tracking URI")
+        doors.check_tracking_uri(env or DEFAULT_TRACKING_URI, "MLFLOW_TRACKING_URI" if env else "the default tracking URI")
 
 
 if __name__ == "__main__":
