@@ -443,3 +443,22 @@ def test_search_whose_every_trial_fails_exits_1_once(tmp_path, monkeypatch, caps
     assert "dataset 'mnist' not found" in err and "Traceback" not in err
     parent = tracking.find_parent(tracking.client_for(uri), "doomed")
     assert parent.data.tags[tracking.STATE] == "failed" and parent.info.status == "FAILED"
+
+
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch, capsys, restore_environ):
+    """`download: true` where the network is unreachable: the dataset's error, on the driver, before Ray."""
+    import urllib.error
+
+    from trainables.core.tv import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    monkeypatch.chdir(tmp_path)
+    study = _mnist_absent(tmp_path)
+    study.write_text(study.read_text().replace("data_dir:", "download: true, data_dir:"))
+    assert main(["run", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "downloading MNIST into" in err and "name resolution" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist_absent.yaml", "no_data_here"]

@@ -145,9 +145,14 @@ def _torchvision_download(cls_name: str, root: Path, **kwargs) -> None:
     from .tv import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
-    root.mkdir(parents=True, exist_ok=True)
-    for split_kwargs in kwargs.pop("splits"):
-        cls(root=str(root), download=True, **split_kwargs)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for split_kwargs in kwargs.pop("splits"):
+            cls(root=str(root), download=True, **split_kwargs)
+    except Exception as e:  # noqa: BLE001 - no network, a proxy, a full disk, a file where the folder goes...
+        reason = (str(e).strip().splitlines() or [""])[-1][:300]
+        raise DatasetNotFound(f"downloading {cls_name} into {root} failed ({type(e).__name__}: {reason}); "
+                              "put the files in the data dir by hand, or retry where the network is reachable") from None
 
 
 def _corrupt(info: DatasetInfo, bad: _BadFile) -> DatasetCorrupt:
