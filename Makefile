@@ -26,11 +26,15 @@ $(DEVSTAMP): pyproject.toml $(STAMP)
 demo: $(STAMP)
 	$(BIN)/search run spaces/quickstart.yaml
 
-test: $(DEVSTAMP)
-	$(BIN)/python -m pytest
+# pytest exits 5 when it collected no test: a run that tested nothing must fail, and say so.
+PYTEST_ARGS ?=
+NO_TESTS := if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
 
-test-all: $(DEVSTAMP)
-	$(BIN)/python -m pytest -m "slow or not slow"
+test: $(DEVSTAMP)  ## the quick default: every test not marked slow
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || { rc=$$?; $(NO_TESTS); }
+
+test-all: $(DEVSTAMP)  ## the slow tests too (what CI runs)
+	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS) || { rc=$$?; $(NO_TESTS); }
 
 bench: $(DEVSTAMP)
 	$(BIN)/python bench/core_vs_raw.py

@@ -1,20 +1,72 @@
 """``search``: run, validate, list, show, resume and export hyperparameter searches.
 
-Exit codes: 0 success, 1 unexpected error, 2 invalid input (a bad study file, an unknown
-search name, a cluster too small for one trial); invalid input never prints a traceback.
+Exit codes: 0 success, 1 a search ran but every trial failed (or an unexpected error), 2 invalid
+input (a bad study file or argument, an unknown search name, an absent dataset, a cluster too small
+for one trial); invalid input never prints a traceback and leaves nothing behind. See docs/errors.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from . import doors
+from .errors import SearchError
+
+EXIT_FAILED = 1
 EXIT_INVALID = 2
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_INVALID) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return EXIT_INVALID
+    return code
+
+
+class UsageError(Exception):
+    """A command-line argument argparse refused: one line, exit 2 (not argparse's usage block)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+# ---------------------------------------------------------------- argument types: refuse at once
+def _whole(minimum: int, maximum: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound} (got {value})")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+positive = _whole(1)
+seed = _whole(0, 2**32 - 1)  # numpy's range
+
+
+def _door(check):
+    """An argparse type from a ``doors`` check (argparse names the argument, so the check's label is left empty)."""
+    def parse(text: str):
+        try:
+            return check(text, "")
+        except SearchError as e:
+            raise argparse.ArgumentTypeError(str(e).lstrip(": ")) from None
+
+    parse.__name__ = check.__name__.removeprefix("check_").replace("_", " ")
+    return parse
+
+
+search_name = _door(doors.check_search_name)
+output_file = _door(doors.check_output_file)
+tracking_uri = _door(doors.check_tracking_uri)
 
 
 def cmd_validate(args) -> int:
@@ -98,25 +150,25 @@ def cmd_reproduce(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .runner import SAMPLERS
 
-    p = argparse.ArgumentParser(prog="search", description="Hyperparameter searches on Ray Tune, recorded in MLflow.")
+    p = _Parser(prog="search", description="Hyperparameter searches on Ray Tune, recorded in MLflow.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, tracking=True, ray=False):
         if tracking:
-            sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+            sp.add_argument("--tracking-uri", type=tracking_uri, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                             "sqlite:///mlflow.db)")
         if ray:
             sp.add_argument("--address", help="join a running Ray cluster ('auto' for the local head)")
             sp.add_argument("--runs-dir", default="runs", help="where Ray keeps trial state (default: runs/)")
             sp.add_argument("--quiet", action="store_true", help="no live progress line")
-            sp.add_argument("--top", type=int, default=5, help="rows of the final table (default 5)")
+            sp.add_argument("--top", type=positive, default=5, help="rows of the final table (default 5)")
 
     r = sub.add_parser("run", help="run every trial of a study file")
     r.add_argument("study")
-    r.add_argument("--num-samples", type=int, help="trials to run (default: the study's budget)")
-    r.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as fit)")
+    r.add_argument("--num-samples", type=positive, help="trials to run (default: the study's budget)")
+    r.add_argument("--max-concurrent", type=positive, help="trials running at once (default: as many as fit)")
     r.add_argument("--sampler", choices=SAMPLERS, help="default: the study's `sampler:` (tpe)")
-    r.add_argument("--name", help="search name (default: STUDY-DATE-TIME)")
+    r.add_argument("--name", type=search_name, help="search name (default: STUDY-DATE-TIME)")
     r.add_argument("--storage", help="Ray Tune trial storage: a shared folder or a URI such as s3://bucket/runs "
                    "(needed on multi-node clusters; default: the runs dir)")
     common(r, ray=True)
@@ -132,26 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_ls)
 
     s = sub.add_parser("show", help="top trials of a search")
-    s.add_argument("name")
-    s.add_argument("--top", type=int, default=10)
+    s.add_argument("name", type=search_name)
+    s.add_argument("--top", type=positive, default=10)
     common(s)
     s.set_defaults(func=cmd_show)
 
     rs = sub.add_parser("resume", help="continue an interrupted search")
-    rs.add_argument("name")
+    rs.add_argument("name", type=search_name)
     common(rs, tracking=False, ray=True)
     rs.set_defaults(func=cmd_resume)
 
     e = sub.add_parser("export", help="write the best configuration of a search as YAML")
-    e.add_argument("name")
-    e.add_argument("--out", default="best.yaml")
+    e.add_argument("name", type=search_name)
+    e.add_argument("--out", type=output_file, default="best.yaml")
     common(e)
     e.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("reproduce", help="re-run an exported configuration at full budget on several seeds")
     rp.add_argument("best", help="a YAML written by `search export`")
-    rp.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the study's reproduce.seeds)")
-    rp.add_argument("--epochs", type=int, help="epochs (default: the study's reproduce.epochs or the search's)")
+    rp.add_argument("--seeds", type=seed, nargs="+", help="seeds (default: the study's reproduce.seeds)")
+    rp.add_argument("--epochs", type=positive, help="epochs (default: the study's reproduce.epochs or the search's)")
     common(rp, ray=True)
     rp.set_defaults(func=cmd_reproduce)
     return p
@@ -159,21 +211,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from spaces.study import StudyError
+    from trainables.core.config import ConfigError
+    from trainables.core.data import DatasetNotFound
+    from trainables.core.train import CheckpointError
 
-    from .errors import SearchError
+    from .errors import TrialsFailed
     from .tracking import StoreNotFound
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        _check_environment(args)
+    except (UsageError, SearchError) as e:
+        return _fail(str(e))
+    if args.command in ("run", "resume", "reproduce"):
+        from .runner import quiet_libraries
+
+        quiet_libraries()  # process-wide settings belong to the program, not to the library calls below
     try:
         return args.func(args)
-    except StudyError as e:
+    except (StudyError, SearchError, StoreNotFound, DatasetNotFound, CheckpointError) as e:
         return _fail(str(e))
-    except (SearchError, StoreNotFound) as e:
-        return _fail(str(e))
+    except ConfigError as e:
+        return _fail(str(e).replace("\n  - ", "\n  "))
+    except TrialsFailed as e:
+        return _fail(str(e), EXIT_FAILED)
     except KeyboardInterrupt as e:
         name = e.args[0] if e.args else "NAME"
         print(f"\ninterrupted: nothing is lost; continue with `search resume {name}`", file=sys.stderr)
         return 130
+
+
+def _check_environment(args) -> None:
+    """$MLFLOW_TRACKING_URI (or the default store) stands in for --tracking-uri: the same check, naming it."""
+    if hasattr(args, "tracking_uri") and not args.tracking_uri:
+        from .tracking import DEFAULT_TRACKING_URI
+
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        doors.check_tracking_uri(env or DEFAULT_TRACKING_URI, "MLFLOW_TRACKING_URI" if env else "the default tracking URI")
 
 
 if __name__ == "__main__":

@@ -6,28 +6,65 @@ a parent run with one child per seed; prints mean ± std of the validation and t
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import tracking
+from . import doors, tracking
 from .callbacks import MlflowTrialLogger
 from .errors import SearchError
 from .progress import LiveProgress
-from .runner import RUNS_DIR, init_ray, quiet_libraries, resolve_trainable
+from .runner import RUNS_DIR, init_ray, resolve_trainable
 
 SUMMARY_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss")
 
 
 def load_exported(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
+    """Read a ``best.yaml`` written by ``search export``; every problem is a ``StudyError`` line with its line number."""
+    from pydantic import ValidationError
+
+    from spaces.study import Reproduce, StudyError, read_yaml_file, yaml_problems
+    from trainables.core.config import ConfigError, TrainConfig
+    from trainables.families import FAMILIES
+
+    what = "exported configuration"
+    if not Path(path).exists():
         raise SearchError(f"no such file: {path} (write one with `search export NAME --out {path}`)")
-    doc = yaml.safe_load(path.read_text())
-    if not isinstance(doc, dict) or "config" not in doc or "family" not in doc:
-        raise SearchError(f"{path} is not a file written by `search export` (it needs 'family' and 'config')")
+    text, doc = read_yaml_file(path, what)
+    if not isinstance(doc, dict):
+        got = "an empty file" if doc is None else f"a {type(doc).__name__}"
+        raise StudyError(str(path), [f"(file): a mapping with family, config, ... as `search export` writes it "
+                                     f"(got {got})"], what)
+    problems = yaml_problems(text)
+    for key in ("family", "config"):
+        if key not in doc:
+            problems.add((), f"required key '{key}' is missing (write the file with `search export NAME`)")
+    if "family" in doc and doc["family"] not in FAMILIES:
+        problems.add(("family",), f"unknown family {doc['family']!r}; choose one of: {', '.join(FAMILIES)}")
+    config = doc.get("config")
+    if "config" in doc and not isinstance(config, dict):
+        problems.add(("config",), f"a mapping of training parameters (got {type(config).__name__})")
+    elif isinstance(config, dict):
+        try:
+            TrainConfig.from_dict(config)
+        except ConfigError as e:
+            for line in e.problems:  # "key: why", or "unknown key 'name'; ..."
+                unknown = re.match(r"unknown (?:key|parameter) '([^']+)'", line)
+                key, sep, msg = line.partition(": ")
+                if unknown:
+                    problems.add(("config", unknown.group(1)), line)
+                elif sep and re.fullmatch(r"[\w.]+", key):
+                    problems.add(("config", *key.split(".")), msg)
+                else:
+                    problems.add(("config",), line)
+    try:
+        Reproduce.model_validate(doc.get("reproduce") or {})
+    except ValidationError as e:
+        for err in e.errors():
+            problems.add(("reproduce", *err["loc"]), err["msg"].removeprefix("Value error, "))
+    if problems.items:
+        raise StudyError(str(path), problems.items, what)
     return doc
 
 
@@ -52,11 +89,15 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     config = dict(doc["config"])
     config["epochs"] = epochs or repro.get("epochs") or config.get("epochs", 10)
     TrainConfig.from_dict(config)  # fail here, not in every trial
-    quiet_libraries()
+    doors.check_runs_dir(runs_dir)
+    what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
+    uri = doors.check_tracking_uri(tracking.tracking_uri(tracking_uri), what, writable=True)
+    if address is None:  # local: the driver's files are the trials' files
+        doors.check_dataset(config)
+    doors.check_address(address)
+    client = doors.open_store(uri, what)
     init_ray(address)
     name = f"{doc.get('search', 'export')}-reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
-    uri = tracking.tracking_uri(tracking_uri)
-    client = tracking.client_for(uri)
     exp = tracking.experiment_id(client, doc.get("study") or "reproduce")
     parent = client.create_run(exp, run_name=name, tags={
         tracking.ROLE: "reproduce", tracking.SEARCH: name, "rs.source_search": str(doc.get("search")),

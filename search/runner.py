@@ -19,9 +19,9 @@ from spaces.study import Study, check_sampler, define_by_run, load_study
 from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
-from . import tracking
+from . import doors, tracking
 from .callbacks import MlflowTrialLogger
-from .errors import SearchError
+from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
@@ -53,7 +53,12 @@ class SearchMeta:
 
 
 def quiet_libraries() -> None:
-    """Tame Ray/Optuna/MLflow noise; warnings that matter (errors, failed trials) still show."""
+    """Tame Ray/Optuna/MLflow noise; warnings that matter (errors, failed trials) still show.
+
+    Process-wide (environment, warning filters, loggers): the CLI calls it, a library call never does.
+    A failed trial is reported once by the progress line and the final table (its traceback stays in
+    the trial's error.txt and in MLflow), not by Tune's logger on every retry.
+    """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -66,6 +71,8 @@ def quiet_libraries() -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # The grid sampler, once exhausted, stops its Optuna study from outside a callback: harmless.
     logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):  # "Trial task failed", "did not complete"
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -200,26 +207,35 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
                  sampler: str | None = None, tracking_uri: str | None = None, address: str | None = None,
                  name: str | None = None, runs_dir: str | Path = RUNS_DIR, storage: str | None = None,
                  quiet: bool = False) -> SearchOutcome:
+    # Preflight: every input is checked before Ray starts and before anything is written.
     study = load_study(study_path)
     sampler = sampler or study.sampler
     problems = check_sampler(study, sampler)
     if sampler not in SAMPLERS:
         problems.append(f"--sampler: unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}")
+    for option, value in (("--num-samples", num_samples), ("--max-concurrent", max_concurrent)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            problems.append(f"{option}: must be a whole number >= 1 (got {value!r})")
     if problems:
         raise SearchError("\n".join(problems))
     if num_samples is None:
         num_samples = study.grid_size() if sampler == "grid" else study.budget.num_samples
-    name = name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    runs = Path(runs_dir)
+    name = doors.check_search_name(name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", "--name")
+    runs = doors.check_runs_dir(runs_dir)
     if (runs / name).exists():
         raise SearchError(f"a search named '{name}' already exists in {runs}/: choose another --name, "
                           f"or continue it with `search resume {name}`")
-    quiet_libraries()
+    if storage and "://" not in storage:
+        doors.check_runs_dir(storage, "--storage")
+    uri = doors.check_tracking_uri(tracking.tracking_uri(tracking_uri),
+                                   "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", writable=True)
+    doors.check_address(address)
+    # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
+    data_source = doors.check_dataset(study.base_config()) if address is None else None
+    client = doors.open_store(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI")
     init_ray(address)
     check_resources(study)
-    uri = tracking.tracking_uri(tracking_uri)
-    client = tracking.client_for(uri)
-    parent = tracking.start_parent(client, study, name, Path(study_path), sampler=sampler)
+    parent = tracking.start_parent(client, study, name, Path(study_path), sampler=sampler, data_source=data_source)
     (runs / name).mkdir(parents=True)
     frozen = runs / name / STUDY_FILE  # resume uses the study as it was, even if the file changes later
     shutil.copyfile(study_path, frozen)
@@ -236,16 +252,21 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
 
     runs = Path(runs_dir)
     folder = runs / name
+    doors.check_search_name(name)
     if not (folder / META_FILE).is_file():
         raise SearchError(f"no search named '{name}' in {runs}/ (`search ls` lists the searches)")
-    meta = SearchMeta.load(folder)
+    try:
+        meta = SearchMeta.load(folder)
+    except (ValueError, TypeError, OSError) as e:
+        raise SearchError(f"{folder / META_FILE}: unreadable ({type(e).__name__}: {e}); "
+                          "the search cannot be resumed") from None
     study = load_study(meta.study_path)
     experiment = f"{meta.storage.rstrip('/')}/{name}"
     if not tune.Tuner.can_restore(experiment):
         raise SearchError(f"{experiment} holds no restorable Ray Tune state (the search never started its trials)")
-    quiet_libraries()
+    doors.check_address(address)
+    client = doors.open_store(meta.tracking_uri, f"{folder / META_FILE}: tracking_uri")
     init_ray(address)
-    client = tracking.client_for(meta.tracking_uri)
     client.set_tag(meta.parent_run_id, tracking.STATE, "running")
     # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
     tuner = tune.Tuner.restore(experiment, trainable=trainable_for(study), resume_errored=True)
@@ -269,6 +290,13 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
     if unfinished or too_few:  # Ctrl-C: Tune stopped gracefully and returned what it had
         interrupted()
         raise KeyboardInterrupt(meta.name)
+    failed = [r for r in results if r.error]
+    if len(results) and len(failed) == len(results):  # nothing to rank: say why once, exit non-zero
+        client.set_tag(meta.parent_run_id, tracking.STATE, "failed")
+        client.set_terminated(meta.parent_run_id, "FAILED")
+        raise TrialsFailed(f"all {len(results)} trials of search '{meta.name}' failed; the first error: "
+                           f"{error_summary(failed[0].error)} (each trial's traceback: error.txt in its folder "
+                           f"under {meta.storage.rstrip('/')}/{meta.name} and in MLflow)")
     metric, mode = objective_metric(study), study.objective.mode
     table = results_table(results, study)
     best_config, best_value = {}, None

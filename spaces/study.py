@@ -22,11 +22,11 @@ from trainables.families import FAMILIES
 
 
 class StudyError(ValueError):
-    """A study file is invalid; ``problems`` holds one line per problem."""
+    """A study file (or another YAML input, ``what``) is invalid; ``problems`` holds one line per problem."""
 
-    def __init__(self, path: str, problems: list[str]):
+    def __init__(self, path: str, problems: list[str], what: str = "study file"):
         self.path, self.problems = path, problems
-        super().__init__(f"{path}: invalid study file\n" + "\n".join(f"  {p}" for p in problems))
+        super().__init__(f"{path}: invalid {what}\n" + "\n".join(f"  {p}" for p in problems))
 
 
 class _Strict(BaseModel):
@@ -189,6 +189,79 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _AliasRefused(yaml.MarkedYAMLError):
+    """An alias (``*name``): refused, since nested aliases expand exponentially ("billion laughs")."""
+
+
+def _compose_node(self, parent, index):
+    if self.check_event(yaml.AliasEvent):
+        event = self.get_event()
+        raise _AliasRefused(problem=f"YAML aliases (*{event.anchor}) are not accepted: write the value out",
+                            problem_mark=event.start_mark)
+    return yaml.SafeLoader.compose_node(self, parent, index)
+
+
+_Loader.compose_node = _compose_node
+
+MAX_YAML_BYTES = 1 << 20  # a study file is a page of text; a bigger one is a mistake (or an attack)
+
+
+def read_yaml_file(path: str | Path, what: str = "study file") -> tuple[str, Any]:
+    """Read a small UTF-8 YAML file (no aliases) and return (text, document); ``StudyError`` otherwise.
+
+    Every way a file can be unusable (absent, a folder, unreadable, huge, not UTF-8, not YAML) is
+    one line naming the file, and the line where there is one.
+    """
+    path = Path(path)
+    source = str(path)
+
+    def fail(problem: str):
+        return StudyError(source, [f"(file): {problem}"], what)
+
+    if path.is_dir():
+        raise fail(f"{path} is a directory, not a {what}")
+    if not path.exists():
+        raise fail(f"no such {what}: {path}")
+    if not path.is_file():
+        raise fail(f"{path} is not a regular file")
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise fail(f"{path} is {size / 2**20:.1f} MiB; a {what} is at most {MAX_YAML_BYTES // 2**20} MiB")
+        data = path.read_bytes()
+    except OSError as e:
+        raise fail(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise StudyError(source, [f"(file) (line {line}): not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                                  f"{e.start}); save the file as UTF-8"], what) from None
+    return text, parse_yaml(text, source, what)
+
+
+def parse_yaml(text: str, source: str = "<study>", what: str = "study file") -> Any:
+    """YAML text -> Python objects with our loader; syntax errors name their line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise StudyError(source, ["(file): nested too deeply to be a " + what], what) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        position = getattr(e, "position", None)  # a ReaderError: a character YAML does not allow
+        if mark is None and isinstance(position, int):
+            where = f" (line {text.count(chr(10), 0, position) + 1})"
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e).splitlines()[0]
+        if isinstance(e, yaml.reader.ReaderError):
+            problem = str(e).splitlines()[0]
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start is not None and (mark is None or start.line != mark.line):
+            problem += f" ({context} that starts on line {start.line + 1})"
+        kind = "" if isinstance(e, _AliasRefused) else "not valid YAML: "
+        raise StudyError(source, [f"(file){where}: {kind}{problem}"], what) from None
+
+
 def _line_index(text: str, duplicates: list[tuple[tuple, int, int]] | None = None) -> dict[tuple, int]:
     """Map each key path in a YAML document to its (1-based) line.
 
@@ -237,27 +310,23 @@ class _Problems:
         self.items.append(f"{where}{f' (line {line})' if line else ''}: {msg}")
 
 
+def yaml_problems(text: str) -> _Problems:
+    """A problem collector that places each key path at its line in ``text`` (for YAML inputs besides studies)."""
+    return _Problems(_line_index(text))
+
+
 # ---------------------------------------------------------------- loading
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Study:
     """Read and validate a study file; raise ``StudyError`` listing every problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise StudyError(str(path), [f"(file): no such study file: {path}"])
-    text = path.read_text()
-    return parse_study(text, str(path), overrides)
+    text, raw = read_yaml_file(path)
+    return _validate(raw, text, str(path), overrides)
 
 
 def parse_study(text: str, source: str = "<study>", overrides: dict[str, Any] | None = None) -> Study:
-    try:
-        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
-        if context and start is not None and (mark is None or start.line != mark.line):
-            problem += f" ({context} that starts on line {start.line + 1})"
-        raise StudyError(source, [f"(file){where}: not valid YAML: {problem}"]) from None
+    return _validate(parse_yaml(text, source), text, source, overrides)
+
+
+def _validate(raw: Any, text: str, source: str, overrides: dict[str, Any] | None) -> Study:
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else f"a {type(raw).__name__}"
         raise StudyError(source, [f"(file): a study file is a mapping with name, family, dataset, ... (got {got})"])

@@ -5,9 +5,10 @@ from .data import DATASETS, DatasetNotFound, load_data
 from .losses import LOSSES, TERMS, Term
 from .models import ACTIVATIONS, BACKBONES, HEADS, MODELS, Head, Network, StepOutput
 from .registry import REGISTRIES, register, registry
-from .train import Trainer, TrainResult, build_model, evaluate, evaluate_split, load_model, train
+from .train import CheckpointError, Trainer, TrainResult, build_model, evaluate, evaluate_split, load_model, train
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainConfig", "ConfigError", "evaluate", "evaluate_split", "load_model",
-           "load_data", "DatasetNotFound", "DATASETS", "MODELS", "BACKBONES", "HEADS", "LOSSES", "TERMS", "Term",
+           "load_data", "DatasetNotFound", "CheckpointError", "DATASETS", "MODELS", "BACKBONES", "HEADS", "LOSSES", "TERMS",
+           "Term",
            "ACTIVATIONS", "build_model", "Network", "Head", "StepOutput", "register", "registry", "REGISTRIES",
            "SWITCHES", "acting_fields"]

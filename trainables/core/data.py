@@ -10,9 +10,11 @@ the same thing on every dataset.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +28,16 @@ from .registry import register, registry
 
 class DatasetNotFound(FileNotFoundError):
     """A dataset is absent; the message says how to get it."""
+
+
+class DatasetCorrupt(DatasetNotFound):
+    """A dataset's files are there but unreadable (truncated, wrong format); the message names the file."""
+
+
+class _BadFile(ValueError):
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -87,12 +99,22 @@ def default_data_dir() -> Path:
 
 # ---------------------------------------------------------------- on-disk formats
 def read_idx(path: Path) -> torch.Tensor:
-    """Read an IDX file (MNIST's format), gzipped or not."""
+    """Read an IDX file (MNIST's format) of unsigned bytes, gzipped or not; ``_BadFile`` if it is not one."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a truncated gzip is an EOFError
+        raise _BadFile(path, f"cannot be read ({type(e).__name__}: {e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        raise _BadFile(path, "is not an IDX file of unsigned bytes (bad magic number)")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise _BadFile(path, "is truncated (incomplete header)")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = len(data) - 4 - 4 * ndim
+    if body != math.prod(dims):
+        raise _BadFile(path, f"holds {body} bytes of data where its header announces {math.prod(dims)} (truncated?)")
     return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(dims)
 
 
@@ -111,6 +133,11 @@ def _load_idx_dataset(dirs: list[Path]) -> RawSplits | None:
     if not all(paths):
         return None
     tx, ty, vx, vy = (read_idx(p) for p in paths)
+    for x, y, px, py in ((tx, ty, paths[0], paths[1]), (vx, vy, paths[2], paths[3])):
+        if x.dim() != 3 or y.dim() != 1:
+            raise _BadFile(px if x.dim() != 3 else py, "has the wrong shape for images (N, H, W) or labels (N,)")
+        if len(x) != len(y):
+            raise _BadFile(py, f"holds {len(y)} labels for the {len(x)} images of {px.name}")
     return RawSplits(tx[:, None], ty.long(), vx[:, None], vy.long(), source=str(paths[0].parent))
 
 
@@ -118,9 +145,19 @@ def _torchvision_download(cls_name: str, root: Path, **kwargs) -> None:
     from .tv import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
-    root.mkdir(parents=True, exist_ok=True)
-    for split_kwargs in kwargs.pop("splits"):
-        cls(root=str(root), download=True, **split_kwargs)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for split_kwargs in kwargs.pop("splits"):
+            cls(root=str(root), download=True, **split_kwargs)
+    except Exception as e:  # noqa: BLE001 - no network, a proxy, a full disk, a file where the folder goes...
+        reason = (str(e).strip().splitlines() or [""])[-1][:300]
+        raise DatasetNotFound(f"downloading {cls_name} into {root} failed ({type(e).__name__}: {reason}); "
+                              "put the files in the data dir by hand, or retry where the network is reachable") from None
+
+
+def _corrupt(info: DatasetInfo, bad: _BadFile) -> DatasetCorrupt:
+    return DatasetCorrupt(f"dataset '{info.name}': {bad.path} {bad.reason}. Delete the damaged file and get it "
+                          f"again: {info.how_to_get}")
 
 
 def _not_found(info: DatasetInfo, looked: list[Path]) -> DatasetNotFound:
@@ -134,10 +171,13 @@ def _mnist_like(name: str, tv_class: str, extra_dirs: tuple[str, ...] = ()):
     def load(data_dir: Path | None, download: bool) -> RawSplits:
         root = Path(data_dir) if data_dir else default_data_dir()
         dirs = [root, root / tv_class / "raw", root / name] + [Path(d) for d in extra_dirs]
-        found = _load_idx_dataset(dirs)
-        if found is None and download:
-            _torchvision_download(tv_class, root, splits=[{"train": True}, {"train": False}])
+        try:
             found = _load_idx_dataset(dirs)
+            if found is None and download:
+                _torchvision_download(tv_class, root, splits=[{"train": True}, {"train": False}])
+                found = _load_idx_dataset(dirs)
+        except _BadFile as bad:
+            raise _corrupt(DATASETS[name], bad) from None
         if found is None:
             raise _not_found(DATASETS[name], dirs)
         return found
@@ -165,9 +205,12 @@ def _load_svhn(data_dir: Path | None, download: bool) -> RawSplits:
         raise _not_found(DATASETS["svhn"], dirs)
 
     def read(fname):
-        m = loadmat(str(d / fname))
-        x = torch.from_numpy(m["X"]).permute(3, 2, 0, 1).contiguous()  # (H, W, C, N) -> (N, C, H, W)
-        y = torch.from_numpy(m["y"].astype("int64")).flatten()
+        try:
+            m = loadmat(str(d / fname))
+            x = torch.from_numpy(m["X"]).permute(3, 2, 0, 1).contiguous()  # (H, W, C, N) -> (N, C, H, W)
+            y = torch.from_numpy(m["y"].astype("int64")).flatten()
+        except Exception as e:  # noqa: BLE001 - scipy raises many types for a damaged .mat file
+            raise _corrupt(DATASETS["svhn"], _BadFile(d / fname, f"cannot be read ({type(e).__name__}: {e})")) from None
         y[y == 10] = 0  # SVHN stores digit 0 as label 10
         return x, y
 
@@ -196,10 +239,14 @@ def _load_cifar10(data_dir: Path | None, download: bool) -> RawSplits:
     def read(names):
         xs, ys = [], []
         for n in names:
-            with open(d / n, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            xs.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
-            ys.append(torch.as_tensor(batch[b"labels"], dtype=torch.int64))
+            try:
+                with open(d / n, "rb") as f:
+                    batch = pickle.load(f, encoding="bytes")
+                xs.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+                ys.append(torch.as_tensor(batch[b"labels"], dtype=torch.int64))
+            except Exception as e:  # noqa: BLE001 - a damaged pickle raises many types
+                bad = _BadFile(d / n, f"cannot be read ({type(e).__name__}: {e})")
+                raise _corrupt(DATASETS["cifar10"], bad) from None
         return torch.cat(xs), torch.cat(ys)
 
     train_names = sorted(p.name for p in d.glob("data_batch_*"))
@@ -271,6 +318,16 @@ def convert(x: torch.Tensor, channels: int | None = None, size: int | None = Non
 @lru_cache(maxsize=4)
 def _raw(name: str, data_dir: str | None, download: bool) -> RawSplits:
     return DATASETS[name].loader(Path(data_dir) if data_dir else None, download)
+
+
+def check_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> str:
+    """Load a dataset's files once, raising ``DatasetNotFound``/``DatasetCorrupt``; returns their source.
+
+    Not cached: a search's driver only checks, its trials load (a CIFAR-10 copy held all search long is waste).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name].loader(Path(data_dir) if data_dir else None, download).source
 
 
 def norm_stats(info: DatasetInfo, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -408,7 +408,7 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = read_checkpoint(path, self.device, needs=("model", "optimizer", "rng", "epoch", "history"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -444,13 +444,34 @@ def train(config: TrainConfig | dict | None = None, *, on_epoch: EpochCallback |
     return trainer.fit(on_epoch)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is absent, truncated, or not one written by ``Trainer.save_checkpoint``."""
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu", needs: tuple[str, ...] = ("model",)) -> dict:
+    """``torch.load(weights_only=True)`` with one clear error for every way a checkpoint file can be unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: {'is a directory' if path.is_dir() else 'no such file'}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zips, foreign pickles and empty files raise many types
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, or not written by "
+                              f"Trainer.save_checkpoint): {type(e).__name__}: {reason}") from None
+    missing = [k for k in needs if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: not written by Trainer.save_checkpoint")
+    return state
+
+
 def load_model(path: str | Path, device: str = "cpu") -> tuple[Network, TrainConfig]:
     """Rebuild a trained model from a checkpoint (weights only; no pickled code is executed).
 
     The model is the one the run reported: the SWA average for a completed SWA run, else the
     trained weights. Needs no dataset files and leaves the global random state untouched.
     """
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = read_checkpoint(path, device, needs=("model", "config", "epoch"))
     cfg = TrainConfig.from_dict(state["config"], strict=False)  # a record of what ran, older ones included
     info = DATASETS[cfg.dataset]
     with torch.random.fork_rng(devices=[]):  # weight initialization would consume the caller's RNG
@@ -458,7 +479,11 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[Network, TrainCon
     weights = state["model"]
     if state.get("swa_model") is not None and swa_final(cfg, state["epoch"]):
         weights = {k.removeprefix("module."): v for k, v in state["swa_model"].items() if k.startswith("module.")}
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # weights of another architecture than its config describes
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the model its config describes: "
+                              f"{str(e).splitlines()[0]}") from None
     return model.to(device).eval(), cfg
 
 

@@ -1,0 +1,174 @@
+"""Checks at the doors: everything a search needs from the outside, checked before Ray starts.
+
+Each check raises ``SearchError`` with one line naming the option (or key) at fault, so bad input
+costs the user a second, leaves nothing behind (no runs folder, no MLflow parent run) and never a
+traceback. Shared by the CLI (as argparse types) and the library (``start_search``'s preflight).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import SearchError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+MAX_NAME = 128
+# MLflow stores we can reach: a database through SQLAlchemy, a tracking server, a local folder.
+DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+SERVER_SCHEMES = ("http", "https", "databricks")
+
+
+def check_search_name(name: str, what: str = "search name") -> str:
+    """A search name becomes a folder and an MLflow tag: letters, digits, '_', '.', '-' only."""
+    if not name:
+        raise SearchError(f"{what}: empty; give a name such as my-search-1")
+    if len(name) > MAX_NAME:
+        raise SearchError(f"{what}: {len(name)} characters is too long (at most {MAX_NAME})")
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise SearchError(f"{what} {name!r}: use letters, digits, '_', '.' and '-' only (no '/', '..', spaces "
+                          "or quotes), starting with a letter, digit or '_'")
+    return name
+
+
+def check_tracking_uri(uri: str, what: str = "--tracking-uri", *, writable: bool = False) -> str:
+    """A tracking URI MLflow can open: ``sqlite:///file.db``, ``postgresql://host/db``, ``http(s)://host``, ``file:``.
+
+    ``writable``: the store will be written (a search): a sqlite file's folder must exist and be writable.
+    """
+    text = uri.strip()
+    if not text or any(c in text for c in "\n\r\t\0"):
+        raise SearchError(f"{what}: {uri!r} is not a tracking URI")
+    parsed = urlparse(text)
+    scheme = parsed.scheme.lower()
+    base = scheme.split("+", 1)[0]  # postgresql+psycopg2, mysql+pymysql, ...
+    hint = "use sqlite:///mlflow.db, postgresql://USER@HOST/DB, http://HOST:PORT or file:/path/mlruns"
+    if not scheme or len(scheme) == 1:  # a bare path (or a Windows drive letter)
+        raise SearchError(f"{what}: {uri!r} has no scheme; {hint}")
+    if base not in DB_SCHEMES + SERVER_SCHEMES + ("file",):
+        raise SearchError(f"{what}: unsupported scheme '{scheme}://' in {uri!r}; {hint}")
+    if base == "sqlite":
+        if not text.lower().startswith("sqlite:///") or len(text) == len("sqlite:///"):
+            raise SearchError(f"{what}: {uri!r} names no database file; write sqlite:///relative.db or "
+                              "sqlite:////absolute/path.db")
+        path = Path(text[len("sqlite:///"):].split("?", 1)[0])
+        if path.is_dir():
+            raise SearchError(f"{what}: {path} is a directory, not a database file")
+        if path.is_file() and path.stat().st_size and not _is_sqlite(path):
+            raise SearchError(f"{what}: {path} is not an SQLite database")
+        if writable:
+            folder = path.parent if str(path.parent) else Path(".")
+            _check_writable_folder(folder, what)
+            if not folder.is_dir():
+                raise SearchError(f"{what}: the folder {folder} of the database does not exist; create it first")
+    elif base == "file":
+        path = Path(parsed.path or "")
+        if not parsed.path:
+            raise SearchError(f"{what}: {uri!r} names no folder; write file:/path/to/mlruns")
+        if path.exists() and not path.is_dir():
+            raise SearchError(f"{what}: {path} is a file, not a folder")
+    elif not parsed.hostname:
+        raise SearchError(f"{what}: {uri!r} names no host; {hint}")
+    else:
+        try:
+            parsed.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise SearchError(f"{what}: {uri!r} has an invalid port") from None
+    return text
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _check_writable_folder(path: Path, what: str) -> None:
+    """``path`` (need not exist yet) can be created as a folder and written: every existing ancestor is a folder."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SearchError(f"{what}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SearchError(f"{what}: {probe} is not writable")
+
+
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """A file we will write: not a folder, in a writable folder that exists."""
+    path = Path(path)
+    if path.is_dir():
+        raise SearchError(f"{what}: {path} is a directory; give a file name such as best.yaml")
+    folder = path.parent if str(path.parent) else Path(".")
+    _check_writable_folder(folder, what)
+    if not folder.is_dir():
+        raise SearchError(f"{what}: the folder {folder} does not exist")
+    return path
+
+
+def check_runs_dir(path: str | Path, what: str = "--runs-dir") -> Path:
+    """Where Ray keeps trial state: a writable folder (created if absent)."""
+    path = Path(path)
+    _check_writable_folder(path, what)
+    return path
+
+
+def check_dataset(base_config: dict, where: str = "dataset") -> str:
+    """Load the study's dataset on the driver (cached there): absent or corrupt files fail here, once.
+
+    Returns where the data came from (recorded as provenance).
+    """
+    from trainables.core.data import DATASETS
+    from trainables.core.data import check_dataset as load_check
+
+    name = base_config.get("dataset")
+    if name not in DATASETS:
+        return ""  # the study validator has already said so
+    data_dir = base_config.get("data_dir") or os.environ.get("ROBUST_SEARCH_DATA")
+    if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        key = "fixed.data_dir" if base_config.get("data_dir") else "$ROBUST_SEARCH_DATA"
+        raise SearchError(f"{key}: {data_dir} is a file, not a folder")
+    if base_config.get("download") and data_dir:
+        _check_writable_folder(Path(data_dir), "fixed.data_dir")
+    return load_check(name, base_config.get("data_dir"), bool(base_config.get("download")))
+
+
+def open_store(uri: str, what: str = "--tracking-uri"):
+    """An MLflow client whose store answers (a sqlite file that is no database fails here, not mid-search)."""
+    from . import tracking
+
+    try:
+        client = tracking.client_for(uri)
+        client.search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - MLflow and SQLAlchemy raise many types for an unusable store
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+        raise SearchError(f"{what}: cannot open the MLflow store {uri} ({type(e).__name__}: {last})") from None
+    return client
+
+
+def check_address(address: str | None, what: str = "--address") -> None:
+    """A Ray cluster address that answers: 'auto', 'local', HOST:PORT or ray://HOST:PORT.
+
+    ``ray.init`` retries an address where nothing listens for minutes; a TCP connect says so in a second.
+    """
+    import socket
+
+    if address is None or address in ("auto", "local"):
+        return
+    text = address.removeprefix("ray://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in text:
+        raise SearchError(f"{what}: {address!r} is not a Ray address; use auto, HOST:PORT (the head's GCS port, "
+                          "6379 by default) or ray://HOST:PORT (Ray client, 10001)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
+            pass
+    except OSError as e:
+        raise SearchError(f"{what}: no Ray cluster answers at {address} ({e.strerror or e}); start one with "
+                          "`ray start --head` or check the address") from None
