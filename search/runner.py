@@ -24,7 +24,6 @@ from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
 from . import doors
-from .callbacks import MlflowTrialLogger
 from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
@@ -208,6 +207,7 @@ def tracker_for(study: Study) -> TrialTracker:
 
 
 def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
+    from .callbacks import MlflowTrialLogger  # imports Ray: only when a search runs
     from .progress import LiveProgress
 
     cbs = [MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
