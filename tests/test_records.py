@@ -242,3 +242,41 @@ def test_resume_reuses_child_runs(store):
         restored.on_trial_result(0, [], _trial(tid, 0.5), {"epoch": 1, "val_acc": 0.1})
     after = [(r.data.tags[schema.TRIAL_ID], r.info.run_id) for r in schema.child_runs(client, parent)]
     assert len(after) == len(TRIALS) and dict(after) == before
+
+
+def test_best_model_is_the_checkpoint_of_the_best_epoch_not_the_latest(store, tmp_path):
+    """Ray keeps the best epoch's checkpoint beside the latest; the one logged is the best epoch's."""
+    import pandas as pd
+    import torch
+    from ray import tune
+
+    from search.runner import log_best_model
+
+    uri, _, _ = store
+    client = schema.client_for(uri)
+    parent = client.create_run(schema.experiment_id(client, "ckpt"), run_name="ckpt").info.run_id
+    checkpoints = []
+    for epoch in (2, 3):
+        d = tmp_path / f"checkpoint_{epoch}"
+        d.mkdir()
+        torch.save({"epoch": epoch}, d / "checkpoint.pt")
+        checkpoints.append((tune.Checkpoint.from_directory(str(d)), {"epoch": epoch, "val_acc": 0.9}))
+    result = SimpleNamespace(metrics={"trial_id": "t1", "epoch": 3}, path=str(tmp_path / "trial_t1"),
+                             best_checkpoints=checkpoints)
+    best = pd.Series({"trial": "t1", "best_epoch": 2, "run_id": None})
+    log_best_model([result], best, client, parent)
+    got = client.download_artifacts(parent, schema.BEST_CHECKPOINT, str(tmp_path / "dl"))
+    assert torch.load(got, weights_only=True) == {"epoch": 2}
+    tags = client.get_run(parent).data.tags
+    assert (tags[schema.BEST_TRIAL], tags[schema.BEST_EPOCH]) == ("t1", "2")
+
+
+def test_tuner_keeps_the_best_checkpoint_by_the_objective(tmp_path):
+    from search.runner import assemble_tuner
+
+    tuner = assemble_tuner(family="optimization", cpus=1, gpus=0.25, name="x", storage=str(tmp_path), metric="pgd_acc",
+                           mode="max", max_failures=3, callbacks=[], param_space={"seed": 0})
+    run_config = tuner._local_tuner.get_run_config()
+    ck = run_config.checkpoint_config
+    assert (ck.num_to_keep, ck.checkpoint_score_attribute, ck.checkpoint_score_order) == (1, "pgd_acc", "max")
+    assert run_config.failure_config.max_failures == 3

@@ -24,7 +24,7 @@ STUDY = textwrap.dedent("""\
 
 @pytest.mark.slow
 def test_interrupted_search_resumes_without_duplicates(tmp_path):
-    from search import tracking
+    from records import schema as tracking
 
     (tmp_path / "s.yaml").write_text(STUDY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
