@@ -280,3 +280,15 @@ def test_tuner_keeps_the_best_checkpoint_by_the_objective(tmp_path):
     ck = run_config.checkpoint_config
     assert (ck.num_to_keep, ck.checkpoint_score_attribute, ck.checkpoint_score_order) == (1, "pgd_acc", "max")
     assert run_config.failure_config.max_failures == 3
+
+
+@pytest.mark.parametrize("name", ["activations", "batchnorm", "vgg_batchnorm", "losses", "optimizers",
+                                  "regularization", "schedulers"])
+def test_comparison_studies_say_how_their_table_compares(name):
+    """Fashion-MNIST comparisons run every arm the full budget; the CIFAR-10 ones, under ASHA, say so."""
+    from spaces.study import load_study
+
+    small = load_study(ROOT / "spaces" / f"fmnist_{name}.yaml")
+    assert small.budget.scheduler == "none" and "no early stopping" in small.description.lower()
+    big = load_study(ROOT / "spaces" / f"cifar10_{name}.yaml")
+    assert big.budget.scheduler == "none" or "ASHA stops weak arms early" in big.description
