@@ -292,3 +292,55 @@ def test_comparison_studies_say_how_their_table_compares(name):
     assert small.budget.scheduler == "none" and "no early stopping" in small.description.lower()
     big = load_study(ROOT / "spaces" / f"cifar10_{name}.yaml")
     assert big.budget.scheduler == "none" or "ASHA stops weak arms early" in big.description
+
+
+def test_pareto_front_uses_values_at_each_trials_best_epoch(tmp_path):
+    """t2's final val_loss is the lowest, but at its best val_acc epoch it was dominated: not on the front."""
+    from search.callbacks import MlflowTrialLogger
+    from search.runner import mark_pareto, tracker_for
+    from spaces.study import load_study
+
+    (tmp_path / "p.yaml").write_text(STUDY.replace(
+        "objective: {metric: val_acc, mode: max}",
+        "objective: {metric: val_acc, mode: max, pareto_with: {metric: val_loss, mode: min}}"))
+    study = load_study(tmp_path / "p.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = schema.client_for(uri)
+    parent = schema.start_parent(client, study, "p-1", tmp_path / "p.yaml", sampler="tpe")
+    logger = MlflowTrialLogger(uri, parent, "p-1", tracker_for(study))
+    logger.setup()
+    curves = {"t1": [(0.6, 0.6), (0.9, 0.3), (0.85, 0.35)], "t2": [(0.8, 0.5), (0.7, 0.2), (0.7, 0.1)]}
+    for tid, curve in curves.items():
+        trial = _trial(tid, 0.01)
+        for epoch, (acc, loss) in enumerate(curve, start=1):
+            logger.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc": acc, "val_loss": loss})
+        logger.on_trial_complete(0, [], trial)
+    table = records.trials("p-1", uri)
+    assert dict(zip(table["trial"], table["at_best.val_loss"])) == pytest.approx({"t1": 0.3, "t2": 0.5})
+    mark_pareto(study, table, client, parent)
+    assert client.get_run(parent).data.tags["rs.pareto_front"] == "t1"
+    tags = {r.data.tags[schema.TRIAL_ID]: r.data.tags["rs.pareto"] for r in schema.child_runs(client, client.get_run(parent))}
+    assert tags == {"t1": "true", "t2": "false"}
+
+
+def test_progress_line_counts_states_by_the_one_rule():
+    import io
+
+    from search.progress import LiveProgress
+
+    stream = io.StringIO()
+    progress = LiveProgress(TrialTracker("val_acc", "max", 2), num_samples=4, stream=stream, every_s=1e9)
+    ends = {"a": ([0.5, 0.6], False), "b": ([0.4], True), "c": ([0.3], False)}
+    for tid, (curve, stopped) in ends.items():
+        trial = _trial(tid, 0.1)
+        progress.on_trial_start(0, [], trial)
+        for epoch, acc in enumerate(curve, start=1):
+            progress.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc": acc, "done": stopped})
+        progress.on_trial_complete(0, [], trial)
+    trial = _trial("d", 0.1, None)
+    progress.on_trial_start(0, [], trial)
+    progress.on_trial_error(0, [], trial)
+    summary = progress.summary()
+    assert "1 done | 1 stopped early | 1 ended | 1 failed | 4/4 | best val_acc 0.6000 (a)" in summary
+    lines = stream.getvalue()
+    assert "trial b stopped early by ASHA at epoch 1" in lines and "trial c ended by the time budget at epoch 1" in lines
