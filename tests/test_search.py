@@ -88,6 +88,9 @@ def test_run_prints_the_table_show_prints(finished_search, capsys):
     show_out = capsys.readouterr().out
     assert "top 6 of 6 trials of 'tiny-e2e'" in show_out and len(show_out.splitlines()) == 8
     assert show_out in run_out  # the same reader, the same text
+    assert main(["ls", "--tracking-uri", uri]) == 0
+    ls_out = capsys.readouterr().out
+    assert "tiny-e2e" in ls_out and "stopped" in ls_out.splitlines()[0]
 
 
 def test_best_yaml_is_the_export_and_names_the_best_trial(finished_search, tmp_path):
@@ -128,7 +131,7 @@ def test_best_model_is_the_best_epochs_model(finished_search, tmp_path):
     path = records.download_checkpoint(info, tmp_path, client)
     assert path is not None
     state = torch.load(path, weights_only=True)
-    assert state["epoch"] == info.best_epoch
+    assert state.get("step", state["epoch"]) == info.best_epoch  # the reported epoch is the global step
     model, cfg = load_model(path)
     _, acc = evaluate(model, build_data(cfg, torch.device("cpu")).val)
     assert acc == pytest.approx(info.best_value, abs=1e-6)
