@@ -227,6 +227,7 @@ def display(table: pd.DataFrame, top: int | None = None) -> str:
     best_col, metric = table.attrs["best_column"], table.attrs["objective"]
     cols = ["trial", *table.attrs["params"], best_col, "best_epoch", "epochs", "state"]
     shown = table[cols].rename(columns={best_col: metric})
+    shown["best_epoch"] = shown["best_epoch"].astype("string").fillna("-")  # pandas prints <NA> otherwise
     if top is not None:
         shown = shown.head(top)
     if shown.empty:
