@@ -1,17 +1,16 @@
-"""``python -m analysis NAME``: one Markdown report of a finished (or running) search.
+"""``search report NAME``: one Markdown report of a finished (or running) search.
 
 Everything comes from the MLflow records, so a report can be written on any machine that
 reaches the tracking store, long after the search: trial counts, the best trials, a table
 and a plot per searched parameter, learning curves, robustness vs eps when the trials
 measured it, and a UMAP and calibration check of the best model when its weights were
-logged. Exit code 2 (and no traceback) when the search or the store does not exist.
+logged. ``build`` raises ``records.RecordError`` when the search or the store does not exist
+(the CLI turns that into exit code 2).
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Callable
 
 import pandas as pd
 
-from search.tracking import DEFAULT_TRACKING_URI
+import records
 
-from . import plots, records, tables
+from . import plots, tables
 
 Log = Callable[[str], None]
 
@@ -60,7 +59,7 @@ def _counts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _top(df: pd.DataFrame, info: records.SearchInfo, k: int) -> pd.DataFrame:
-    cols = ["trial", *info.space, info.best_column]
+    cols = ["trial", *info.space, info.best_column, "best_epoch"]
     cols += [c for c in ("test_acc", "clean_acc") if c in df] + ["epochs", "state"]
     return df[cols].head(k)  # conditional parameters that did not apply print blank
 
@@ -92,8 +91,8 @@ def _best_model(info: records.SearchInfo, out: Path, log: Log, umap_points: int)
         except DatasetNotFound as e:
             log(f"skipping the best-model checks: {str(e).splitlines()[0]}")
             return lines + [f"Skipped: the dataset is not available here ({str(e).splitlines()[0]}).", ""]
-    lines += [f"Weights logged with trial `{info.best_trial}` (its last checkpoint), evaluated on the "
-              f"{cfg.dataset} test split ({len(split)} samples).", ""]
+    lines += [f"Weights of trial `{info.best_trial}` at epoch {info.best_epoch}, the epoch of its reported "
+              f"best `{info.objective}`; evaluated on the {cfg.dataset} test split ({len(split)} samples).", ""]
     log(f"calibration on {len(split)} test samples")
     cal = calib.calibration(model, split, out / "calibration.png")
     lines += [f"Test accuracy {cal.accuracy:.4f}, mean confidence {cal.confidence:.4f}, "
@@ -151,14 +150,21 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
     md += tables.to_markdown(_top(df, info, top)).splitlines()
     md += ["", "All trials: [trials.csv](trials.csv).", ""]
 
+    log(f"reading the per-epoch history of {len(df)} trials")
+    history = records.histories(name, uri, metrics=(obj,), info=info, client=client)
+    common, at_common = records.at_common_epoch(df, history, obj)
+    full = int((df["outcome"] == "completed").sum())
     md += ["## By parameter", "",
-           "Trials stopped early by ASHA count in the statistics (they are the worse ones by design); "
-           "`completed` says how many ran the full budget.", ""]
+           f"Each value's trials at epoch {common}, the last epoch every scored trial reached (like with like), "
+           f"beside their best `{obj}` over the epochs each ran. {full} of {len(df)} trials ran the full budget "
+           f"of {info.max_epochs} epochs (`full_budget`)."
+           + (" This search stopped trials early (ASHA): `mean_best` mixes budgets." if info.scheduler == "asha"
+              else " No early stopping: every scored trial ran the full budget."), ""]
     log(f"{len(df)} trials; plotting {len(info.space)} searched parameters")
     for param, spec in info.space.items():
         md += [f"### `{param}`", ""]
         if _categorical(spec):
-            table = tables.compare(df, param, best, mode)
+            table = tables.compare(df, param, best, mode, at_common=at_common if common else None, common_epoch=common)
             tables.to_csv(table, out / f"compare_{_slug(param)}.csv")
             md += tables.to_markdown(table).splitlines() + [""]
         if not df[best].notna().any():
@@ -167,8 +173,6 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
             plots.by_parameter(df, param, best, out / f"param_{_slug(param)}.png", categorical=_categorical(spec))
             md += [f"![{best} by {param}](param_{_slug(param)}.png)", ""]
 
-    log(f"reading the per-epoch history of {len(df)} trials")
-    history = records.histories(name, uri, metrics=(obj,), info=info, client=client)
     md += ["## Learning curves", ""]
     if history.empty:
         md += [f"No per-epoch `{obj}` was logged.", ""]
@@ -195,29 +199,15 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
                "![accuracy vs eps](robustness.png)", ""]
         md += tables.to_markdown(ranked[cols].head(top)).splitlines() + [""]
 
+    repro = records.reproductions(name, uri, client)
+    if not repro.empty:
+        md += ["## Reproductions", "", "`search reproduce` of the best configuration at full budget: mean ± std "
+               "over seeds of the objective and the test metrics (final epoch).", ""]
+        md += tables.to_markdown(repro).splitlines() + [""]
+
     if best_model:
         md += _best_model(info, out, log, umap_points)
 
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", help="the search name (`search ls` lists them)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, "
-                        f"else {DEFAULT_TRACKING_URI})")
-    parser.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
-    parser.add_argument("--top", type=int, default=10, help="rows of the best-trials table")
-    parser.add_argument("--umap-points", type=int, default=2000, help="test samples in the UMAP projection")
-    parser.add_argument("--no-best-model", action="store_true", help="skip UMAP and calibration of the best model")
-    args = parser.parse_args(argv)
-    try:
-        path = build(args.name, args.tracking_uri, args.out, top=args.top, umap_points=args.umap_points,
-                     best_model=not args.no_best_model)
-    except records.SearchNotFound as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0

@@ -22,33 +22,37 @@ def _completed(trials: pd.DataFrame) -> pd.Series:
     return pd.Series(False, index=trials.index)
 
 
-def compare(trials: pd.DataFrame, by: str, metric: str, mode: str = "max") -> pd.DataFrame:
-    """Per value of the parameter ``by``: trials, completed trials, mean ± std and best of ``metric``.
+def compare(trials: pd.DataFrame, by: str, metric: str, mode: str = "max", *, at_common: pd.Series | None = None,
+            common_epoch: int | None = None) -> pd.DataFrame:
+    """Per value of the parameter ``by``: trials, how many ran the full budget, and ``metric``.
 
-    Sorted best mean first (``mode`` max or min), ties broken by the best value. Trials
-    stopped early count too: under ASHA a value whose trials are stopped early *is* worse,
-    and ``completed`` shows how many ran the full budget. Mean and std skip missing values
-    (failed trials); std is NaN for a single value.
+    ``metric`` is each trial's best value (its best epoch, whatever budget it got). Under early
+    stopping that mixes budgets, so ``at_common`` (each trial's value at ``common_epoch``, the last
+    epoch every scored trial reached: ``records.at_common_epoch``) adds like-with-like columns
+    ``mean_at_e<E>``, ``std_at_e<E>`` and the table is sorted by them, best first; otherwise by
+    ``mean_best``. Missing values (failed, diverged) are skipped; std is NaN for a single value.
     """
-    if by not in trials:
-        raise KeyError(f"no column '{by}' in the trials table; columns: {', '.join(map(str, trials.columns))}")
-    if metric not in trials:
-        raise KeyError(f"no column '{metric}' in the trials table; columns: {', '.join(map(str, trials.columns))}")
+    for col in (by, metric):
+        if col not in trials:
+            raise KeyError(f"no column '{col}' in the trials table; columns: {', '.join(map(str, trials.columns))}")
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
     key = trials[by].map(lambda v: ABSENT if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-    values = pd.to_numeric(trials[metric], errors="coerce")
-    frame = pd.DataFrame({by: key, "value": values, "completed": _completed(trials)})
+    frame = pd.DataFrame({by: key, "value": pd.to_numeric(trials[metric], errors="coerce"),
+                          "completed": _completed(trials)})
+    if at_common is not None:
+        frame["common"] = pd.to_numeric(at_common, errors="coerce")
     groups = frame.groupby(by, sort=False)
-    table = pd.DataFrame({
-        "n": groups.size(),
-        "completed": groups["completed"].sum().astype(int),
-        "mean": groups["value"].mean(),
-        "std": groups["value"].std(),
-        "best": groups["value"].max() if mode == "max" else groups["value"].min(),
-    })
-    table = table.sort_values(["mean", "best"], ascending=mode == "min", na_position="last")
-    table.attrs.update(metric=metric, mode=mode)
+    columns = {"n": groups.size(), "full_budget": groups["completed"].sum().astype(int)}
+    sort = ["mean_best", "best"]
+    if at_common is not None:
+        e = f"e{common_epoch}" if common_epoch is not None else "common"
+        columns.update({f"mean_at_{e}": groups["common"].mean(), f"std_at_{e}": groups["common"].std()})
+        sort = [f"mean_at_{e}", "mean_best"]
+    columns.update({"mean_best": groups["value"].mean(), "std_best": groups["value"].std(),
+                    "best": groups["value"].max() if mode == "max" else groups["value"].min()})
+    table = pd.DataFrame(columns).sort_values(sort, ascending=mode == "min", na_position="last")
+    table.attrs.update(metric=metric, mode=mode, common_epoch=common_epoch)
     return table.reset_index()
 
 

@@ -102,10 +102,16 @@ def cmd_resume(args) -> int:
 
 
 def _report(outcome, top: int) -> None:
-    print(f"\nsearch '{outcome.name}' finished in {outcome.seconds:.1f} s — top {top} of {len(outcome.table)}:")
-    print(outcome.table.head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    if outcome.best_value is not None:
-        print(f"\nbest: {outcome.best_value:.4f}; configuration written to {outcome.best_yaml}")
+    from .queries import render
+
+    print(f"\nsearch '{outcome.name}' finished in {outcome.seconds:.1f} s")
+    print(render(outcome.table, top))  # read back from MLflow: the same text as `search show`
+    if outcome.best_yaml is not None:
+        best = outcome.table.iloc[0]
+        print(f"\nbest: trial {best['trial']}, {outcome.table.attrs['objective']} {outcome.best_value:.4f} at epoch "
+              f"{best['best_epoch']} (its weights: artifact best_model); configuration written to {outcome.best_yaml}")
+    else:
+        print("\nno trial holds a score (all failed or diverged): no best configuration")
     uri = outcome.tracking_uri
     print(f"MLflow: {uri} (parent run {outcome.parent_run_id}). Open the UI with:\n"
           f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then http://127.0.0.1:5000")
@@ -123,11 +129,9 @@ def cmd_ls(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .queries import top_trials
+    from .queries import render, trials_table
 
-    table, metric = top_trials(args.name, args.tracking_uri, args.top)
-    print(f"search '{args.name}': top {min(args.top, len(table))} trials by {metric}")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(render(trials_table(args.name, args.tracking_uri), args.top))
     return 0
 
 
@@ -139,11 +143,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    import records
+    from analysis.report import build  # the CLI is the one place where search meets analysis
+
+    try:
+        path = build(args.name, args.tracking_uri, args.out, top=args.top, umap_points=args.umap_points,
+                     best_model=not args.no_best_model)
+    except records.RecordError as e:
+        return _fail(str(e))
+    print(path)
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
     reproduce(args.best, seeds=args.seeds, epochs=args.epochs, tracking_uri=args.tracking_uri,
-              address=args.address, runs_dir=args.runs_dir)
+              address=args.address, runs_dir=args.runs_dir, quiet=args.quiet)
     return 0
 
 
@@ -200,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(e)
     e.set_defaults(func=cmd_export)
 
+    rep = sub.add_parser("report", help="a Markdown report of a search: tables, plots, best model, reproductions")
+    rep.add_argument("name", help="the search name (`search ls` lists them)")
+    rep.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
+    rep.add_argument("--top", type=positive, default=10, help="rows of the best-trials table")
+    rep.add_argument("--umap-points", type=positive, default=2000, help="test samples in the UMAP projection")
+    rep.add_argument("--no-best-model", action="store_true", help="skip UMAP and calibration of the best model")
+    common(rep)
+    rep.set_defaults(func=cmd_report)
+
     rp = sub.add_parser("reproduce", help="re-run an exported configuration at full budget on several seeds")
     rp.add_argument("best", help="a YAML written by `search export`")
     rp.add_argument("--seeds", type=seed, nargs="+", help="seeds (default: the study's reproduce.seeds)")
@@ -210,13 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from records import StoreNotFound
     from spaces.study import StudyError
     from trainables.core.config import ConfigError
     from trainables.core.data import DatasetNotFound
     from trainables.core.train import CheckpointError
 
     from .errors import TrialsFailed
-    from .tracking import StoreNotFound
 
     try:
         args = build_parser().parse_args(argv)
@@ -244,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 def _check_environment(args) -> None:
     """$MLFLOW_TRACKING_URI (or the default store) stands in for --tracking-uri: the same check, naming it."""
     if hasattr(args, "tracking_uri") and not args.tracking_uri:
-        from .tracking import DEFAULT_TRACKING_URI
+        from records import DEFAULT_TRACKING_URI
 
         env = os.environ.get("MLFLOW_TRACKING_URI")
         doors.check_tracking_uri(env or DEFAULT_TRACKING_URI, "MLFLOW_TRACKING_URI" if env else "the default tracking URI")

@@ -141,10 +141,10 @@ def check_dataset(base_config: dict, where: str = "dataset") -> str:
 
 def open_store(uri: str, what: str = "--tracking-uri"):
     """An MLflow client whose store answers (a sqlite file that is no database fails here, not mid-search)."""
-    from . import tracking
+    from records import schema
 
     try:
-        client = tracking.client_for(uri)
+        client = schema.client_for(uri)
         client.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - MLflow and SQLAlchemy raise many types for an unusable store
         last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]

@@ -1,8 +1,8 @@
 """A compact live view of a search, instead of Ray's walls of tables.
 
-One status line (running / done / stopped early / failed, best so far, elapsed, ETA),
-redrawn in place on a terminal and printed every few seconds otherwise, plus one line per
-finished or failed trial.
+One status line (running / done / stopped early / ended / diverged / failed, best so far,
+elapsed, ETA), redrawn in place on a terminal and printed every few seconds otherwise, plus one
+line per finished trial with its state as ``records.TrialTracker`` decides it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import time
 
 from ray import tune
 
+from records.states import OUTCOMES, TrialTracker
+
 
 def _clock(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -19,17 +21,17 @@ def _clock(seconds: float) -> str:
 
 
 class LiveProgress(tune.Callback):
-    def __init__(self, metric: str, mode: str, num_samples: int, max_epochs: int, stream=None, every_s: float = 5.0):
-        self.metric, self.mode, self.num_samples, self.max_epochs = metric, mode, num_samples, max_epochs
+    def __init__(self, tracker: TrialTracker, num_samples: int, stream=None, every_s: float = 5.0):
+        self.tracker, self.metric, self.mode = tracker, tracker.metric, tracker.mode
+        self.num_samples = num_samples
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.every_s = every_s
         self.start = time.monotonic()
         self.last_print = 0.0
         self.running: set[str] = set()
-        self.completed = self.stopped = self.failed = 0
+        self.counts = {k: 0 for k in OUTCOMES if k != "running"}
         self.best: tuple[float, str] | None = None
-        self.epochs_done: dict[str, int] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -48,30 +50,22 @@ class LiveProgress(tune.Callback):
         self._status()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.epochs_done[trial.trial_id] = int(result.get("epoch", result.get("training_iteration", 0)))
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)):
-            better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
-            if better:
-                self.best = (float(value), trial.trial_id)
+        if self.tracker.result(trial.trial_id, result):
+            value = self.tracker.get(trial.trial_id).best
+            if self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0]):
+                self.best = (value, trial.trial_id)
         self._status()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
-        epochs = self.epochs_done.get(trial.trial_id, 0)
-        last = trial.last_result.get(self.metric) if trial.last_result else None
-        if epochs >= self.max_epochs:
-            self.completed += 1
-            what = "done"
-        else:
-            self.stopped += 1
-            what = f"stopped early at epoch {epochs}"
-        self._line(f"trial {trial.trial_id} {what}: {self.metric}={last:.4f}" if isinstance(last, float)
-                   else f"trial {trial.trial_id} {what}")
+        state = self.tracker.finished(trial.trial_id)
+        self.counts[state.kind] += 1
+        best = self.tracker.get(trial.trial_id).best
+        self._line(f"trial {trial.trial_id} {state}" + (f": best {self.metric}={best:.4f}" if best is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
-        self.failed += 1
+        self.counts["failed"] += 1
         self._line(f"trial {trial.trial_id} FAILED (see {trial.error_file or 'the trial log'})")
 
     def on_experiment_end(self, trials, **info):
@@ -82,12 +76,14 @@ class LiveProgress(tune.Callback):
 
     # ------------------------------------------------------------ drawing
     def summary(self) -> str:
-        finished = self.completed + self.stopped + self.failed
+        c = self.counts
+        finished = sum(c.values())
         elapsed = time.monotonic() - self.start
         eta = elapsed / finished * (self.num_samples - finished) if finished else None
         best = f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
-        return (f"[{_clock(elapsed)}] {len(self.running)} running | {self.completed} done | "
-                f"{self.stopped} stopped early | {self.failed} failed | {finished}/{self.num_samples} | {best} | "
+        rare = "".join(f" | {c[k]} {k}" for k in ("ended", "diverged") if c[k])
+        return (f"[{_clock(elapsed)}] {len(self.running)} running | {c['completed']} done | "
+                f"{c['stopped']} stopped early{rare} | {c['failed']} failed | {finished}/{self.num_samples} | {best} | "
                 f"ETA {_clock(eta) if eta is not None else '?'}")
 
     def _status(self, force: bool = False):

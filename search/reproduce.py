@@ -1,23 +1,28 @@
 """``search reproduce best.yaml``: the exported configuration at full budget on several seeds.
 
-One Tune run with a grid over seeds (no sampler, no early stopping), recorded in MLflow as
-a parent run with one child per seed; prints mean ± std of the validation and test metrics.
+The study as it was searched: its resources per trial, its failure policy, its objective metric,
+assembled by the same ``assemble_tuner`` as ``search run`` (a grid over seeds, no sampler, no early
+stopping). Recorded in MLflow as a parent run (``rs.role=reproduce``, ``rs.source_search``) with
+one child per seed; the parent holds ``<metric>_mean`` / ``<metric>_std`` for the objective and the
+test metrics, which ``search report`` of the source search shows.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from . import doors, tracking
+from records import schema
+from records.states import TrialTracker
+
+from . import doors
 from .callbacks import MlflowTrialLogger
 from .errors import SearchError
 from .progress import LiveProgress
-from .runner import RUNS_DIR, init_ray, resolve_trainable
-
-SUMMARY_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss")
+from .runner import RUNS_DIR, assemble_tuner, check_fits, init_ray, storage_path
 
 
 def load_exported(path: str | Path) -> dict[str, Any]:
@@ -68,61 +73,77 @@ def load_exported(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def summarize(rows: list[dict[str, float]]):
+def summary_metrics(objective: str, reported: set[str]) -> list[str]:
+    """The objective, then every test metric the trials reported."""
+    return list(dict.fromkeys([objective, *sorted(m for m in reported if m.startswith("test_"))]))
+
+
+def summarize(rows: list[dict[str, float]], metrics: list[str]):
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    cols = [c for c in SUMMARY_METRICS if c in df]
+    cols = [c for c in metrics if c in df]
     return df, df[cols].agg(["mean", "std"]).T if cols else pd.DataFrame()
 
 
 def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int | None = None,
               tracking_uri: str | None = None, address: str | None = None, runs_dir: str | Path = RUNS_DIR,
-              cpus: float = 1.0, gpus: float = 0.0):
+              quiet: bool = False):
     from ray import tune
 
     from trainables.core import TrainConfig
 
     doc = load_exported(best)
     repro = doc.get("reproduce") or {}
-    seeds = seeds or repro.get("seeds") or [0, 1, 2]
+    objective = doc.get("objective") or {}
+    metric, mode = objective.get("metric", "val_acc"), objective.get("mode", "max")
+    resources = doc.get("resources") or {}
+    cpus, gpus = float(resources.get("cpus", 1.0)), float(resources.get("gpus", 0.0))
+    max_failures = int(doc.get("max_failures", 2))
+    seeds = list(seeds or repro.get("seeds") or [0, 1, 2])
     config = dict(doc["config"])
     config["epochs"] = epochs or repro.get("epochs") or config.get("epochs", 10)
     TrainConfig.from_dict(config)  # fail here, not in every trial
     doors.check_runs_dir(runs_dir)
     what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
-    uri = doors.check_tracking_uri(tracking.tracking_uri(tracking_uri), what, writable=True)
+    uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True)
     if address is None:  # local: the driver's files are the trials' files
         doors.check_dataset(config)
     doors.check_address(address)
     client = doors.open_store(uri, what)
     init_ray(address)
-    name = f"{doc.get('search', 'export')}-reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
-    exp = tracking.experiment_id(client, doc.get("study") or "reproduce")
+    check_fits(cpus, gpus)
+    source = str(doc.get("search", "export"))
+    name = f"{source}-reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = schema.experiment_id(client, doc.get("study") or "reproduce")
     parent = client.create_run(exp, run_name=name, tags={
-        tracking.ROLE: "reproduce", tracking.SEARCH: name, "rs.source_search": str(doc.get("search")),
-        "rs.family": doc["family"], "rs.git_commit": tracking.git_commit()}).info.run_id
+        schema.ROLE: "reproduce", schema.SEARCH: name, schema.SOURCE_SEARCH: source, "rs.family": doc["family"],
+        "rs.study": str(doc.get("study", "")), "rs.git_commit": schema.git_commit(), schema.STATE: "running"}).info.run_id
+    client.log_batch(parent, params=schema.as_params({
+        "seeds": seeds, "epochs": config["epochs"], "objective": metric, "mode": mode, "resources.cpus": cpus,
+        "resources.gpus": gpus, "max_failures": max_failures}))
     client.log_artifact(parent, str(best))
-    logger = MlflowTrialLogger(uri, parent, name, config["epochs"], "val_acc", "max")
-    progress = LiveProgress("val_acc", "max", len(seeds), config["epochs"])
-    trainable = tune.with_resources(resolve_trainable(doc["family"]), {"cpu": cpus, "gpu": gpus})
-    tuner = tune.Tuner(
-        trainable, param_space={**config, "seed": tune.grid_search(list(seeds))},
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=str(Path(runs_dir).resolve()), verbose=0,
-                                  callbacks=[logger, progress],
-                                  failure_config=tune.FailureConfig(max_failures=2)),
-    )
+    tracker = TrialTracker(metric, mode, config["epochs"])
+    callbacks = [MlflowTrialLogger(uri, parent, name, tracker)]
+    if not quiet:
+        callbacks.append(LiveProgress(TrialTracker(metric, mode, config["epochs"]), len(seeds)))
+    tuner = assemble_tuner(family=doc["family"], cpus=cpus, gpus=gpus, name=name, storage=storage_path(runs_dir),
+                           metric=metric, mode=mode, max_failures=max_failures, callbacks=callbacks,
+                           param_space={**config, "seed": tune.grid_search(seeds)})
     results = tuner.fit()
-    rows = [{"seed": r.config["seed"], **{k: r.metrics.get(k) for k in SUMMARY_METRICS}} for r in results
-            if not r.error]
-    per_seed, summary = summarize(rows)
-    for metric, row in summary.iterrows():
-        client.log_metric(parent, f"{metric}_mean", float(row["mean"]))
-        client.log_metric(parent, f"{metric}_std", float(row["std"]) if row["std"] == row["std"] else 0.0)
+    ok = [r for r in results if not r.error]
+    reported = set().union(*(r.metrics.keys() for r in ok)) if ok else set()
+    shown = summary_metrics(metric, reported)
+    per_seed, summary = summarize([{"seed": r.config["seed"], **{k: r.metrics.get(k) for k in shown}} for r in ok],
+                                  shown)
+    for m, row in summary.iterrows():
+        std = float(row["std"]) if not math.isnan(row["std"]) else 0.0
+        client.log_batch(parent, metrics=schema.as_metrics({f"{m}_mean": float(row["mean"]), f"{m}_std": std}, 0))
+    client.set_tag(parent, schema.STATE, f"finished: {len(ok)} of {len(seeds)} seeds")
     client.set_terminated(parent, "FINISHED")
-    print(f"\nreproduced '{doc.get('search')}' at {config['epochs']} epochs on seeds {list(seeds)}:")
+    print(f"\nreproduced '{source}' at {config['epochs']} epochs on seeds {seeds} "
+          f"({cpus:g} CPU, {gpus:g} GPU per trial):")
     print(per_seed.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    for metric, row in summary.iterrows():
-        print(f"  {metric}: {row['mean']:.4f} ± {row['std']:.4f}")
+    for m, row in summary.iterrows():
+        print(f"  {m}: {row['mean']:.4f} ± {row['std']:.4f}")
     return per_seed, summary

@@ -13,14 +13,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
+import records
+from records import schema
+from records.states import RANKABLE, TrialTracker
 from spaces.study import Study, check_sampler, define_by_run, load_study
 from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
-from . import doors, tracking
-from .callbacks import MlflowTrialLogger
+from . import doors
 from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
@@ -92,25 +95,27 @@ def init_ray(address: str | None) -> None:
 
 def check_resources(study: Study) -> None:
     """Fail before any trial starts when one trial cannot fit on the cluster."""
+    check_fits(study.resources.cpus, study.resources.gpus)
+
+
+def check_fits(cpus: float, gpus: float) -> None:
     import ray
 
     have = ray.cluster_resources()
-    need = study.resources
-    if need.gpus > have.get("GPU", 0):
-        raise SearchError(f"resources.gpus: a trial asks for {need.gpus} GPU but the cluster has "
+    if gpus > have.get("GPU", 0):
+        raise SearchError(f"resources.gpus: a trial asks for {gpus} GPU but the cluster has "
                           f"{have.get('GPU', 0):g}. Set resources.gpus: 0 to run on CPUs, or use --address "
                           "to submit to a cluster with GPUs.")
-    if need.cpus > have.get("CPU", 0):
-        raise SearchError(f"resources.cpus: a trial asks for {need.cpus:g} CPUs but the cluster has "
+    if cpus > have.get("CPU", 0):
+        raise SearchError(f"resources.cpus: a trial asks for {cpus:g} CPUs but the cluster has "
                           f"{have.get('CPU', 0):g}.")
 
 
-def trainable_for(study: Study):
-    """The family's trainable with the study's resources per trial (CPUs, fractional GPUs)."""
+def trainable_for(family: str, cpus: float, gpus: float):
+    """The family's trainable with its resources per trial (CPUs, fractional GPUs)."""
     from ray import tune
 
-    return tune.with_resources(resolve_trainable(study.family),
-                               {"cpu": study.resources.cpus, "gpu": study.resources.gpus})
+    return tune.with_resources(resolve_trainable(family), {"cpu": cpus, "gpu": gpus})
 
 
 def resolve_trainable(family: str):
@@ -134,7 +139,7 @@ def make_sampler(name: str, study: Study):
 
 
 def objective_metric(study: Study) -> str:
-    return "objective" if study.objective.constraint else study.objective.metric
+    return schema.searched_metric(study)
 
 
 def storage_path(storage: str | Path) -> str:
@@ -142,8 +147,32 @@ def storage_path(storage: str | Path) -> str:
     return text if "://" in text else str(Path(text).resolve())
 
 
-def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
+def assemble_tuner(*, family: str, cpus: float, gpus: float, name: str, storage: str, metric: str, mode: str,
+                   max_failures: int, callbacks: list, searcher=None, scheduler=None, param_space=None,
+                   num_samples: int = 1, max_concurrent: int | None = None, time_budget_s: float | None = None):
+    """The one Tuner assembly behind ``search run`` and ``search reproduce``.
+
+    Every trial keeps two checkpoints at most: its latest (Ray keeps it for failure-restore and
+    resume whatever ``num_to_keep`` says) and its best epoch's under ``metric`` (the weights
+    logged as ``best_model``; among equal scores Ray keeps the latest such epoch).
+    """
     from ray import tune
+
+    return tune.Tuner(
+        trainable_for(family, cpus, gpus), param_space=param_space,
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=num_samples, max_concurrent_trials=max_concurrent,
+                                    time_budget_s=time_budget_s, reuse_actors=True,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=0, callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
+                                                    checkpoint_score_order=mode)),
+    )
+
+
+def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -156,48 +185,44 @@ def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=study.budget.max_epochs,
                                   grace_period=study.budget.grace_period,
                                   reduction_factor=study.budget.reduction_factor)
-    return tune.Tuner(
-        trainable_for(study),
-        tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=meta.num_samples, max_concurrent_trials=meta.max_concurrent,
-                                    time_budget_s=study.budget.time_budget_s, reuse_actors=True,
-                                    trial_dirname_creator=trial_dirname),
-        run_config=run_config(study, meta, callbacks),
-    )
+    return assemble_tuner(family=study.family, cpus=study.resources.cpus, gpus=study.resources.gpus, name=meta.name,
+                          storage=meta.storage, metric=metric, mode=mode, max_failures=study.budget.max_failures,
+                          callbacks=callbacks, searcher=searcher, scheduler=scheduler, num_samples=meta.num_samples,
+                          max_concurrent=meta.max_concurrent, time_budget_s=study.budget.time_budget_s)
 
 
 def trial_dirname(trial) -> str:
-    return f"trial_{trial.trial_id}"  # Ray's default packs every parameter into the folder name
+    return trial_dirname_of(trial.trial_id)  # Ray's default packs every parameter into the folder name
 
 
-def run_config(study: Study, meta: SearchMeta, callbacks: list):
-    from ray import tune
+def trial_dirname_of(trial_id: str) -> str:
+    return f"trial_{trial_id}"
 
-    return tune.RunConfig(
-        name=meta.name, storage_path=meta.storage, verbose=0, callbacks=callbacks,
-        failure_config=tune.FailureConfig(max_failures=study.budget.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-    )
+
+def tracker_for(study: Study) -> TrialTracker:
+    """Per-trial states and best epochs, with the metrics worth keeping at the best epoch."""
+    o = study.objective
+    companions = (o.metric, o.constraint.metric if o.constraint else None, o.pareto_with.metric if o.pareto_with else None)
+    return TrialTracker(objective_metric(study), o.mode, study.budget.max_epochs, companions)
 
 
 def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
+    from .callbacks import MlflowTrialLogger  # imports Ray: only when a search runs
     from .progress import LiveProgress
 
-    cbs = [MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, study.budget.max_epochs,
-                                      objective_metric(study), study.objective.mode)]
+    cbs = [MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
     if not quiet:
-        cbs.append(LiveProgress(objective_metric(study), study.objective.mode, meta.num_samples,
-                                study.budget.max_epochs))
+        cbs.append(LiveProgress(tracker_for(study), meta.num_samples))
     return cbs
 
 
 @dataclass
 class SearchOutcome:
     name: str
-    table: Any  # pandas DataFrame: one row per trial, best first
+    table: Any  # pandas DataFrame read back from MLflow (records.trials): one row per trial, best first
     best_config: dict[str, Any]
     best_value: float | None
-    best_yaml: Path
+    best_yaml: Path | None  # None when no trial holds a score
     parent_run_id: str
     seconds: float
     tracking_uri: str
@@ -227,7 +252,7 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
                           f"or continue it with `search resume {name}`")
     if storage and "://" not in storage:
         doors.check_runs_dir(storage, "--storage")
-    uri = doors.check_tracking_uri(tracking.tracking_uri(tracking_uri),
+    uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri),
                                    "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", writable=True)
     doors.check_address(address)
     # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
@@ -235,7 +260,7 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     client = doors.open_store(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI")
     init_ray(address)
     check_resources(study)
-    parent = tracking.start_parent(client, study, name, Path(study_path), sampler=sampler, data_source=data_source)
+    parent = schema.start_parent(client, study, name, Path(study_path), sampler=sampler, data_source=data_source)
     (runs / name).mkdir(parents=True)
     frozen = runs / name / STUDY_FILE  # resume uses the study as it was, even if the file changes later
     shutil.copyfile(study_path, frozen)
@@ -267,15 +292,16 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
     doors.check_address(address)
     client = doors.open_store(meta.tracking_uri, f"{folder / META_FILE}: tracking_uri")
     init_ray(address)
-    client.set_tag(meta.parent_run_id, tracking.STATE, "running")
+    client.set_tag(meta.parent_run_id, schema.STATE, "running")
     # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
-    tuner = tune.Tuner.restore(experiment, trainable=trainable_for(study), resume_errored=True)
+    tuner = tune.Tuner.restore(experiment, resume_errored=True, trainable=trainable_for(
+        study.family, study.resources.cpus, study.resources.gpus))
     return _fit(tuner, study, meta, runs, client)
 
 
 def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOutcome:
     def interrupted():
-        client.set_tag(meta.parent_run_id, tracking.STATE, "interrupted")
+        client.set_tag(meta.parent_run_id, schema.STATE, "interrupted")
         client.set_terminated(meta.parent_run_id, "KILLED")
 
     t0 = time.monotonic()
@@ -292,77 +318,59 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
         raise KeyboardInterrupt(meta.name)
     failed = [r for r in results if r.error]
     if len(results) and len(failed) == len(results):  # nothing to rank: say why once, exit non-zero
-        client.set_tag(meta.parent_run_id, tracking.STATE, "failed")
+        client.set_tag(meta.parent_run_id, schema.STATE, "failed")
         client.set_terminated(meta.parent_run_id, "FAILED")
         raise TrialsFailed(f"all {len(results)} trials of search '{meta.name}' failed; the first error: "
                            f"{error_summary(failed[0].error)} (each trial's traceback: error.txt in its folder "
                            f"under {meta.storage.rstrip('/')}/{meta.name} and in MLflow)")
-    metric, mode = objective_metric(study), study.objective.mode
-    table = results_table(results, study)
-    best_config, best_value = {}, None
-    try:
-        best = results.get_best_result(metric=metric, mode=mode, scope="all")
-        if best.config is None:
-            raise ValueError("no trial reported")
-        best_config = {k: v for k, v in best.config.items() if k != OBJECTIVE_KEY}
-        best_value = float(table[metric].iloc[0])  # the table is sorted best first by each trial's best epoch
-        tracking.log_best(client, meta.parent_run_id, best, metric, best_value)
-    except (RuntimeError, KeyError, ValueError):
-        pass  # every trial failed: the table says so
+    # Everything below reads the records back: the table, the best trial and best.yaml are the
+    # ones `search show` and `search export` would give for this search.
+    table = records.trials(meta.name, meta.tracking_uri, client=client)
+    best = records.best_row(table)
     folder = runs / meta.name
-    best_yaml = folder / "best.yaml"
-    write_best_yaml(best_yaml, study, meta, best_config, metric, best_value)
-    client.log_artifact(meta.parent_run_id, str(best_yaml))
-    table.to_csv(folder / "trials.csv", index=False)
+    best_config, best_value, best_yaml = {}, None, None
+    if best is not None:
+        best_value = float(best[table.attrs["best_column"]])
+        client.log_metric(meta.parent_run_id, table.attrs["best_column"], best_value)
+        log_best_model(results, best, client, meta.parent_run_id)
+        best_yaml = records.write_best_yaml(meta.name, folder / schema.BEST_YAML, meta.tracking_uri, client=client,
+                                            table=table)
+        best_config = yaml.safe_load(best_yaml.read_text())["config"]
+        client.log_artifact(meta.parent_run_id, str(best_yaml))
+    table.drop(columns=["run_id"]).to_csv(folder / "trials.csv", index=False)
     client.log_artifact(meta.parent_run_id, str(folder / "trials.csv"))
-    if "pareto" in table:
-        tracking.mark_pareto(client, meta.parent_run_id, list(table.loc[table["pareto"], "trial"]))
+    if study.objective.pareto_with:
+        mark_pareto(study, table, client, meta.parent_run_id)
     client.log_metric(meta.parent_run_id, "search_seconds", seconds)
-    client.set_tag(meta.parent_run_id, tracking.STATE, "finished")
+    client.set_tag(meta.parent_run_id, schema.STATE, "finished")
     client.set_terminated(meta.parent_run_id, "FINISHED")
     return SearchOutcome(meta.name, table, best_config, best_value, best_yaml, meta.parent_run_id, seconds,
                          meta.tracking_uri)
 
 
-def results_table(results, study: Study):
-    """One row per trial: its searched parameters, best objective value, epochs run and state."""
-    import pandas as pd
-
-    metric, mode = objective_metric(study), study.objective.mode
-    constraint = study.objective.constraint.metric if study.objective.constraint else None
-    pareto = study.objective.pareto_with.metric if study.objective.pareto_with else None
-    rows = []
+def log_best_model(results, best, client, parent_run_id: str) -> None:
+    """Log the best trial's checkpoint *at its best epoch* (the one the table reports) as ``best_model``."""
+    trial_id, epoch = str(best["trial"]), best["best_epoch"]
+    if pd.isna(epoch):
+        return
     for r in results:
-        trial_id = Path(r.path).name if r.path else "?"
-        df = r.metrics_dataframe
-        row: dict[str, Any] = {"trial": r.metrics.get("trial_id", trial_id)}
-        row.update({k: (r.config or {}).get(k) for k in study.search})
-        shown = [metric] + [m for m in dict.fromkeys((study.objective.metric, constraint, pareto)) if m and m != metric]
-        if df is not None and metric in df and df[metric].notna().any():
-            best = df.loc[df[metric].idxmax() if mode == "max" else df[metric].idxmin()]
-            row.update({m: best.get(m, float("nan")) for m in shown})
-            row["epochs"] = int(df["training_iteration"].max())
-        else:
-            row.update({m: float("nan") for m in shown})
-            row["epochs"] = 0
-        row["state"] = ("failed" if r.error else "completed" if row["epochs"] >= study.budget.max_epochs
-                        else "stopped early")
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    if len(table):
-        table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
-    if pareto and len(table):
-        pw = study.objective.pareto_with
-        table["pareto"] = pareto_mask(table, [(study.objective.metric, study.objective.mode), (pw.metric, pw.mode)])
-    return table
+        if r.metrics.get("trial_id") != trial_id and not (r.path and Path(r.path).name == trial_dirname_of(trial_id)):
+            continue
+        for checkpoint, metrics in r.best_checkpoints or []:
+            if int(metrics.get("epoch", metrics.get("training_iteration", -1))) == epoch:
+                with checkpoint.as_directory() as d:
+                    schema.log_best_model(client, parent_run_id, best["run_id"], d, trial_id, int(epoch))
+                return
+    logging.getLogger(__name__).warning("no checkpoint of trial %s at epoch %s: best_model not logged", trial_id, epoch)
 
 
-def write_best_yaml(path: Path, study: Study, meta: SearchMeta, config: dict[str, Any], metric: str,
-                    value: float | None) -> None:
-    doc = {
-        "study": study.name, "family": study.family, "dataset": study.dataset, "search": meta.name,
-        "objective": {"metric": metric, "mode": study.objective.mode, "value": value},
-        "config": config,
-        "reproduce": study.reproduce.model_dump(exclude_none=True),
-    }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+def mark_pareto(study: Study, table, client, parent_run_id: str) -> None:
+    """The Pareto front over the objective and ``pareto_with``, both at each trial's best epoch."""
+    o, pw = study.objective, study.objective.pareto_with
+    first = table.attrs["best_column"] if objective_metric(study) == o.metric else schema.at_best_key(o.metric)
+    second = schema.best_key(pw.metric) if pw.metric == objective_metric(study) else schema.at_best_key(pw.metric)
+    scored = table[table["outcome"].isin(RANKABLE)]
+    if scored.empty or first not in scored or second not in scored:
+        return
+    front = scored.loc[pareto_mask(scored, [(first, o.mode), (second, pw.mode)]), "trial"]
+    schema.mark_pareto(client, parent_run_id, dict(zip(table["trial"], table["run_id"])), list(front))

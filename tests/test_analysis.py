@@ -1,6 +1,6 @@
 """The analysis layer: records read back from MLflow, comparison tables, plots, calibration, UMAP, report.
 
-No Ray: the MLflow store is built directly with ``MlflowClient`` in the shape ``search/tracking.py``
+No Ray: the MLflow store is built directly with ``MlflowClient`` in the shape ``records/schema.py``
 writes (a parent run per search, a child run per trial), around a real tiny checkpoint.
 """
 
@@ -22,7 +22,8 @@ import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from analysis import calibration, embedding, plots, records, report, tables
+import records
+from analysis import calibration, embedding, plots, report, tables
 from trainables.core import evaluate, train
 from trainables.core.adversarial import metric_name
 from trainables.core.data import Split
@@ -52,7 +53,7 @@ TRIALS = {
 }
 
 
-def _text(v) -> str:  # search.tracking._params
+def _text(v) -> str:  # records.schema.param_text
     return json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
 
 
@@ -98,12 +99,14 @@ def _child(client, parent, name, tid, config, state, metrics_by_epoch, best_metr
     full = {**config, "dataset": "digits", "model": "cnn", "filters": [8, 16], "epochs": 3, "seed": 0}
     client.log_batch(rid, params=[Param(k, _text(v)) for k, v in full.items()])
     client.log_dict(rid, full, "config.json")
-    best = None
+    best, best_epoch = None, 0
     for epoch, metrics in enumerate(metrics_by_epoch, start=1):
         value = metrics[best_metric.removeprefix("best_")]
-        best = value if best is None else max(best, value)
+        if best is None or value >= best:
+            best, best_epoch = value, epoch
         batch = [Metric(k, float(v), 1000 * epoch, epoch) for k, v in metrics.items()]
-        client.log_batch(rid, metrics=batch + [Metric(best_metric, best, 1000 * epoch, epoch)])
+        client.log_batch(rid, metrics=batch + [Metric(best_metric, best, 1000 * epoch, epoch),
+                                               Metric("best_epoch", best_epoch, 1000 * epoch, epoch)])
     client.set_tag(rid, "rs.state", state)
     client.set_tag(rid, "rs.epochs_run", str(len(metrics_by_epoch)))
     client.set_terminated(rid, "FAILED" if state.startswith("failed") else "FINISHED")
@@ -164,6 +167,7 @@ def test_trials_types_params_sorts_and_keeps_the_searched_lr(store):
     assert best["last_lr"] == pytest.approx(0.05 / 4)  # the scheduled lr metric does not overwrite the param
     assert list(df["outcome"]) == ["completed", "completed", "stopped", "failed"]
     assert list(df["epochs"]) == [3, 3, 1, 0]
+    assert list(df["best_epoch"].astype(float).fillna(0)) == [3, 3, 1, 0]
     assert df.loc[df.trial == "t_second", "best_val_acc"].item() == pytest.approx(0.7)
     assert df.loc[df.trial == "t_second", "val_acc"].item() == pytest.approx(0.7)  # final epoch's value
     assert math.isnan(df.loc[df.trial == "t_stopped", "test_acc"].item())
@@ -217,13 +221,32 @@ def test_compare_counts_means_and_sorts(table):
     out = tables.compare(table, "act", "acc", "max")
     assert list(out["act"]) == ["silu", "relu", "gelu"]  # by mean, best first
     relu = out.set_index("act").loc["relu"]
-    assert (relu["n"], relu["completed"]) == (2, 1)
-    assert relu["mean"] == pytest.approx(0.8) and relu["std"] == pytest.approx(np.std([0.9, 0.7], ddof=1))
+    assert (relu["n"], relu["full_budget"]) == (2, 1)
+    assert relu["mean_best"] == pytest.approx(0.8) and relu["std_best"] == pytest.approx(np.std([0.9, 0.7], ddof=1))
     gelu = out.set_index("act").loc["gelu"]
-    assert gelu["n"] == 3 and gelu["mean"] == pytest.approx(0.7) and gelu["best"] == pytest.approx(0.8)
-    assert math.isnan(out.set_index("act").loc["silu", "std"])
+    assert gelu["n"] == 3 and gelu["mean_best"] == pytest.approx(0.7) and gelu["best"] == pytest.approx(0.8)
+    assert math.isnan(out.set_index("act").loc["silu", "std_best"])
     low = tables.compare(table, "act", "acc", "min")
     assert list(low["act"]) == ["gelu", "relu", "silu"] and low.set_index("act").loc["gelu", "best"] == 0.6
+
+
+def test_compare_at_a_common_epoch_ranks_like_with_like(table):
+    """silu's best (0.95) came from a longer run; at the common epoch it is the worst arm."""
+    common = pd.Series([0.5, 0.6, 0.55, 0.7, float("nan"), 0.3], index=table.index)
+    out = tables.compare(table, "act", "acc", "max", at_common=common, common_epoch=1)
+    assert list(out.columns) == ["act", "n", "full_budget", "mean_at_e1", "std_at_e1", "mean_best", "std_best", "best"]
+    assert list(out["act"]) == ["gelu", "relu", "silu"]  # sorted by the common epoch, not by the mixed-budget best
+    assert out.set_index("act").loc["gelu", "mean_at_e1"] == pytest.approx(0.625)
+
+
+def test_at_common_epoch_is_the_last_epoch_every_scored_trial_reached(store):
+    uri, _ = store
+    df = records.trials("demo", uri)
+    hist = records.histories("demo", uri, metrics=("val_acc",))
+    epoch, values = records.at_common_epoch(df, hist, "val_acc")
+    assert epoch == 1  # t_stopped ran one epoch; the failed trial (0 epochs) does not pull it to 0
+    assert dict(zip(df["trial"], values.fillna(-1))) == pytest.approx(
+        {"t_best": 0.5, "t_second": 0.4, "t_stopped": 0.2, "t_failed": -1})
 
 
 def test_compare_groups_absent_conditional_values_and_rejects_unknown_columns(table):
@@ -345,7 +368,7 @@ def test_report_end_to_end(store, tmp_path, capsys):
     assert re.search(r"\| completed +\| +2 \|", text) and re.search(r"\| failed +\| +1 \|", text)
     assert "`t_failed` failed: RuntimeError: boom" in text
     for param in ("optimizer", "activation", "batchnorm"):  # categorical: a comparison table each
-        assert re.search(rf"\| {param} +\| +n \| completed \|", text), param
+        assert re.search(rf"\| {param} +\| +n \| full_budget \| mean_at_e1 \|", text), param
         assert (tmp_path / "rep" / f"compare_{param}.csv").is_file()
     assert not re.search(r"\| lr +\| +n \|", text)
     links = re.findall(r"\]\(([^)]+)\)", text)
@@ -365,10 +388,9 @@ def test_report_end_to_end(store, tmp_path, capsys):
 
 def test_cli_unknown_search_exits_2_without_traceback_and_never_imports_ray(store):
     uri, _ = store
-    script = ("import runpy, sys\n"
-              f"sys.argv = ['analysis', 'nope', '--tracking-uri', {uri!r}]\n"
-              "try:\n    runpy.run_module('analysis', run_name='__main__', alter_sys=True)\n"
-              "except SystemExit as e:\n    code = e.code\n"
+    script = ("import sys\n"
+              "from search.cli import main\n"
+              f"code = main(['report', 'nope', '--tracking-uri', {uri!r}])\n"
               "import analysis.embedding, analysis.report, analysis.calibration\n"
               "print('RAY' if 'ray' in sys.modules else 'NO RAY')\n"
               "sys.exit(code)\n")
@@ -380,7 +402,17 @@ def test_cli_unknown_search_exits_2_without_traceback_and_never_imports_ray(stor
     assert time.perf_counter() - t0 < 60
 
 
-def test_main_on_a_missing_store_exits_2(tmp_path, capsys):
-    assert report.main(["demo", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
+def test_report_command_on_a_missing_store_exits_2(tmp_path, capsys):
+    from search.cli import main
+
+    assert main(["report", "demo", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no MLflow store") and not (tmp_path / "none.db").exists()
+
+
+def test_report_command_writes_the_report(store, tmp_path, capsys):
+    from search.cli import main
+
+    uri, _ = store
+    assert main(["report", "demo", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-best-model"]) == 0
+    assert capsys.readouterr().out.strip().endswith("report.md") and (tmp_path / "r" / "report.md").is_file()

@@ -96,7 +96,7 @@ def _mnist_absent(tmp: Path) -> Path:
 
 def _store(tmp: Path) -> str:
     """An MLflow store that exists (and holds no searches)."""
-    from search import tracking
+    from records import schema as tracking
 
     uri = f"sqlite:///{tmp / 'store.db'}"
     tracking.client_for(uri).search_experiments()
@@ -427,7 +427,8 @@ def test_search_whose_every_trial_fails_exits_1_once(tmp_path, monkeypatch, caps
     """Preflight bypassed (as on a cluster whose workers lack the data): every trial fails; said once, exit 1."""
     import ray
 
-    from search import doors, tracking
+    from records import schema as tracking
+    from search import doors
 
     monkeypatch.setattr(doors, "check_dataset", lambda *a, **k: "")
     monkeypatch.chdir(tmp_path)

@@ -24,7 +24,7 @@ STUDY = textwrap.dedent("""\
 
 @pytest.mark.slow
 def test_interrupted_search_resumes_without_duplicates(tmp_path):
-    from search import tracking
+    from records import schema
 
     (tmp_path / "s.yaml").write_text(STUDY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -38,19 +38,19 @@ def test_interrupted_search_resumes_without_duplicates(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "search resume r1" in err
 
-    client = tracking.client_for(uri)
-    parent = tracking.find_parent(client, "r1")
-    assert parent.data.tags[tracking.STATE] == "interrupted"
+    client = schema.client_for(uri)
+    parent = schema.find_parent(client, "r1")
+    assert parent.data.tags[schema.STATE] == "interrupted"
 
     resumed = subprocess.run([sys.executable, "-m", "search", "resume", "r1", "--quiet"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    parent = tracking.find_parent(client, "r1")
-    assert parent.data.tags[tracking.STATE] == "finished"
-    children = tracking.child_runs(client, parent)
-    trial_ids = [c.data.tags[tracking.TRIAL_ID] for c in children]
+    parent = schema.find_parent(client, "r1")
+    assert parent.data.tags[schema.STATE] == "finished"
+    children = schema.child_runs(client, parent)
+    trial_ids = [c.data.tags[schema.TRIAL_ID] for c in children]
     assert len(trial_ids) == len(set(trial_ids)) == 4  # one run per trial, none opened twice
     for child in children:
-        assert child.data.tags[tracking.STATE] == "completed"
+        assert child.data.tags[schema.STATE] == "completed"
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
         assert sorted(set(steps)) == list(range(1, 7))  # every epoch recorded, the resumed ones continue

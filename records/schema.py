@@ -1,13 +1,15 @@
-"""MLflow records: one parent run per search, one nested child run per trial.
+"""The MLflow schema of a search: tag names, the parent/child layout, provenance, and the writes.
 
-This module is Ray-free (analysis/ and the read-only commands use it); the Tune callback
-that writes the trial runs is in ``search.callbacks``. Children are nested in the UI through
-the ``mlflow.parentRunId`` tag.
+One parent run per search (tag ``rs.role=search``), one child run per trial (``rs.role=trial``,
+``mlflow.parentRunId`` = the parent, ``rs.trial_id`` = Ray's trial id). A reproduction is a parent
+run tagged ``rs.role=reproduce`` with one child per seed. Ray-free: analysis and the read-only
+commands use it without starting Ray.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os  # noqa: I001 - the environment is set before mlflow is imported
 import subprocess
 import time
@@ -21,9 +23,26 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 ROLE, SEARCH, TRIAL_ID, STATE = "rs.role", "rs.search", "rs.trial_id", "rs.state"
+PARENT = "mlflow.parentRunId"
+BEST_TRIAL, BEST_EPOCH, EPOCHS_RUN = "rs.best_trial", "rs.best_epoch", "rs.epochs_run"
+SOURCE_SEARCH = "rs.source_search"  # on a reproduction: the search it reproduces
+RESOURCES = "rs.resources"  # on a trial: what Ray reserved for it ("cpu=1,gpu=0.25")
+BEST_MODEL = "best_model"  # artifact folder: the best trial's weights at its best epoch
+BEST_CHECKPOINT = f"{BEST_MODEL}/checkpoint.pt"
+BEST_YAML = "best.yaml"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 NON_METRICS = {"epoch", "training_iteration", "done", "timestamp", "time_this_iter_s", "time_total_s", "pid",
                "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
+
+
+def best_key(metric: str) -> str:
+    """The per-epoch running best of ``metric`` on a trial run, and the best value on the parent."""
+    return f"best_{metric}"
+
+
+def at_best_key(metric: str) -> str:
+    """``metric``'s value at the trial's best epoch (for Pareto fronts and constraints)."""
+    return f"at_best.{metric}"
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -36,8 +55,6 @@ class StoreNotFound(FileNotFoundError):
 
 def client_for(uri: str | None = None, *, must_exist: bool = False) -> MlflowClient:
     """An MLflow client; ``must_exist`` refuses a missing sqlite file instead of creating an empty store."""
-    import logging
-
     uri = tracking_uri(uri)
     if must_exist and uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
@@ -68,11 +85,13 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def as_params(d: dict[str, Any]) -> list[Param]:
-    def text(v):
-        return json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+def param_text(value: Any) -> str:
+    """How a parameter is stored (MLflow keeps text); ``typed_param`` reads it back."""
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
 
-    return [Param(k, text(v)[:6000]) for k, v in d.items()]
+
+def as_params(d: dict[str, Any]) -> list[Param]:
+    return [Param(k, param_text(v)[:6000]) for k, v in d.items()]
 
 
 def as_metrics(result: dict[str, Any], step: int) -> list[Metric]:
@@ -84,6 +103,11 @@ def as_metrics(result: dict[str, Any], step: int) -> list[Metric]:
 def experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp else client.create_experiment(name)
+
+
+def searched_metric(study) -> str:
+    """The value the sampler and ASHA see: ``objective`` under a constraint (trainables/objective.py)."""
+    return "objective" if study.objective.constraint else study.objective.metric
 
 
 def start_parent(client: MlflowClient, study, search_name: str, study_path: Path, *, sampler: str,
@@ -98,10 +122,8 @@ def start_parent(client: MlflowClient, study, search_name: str, study_path: Path
     run = client.create_run(exp, run_name=search_name, tags=tags)
     rid = run.info.run_id
     fields = {"family": study.family, "dataset": study.dataset, "num_samples": study.budget.num_samples,
-              "max_epochs": study.budget.max_epochs,
-              # the searched value: a constrained objective is reported as "objective" (see trainables/objective.py)
-              "objective": "objective" if study.objective.constraint else study.objective.metric,
-              "target_metric": study.objective.metric,
+              "max_epochs": study.budget.max_epochs, "scheduler": study.budget.scheduler,
+              "objective": searched_metric(study), "target_metric": study.objective.metric,
               "mode": study.objective.mode, "sampler": sampler, **{f"fixed.{k}": v for k, v in study.fixed.items()}}
     client.log_batch(rid, params=as_params(fields),
                      tags=[RunTag(f"version.{k}", v) for k, v in package_versions().items()])
@@ -110,45 +132,54 @@ def start_parent(client: MlflowClient, study, search_name: str, study_path: Path
     return rid
 
 
-def find_parent(client: MlflowClient, search_name: str):
+def _parents(client: MlflowClient, filter_string: str, max_results: int = 1000) -> list:
+    exps = [e.experiment_id for e in client.search_experiments()]
+    if not exps:
+        return []
+    return client.search_runs(exps, filter_string=filter_string, order_by=["attributes.start_time DESC"],
+                              max_results=max_results)
+
+
+def find_parent(client: MlflowClient, search_name: str, role: str = "search"):
+    """The newest parent run of that name and role (``search`` or ``reproduce``), or None."""
     if "'" in search_name:  # cannot be a search name, and would break the filter string
         return None
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
-        filter_string=f"tags.`{ROLE}` = 'search' and tags.`{SEARCH}` = '{search_name}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+    runs = _parents(client, f"tags.`{ROLE}` = '{role}' and tags.`{SEARCH}` = '{search_name}'", 1)
     return runs[0] if runs else None
+
+
+def search_parents(client: MlflowClient) -> list:
+    return _parents(client, f"tags.`{ROLE}` = 'search'")
+
+
+def reproductions(client: MlflowClient, search_name: str) -> list:
+    """Every ``search reproduce`` run made from this search's best configuration, newest first."""
+    if "'" in search_name:
+        return []
+    return _parents(client, f"tags.`{ROLE}` = 'reproduce' and tags.`{SOURCE_SEARCH}` = '{search_name}'")
 
 
 def child_runs(client: MlflowClient, parent) -> list:
     return client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                              filter_string=f"tags.`{PARENT}` = '{parent.info.run_id}'",
                               max_results=10000)
 
 
-def best_key(metric: str) -> str:
-    return f"best_{metric}"
+def log_best_model(client: MlflowClient, parent_run_id: str, child_run_id: str | None, folder: str | Path,
+                   trial_id: str, epoch: int) -> None:
+    """The best trial's weights at its best epoch, on the parent run and on the trial's run."""
+    client.set_tag(parent_run_id, BEST_TRIAL, trial_id)
+    client.set_tag(parent_run_id, BEST_EPOCH, str(epoch))
+    for rid in [parent_run_id] + ([child_run_id] if child_run_id else []):
+        client.log_artifacts(rid, str(folder), BEST_MODEL)
 
 
-def log_best(client: MlflowClient, parent_run_id: str, best_result, metric: str, value: float) -> None:
-    """Record the best trial on the parent run, with its weights as an artifact on both runs."""
-    trial_id = Path(best_result.path).name if best_result.path else ""
-    tid = best_result.metrics.get("trial_id", trial_id)
-    client.set_tag(parent_run_id, "rs.best_trial", tid)
-    client.log_metric(parent_run_id, best_key(metric), value)
-    if best_result.checkpoint is None:
-        return
-    parent = client.get_run(parent_run_id)
-    child = [r for r in child_runs(client, parent) if r.data.tags.get(TRIAL_ID) == tid]
-    with best_result.checkpoint.as_directory() as d:
-        for rid in [parent_run_id] + [r.info.run_id for r in child]:
-            client.log_artifacts(rid, d, "best_model")
+def mark_pareto(client: MlflowClient, parent_run_id: str, runs: dict[str, str], front: list[str]) -> None:
+    """Tag the trials on the Pareto front (``rs.pareto = true``) and list them on the parent.
 
-
-def mark_pareto(client: MlflowClient, parent_run_id: str, trial_ids: list[str]) -> None:
-    """Tag the trials on the Pareto front (``rs.pareto = true``) and list them on the parent."""
-    parent = client.get_run(parent_run_id)
-    front = set(trial_ids)
-    for run in child_runs(client, parent):
-        client.set_tag(run.info.run_id, "rs.pareto", str(run.data.tags.get(TRIAL_ID) in front).lower())
-    client.set_tag(parent_run_id, "rs.pareto_front", ",".join(sorted(front)))
+    ``runs`` maps trial id -> run id.
+    """
+    on = set(front)
+    for tid, rid in runs.items():
+        client.set_tag(rid, "rs.pareto", str(tid in on).lower())
+    client.set_tag(parent_run_id, "rs.pareto_front", ",".join(sorted(on)))

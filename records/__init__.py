@@ -1,0 +1,50 @@
+"""The record layer: the MLflow schema of searches, read and written in one place.
+
+``search/`` (which writes the records) and ``analysis/`` (which reads them) both import this
+package and never each other. ``schema`` names tags and writes runs, ``states`` decides trial
+states, ``table`` is the one trial table, the one best trial and the one ``best.yaml``.
+"""
+
+from .schema import (
+    BEST_CHECKPOINT,
+    BEST_MODEL,
+    DEFAULT_TRACKING_URI,
+    ROLE,
+    SEARCH,
+    STATE,
+    TRIAL_ID,
+    StoreNotFound,
+    best_key,
+    child_runs,
+    find_parent,
+    tracking_uri,
+)
+from .states import OUTCOMES, RANKABLE, TrialState, TrialTracker, decide, outcome
+from .table import (
+    NoScore,
+    RecordError,
+    SearchInfo,
+    SearchNotFound,
+    at_common_epoch,
+    best_document,
+    best_row,
+    client_for,
+    display,
+    download_checkpoint,
+    histories,
+    list_searches,
+    rank,
+    reproductions,
+    search_info,
+    trials,
+    typed_param,
+    write_best_yaml,
+)
+
+__all__ = [
+    "BEST_CHECKPOINT", "BEST_MODEL", "DEFAULT_TRACKING_URI", "ROLE", "SEARCH", "STATE", "TRIAL_ID", "StoreNotFound",
+    "best_key", "child_runs", "find_parent", "tracking_uri", "OUTCOMES", "RANKABLE", "TrialState", "TrialTracker",
+    "decide", "outcome", "NoScore", "RecordError", "SearchInfo", "SearchNotFound", "at_common_epoch", "best_document",
+    "best_row", "client_for", "display", "download_checkpoint", "histories", "list_searches", "rank", "reproductions",
+    "search_info", "trials", "typed_param", "write_best_yaml",
+]
