@@ -25,7 +25,6 @@ import json
 import statistics
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -72,8 +71,11 @@ def eps_curves(model, x, y, eps_list=EPS) -> dict[str, list[float]]:
 
 def apgd_check(model, x, y, eps: float, steps: int = 20) -> dict[str, float]:
     """torchattacks APGD-CE and APGD-DLR robust accuracy (counted like ours: clean and perturbed right)."""
-    from trainables.core.tv import torchvision  # noqa: F401 - before torchattacks
-    import torchattacks
+    import importlib
+
+    from trainables.core.tv import torchvision  # noqa: F401 - must be imported before torchattacks
+
+    torchattacks = importlib.import_module("torchattacks")
 
     out = {}
     clean_ok = predict(model, x) == y
