@@ -8,18 +8,17 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
+from trainables.core.data import class_subset_map, select_classes
 from trainables.core.regnet import (
     GaussianHead,
     balanced_batches,
     class_covariances,
     class_moments,
-    class_subset_map,
     covariance_loss,
     gaussianity_metrics,
     hist_rmse,
     kurtosis,
     kurtosis_term,
-    select_classes,
     simplified_loss,
     target_means,
 )

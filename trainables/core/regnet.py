@@ -22,7 +22,10 @@ import math
 from typing import Callable
 
 import torch
-from torch import nn
+
+from .losses import Term
+from .models import Head
+from .registry import register
 
 DEFAULT_JITTER = 1e-6  # relative to sigma_T^2; added to Sigma_O before the Cholesky factorization
 _VAR_EPS = 1e-12  # floor on per-dimension variances in kurtosis / skewness (a collapsed dimension gives 0, not NaN)
@@ -33,19 +36,27 @@ def target_means(d: int, mu_t: float, dtype=torch.float32, device=None) -> torch
     return mu_t * torch.eye(d, dtype=dtype, device=device)
 
 
-class GaussianHead(nn.Module):
+class GaussianHead(Head):
     """Linear map features -> latent z in R^d; scores are -1/2 ||z - mu_T,c||^2 / sigma_T^2 per class c.
 
     ``latent(features)`` gives z (for the RegNet losses, the latent plots and gaussianity metrics);
-    ``forward(features)`` gives the scores, whose argmax is the nearest target mean.
+    ``forward(features)`` gives the scores, whose argmax is the nearest target mean. The head carries its
+    objective (``regnet_loss``, ``kurtosis_penalty``): the ``regnet`` and ``kurtosis`` batch terms call
+    ``objective`` / ``kurtosis`` on it, so the Gaussian-latent fields act exactly when the head is chosen.
     """
 
-    def __init__(self, in_features: int, d: int, mu_t: float = 70.0, sigma_t: float = 1.0):
+    def __init__(self, in_features: int, d: int, mu_t: float = 70.0, sigma_t: float = 1.0,
+                 regnet_loss: str = "covariance", kurtosis_penalty: str = "linear"):
         super().__init__()
         if mu_t <= 0 or sigma_t <= 0:
             raise ValueError(f"mu_t and sigma_t must be > 0 (got mu_t={mu_t}, sigma_t={sigma_t})")
-        self.linear = nn.Linear(in_features, d)
+        for value, names, what in ((regnet_loss, REGNET_LOSSES, "regnet_loss"),
+                                   (kurtosis_penalty, KURTOSIS_PENALTIES, "kurtosis_penalty")):
+            if value not in names:
+                raise ValueError(f"unknown {what} '{value}'; choose one of: {', '.join(names)}")
+        self.linear = torch.nn.Linear(in_features, d)
         self.d, self.mu_t, self.sigma_t = d, float(mu_t), float(sigma_t)
+        self.regnet_loss, self.kurtosis_penalty = regnet_loss, kurtosis_penalty
 
     def latent(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features)
@@ -53,11 +64,16 @@ class GaussianHead(nn.Module):
     def scores(self, z: torch.Tensor) -> torch.Tensor:
         return gaussian_scores(z, self.mu_t, self.sigma_t)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.scores(self.latent(features))
+    def objective(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The configured RegNet loss of a batch (float32 scalar; computed in float64)."""
+        return REGNET_LOSSES[self.regnet_loss](z, y, self.mu_t, self.sigma_t, self.d).float()
+
+    def kurtosis(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """sum_c penalty(K_c - 3), unweighted (the term's weight is F_k)."""
+        return kurtosis_term(z, y, 1.0, self.kurtosis_penalty, self.d).float()
 
     def extra_repr(self) -> str:
-        return f"d={self.d}, mu_t={self.mu_t}, sigma_t={self.sigma_t}"
+        return f"d={self.d}, mu_t={self.mu_t}, sigma_t={self.sigma_t}, loss={self.regnet_loss}"
 
 
 def gaussian_scores(z: torch.Tensor, mu_t: float, sigma_t: float = 1.0) -> torch.Tensor:
@@ -268,32 +284,47 @@ def balanced_batches(y: torch.Tensor, batch_size: int, generator: torch.Generato
     return [torch.cat([r, f]) for r, f in zip(reserved, torch.tensor_split(rest, num_batches))]
 
 
-# ---------------------------------------------------------------- class subsets
-def class_subset_map(num_classes: int, classes: list[int] | None = None,
-                     class_groups: list[list[int]] | None = None) -> torch.Tensor:
-    """Old label -> new label (-1 = dropped) for ``classes`` (keep, relabel 0..k-1 in the given order) or
-    ``class_groups`` (label = group index; labels outside every group dropped). Neither: identity."""
-    if classes is not None and class_groups is not None:
-        raise ValueError("set either classes or class_groups, not both")
-    groups = [[c] for c in classes] if classes is not None else class_groups
-    if groups is None:
-        return torch.arange(num_classes)
-    flat = [c for g in groups for c in g]
-    if not groups or any(not g for g in groups):
-        raise ValueError("classes / class_groups must not be empty")
-    if len(set(flat)) != len(flat):
-        raise ValueError(f"a class appears twice in {groups}")
-    bad = [c for c in flat if not 0 <= c < num_classes]
-    if bad:
-        raise ValueError(f"classes {bad} out of range 0..{num_classes - 1}")
-    mapping = torch.full((num_classes,), -1, dtype=torch.long)
-    for new, g in enumerate(groups):
-        mapping[torch.tensor(g)] = new
-    return mapping
+# ---------------------------------------------------------------- registrations
+@register("head", "gaussian")
+def gaussian(in_features: int, num_classes: int, *, mu_t: float, sigma_t: float, regnet_loss: str,
+             kurtosis_factor: float, kurtosis_penalty: str) -> GaussianHead:
+    """RegNet's Gaussian latent head, d = number of classes. ``kurtosis_factor`` is declared here (and weighs the
+    ``kurtosis`` term) so that it acts only with this head."""
+    return GaussianHead(in_features, num_classes, mu_t, sigma_t, regnet_loss, kurtosis_penalty)
 
 
-def select_classes(x: torch.Tensor, y: torch.Tensor, mapping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the samples whose label ``mapping`` keeps, relabelled."""
-    new = mapping.to(y.device)[y]
-    keep = new >= 0
-    return x[keep], new[keep]
+@register("term", "regnet")
+def regnet_term(*, head: str) -> Term | None:
+    """The covariance / simplified loss of the Gaussian head's latents (weight 1), logged as ``train_regnet``."""
+    if head != "gaussian":
+        return None
+    return Term("regnet", 1.0, lambda out, y, model: model.head.objective(out.latent, y))
+
+
+@register("term", "kurtosis")
+def kurtosis_batch_term(*, head: str, kurtosis_factor: float) -> Term | None:
+    """F_k * sum_c penalty(K_c - 3) on the Gaussian head's latents, logged (unweighted) as ``train_kurtosis``."""
+    if head != "gaussian" or not kurtosis_factor:
+        return None
+    return Term("kurtosis", kurtosis_factor, lambda out, y, model: model.head.kurtosis(out.latent, y))
+
+
+# ---------------------------------------------------------------- the per-epoch evaluator
+def latents(model, split, batch_size: int = 1024) -> torch.Tensor:
+    """The head's latents of a split (eval mode, no grad), concatenated."""
+    from .attacks import eval_mode
+
+    with torch.no_grad(), eval_mode(model):
+        return torch.cat([model.outputs(split.x[i : i + batch_size]).latent.float()
+                          for i in range(0, len(split), batch_size)])
+
+
+GAUSSIANITY_METRICS = tuple(f"val_{k}" for k in ("kurtosis_mean", "skew_mean", "abs_skew_mean", "std_mean",
+                                                  "own_mean_error", "hist_rmse"))
+
+
+def gaussianity_evaluator(trainer) -> dict[str, float]:
+    """Trainer hook: ``GAUSSIANITY_METRICS`` of the reported model's validation latents, every epoch."""
+    model, cfg = trainer.eval_model(), trainer.cfg
+    z = latents(model, trainer.data.val, cfg.eval_batch_size)
+    return gaussianity_metrics(z, trainer.data.val.y, cfg.mu_t, cfg.sigma_t, prefix="val_")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import register
+
 
 class _ShakeMix(torch.autograd.Function):
     """a * x1 + (1 - a) * x2 forward; gradients scaled by b and (1 - b) backward."""
@@ -95,3 +97,9 @@ class ShakeShake(nn.Module):
 def shakeshake26_2x96d(in_channels: int = 3, width: int = 96) -> ShakeShake:
     """The thesis's encoder: depth 26, two branches, base width 96 (``width`` shrinks it for tests)."""
     return ShakeShake(in_channels, depth=26, width=width)
+
+
+@register("backbone", "shakeshake26_2x96d")
+def _shakeshake26_2x96d(in_channels: int, image_size: int) -> ShakeShake:
+    """Shake-Shake 26 2x96d (26.2 M parameters); its own BatchNorm and ReLU, so no config field acts on it."""
+    return shakeshake26_2x96d(in_channels)
