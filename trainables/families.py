@@ -85,13 +85,12 @@ register_family(Family(
 ))
 
 class RegNetFamily(Family):
-    """The regnet family: the study names the head (gaussian or linear: the cross-entropy baseline inside the same
-    search); the per-sample loss follows it (``trainables.regnet.loss_for``), so ``loss`` is not writable."""
+    """The regnet family: ``head`` gaussian, or linear (the cross-entropy baseline inside the same search; the
+    default, as everywhere); the per-sample loss follows the head (``trainables.regnet.loss_for``), so ``loss``
+    is not writable."""
 
     def schema_problems(self, config: Mapping[str, Any]) -> list[str]:
         out = super().schema_problems(config)
-        if "head" not in config:
-            out.append(f"head: family '{self.name}' needs head ({' or '.join(self.choices['head'])}), fixed or searched")
         if "loss" in config:
             out.append(f"loss: family '{self.name}' sets the loss from the head (none with gaussian: the RegNet "
                        "terms are the objective; cross_entropy with linear); remove it")
@@ -100,7 +99,7 @@ class RegNetFamily(Family):
     def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         from trainables.regnet import trial_config
 
-        return super().metrics(trial_config(config) if "head" in config else config)
+        return super().metrics(trial_config(config))
 
 
 def _regnet_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:

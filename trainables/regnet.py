@@ -2,7 +2,7 @@
 
 Every epoch: the core's metrics (``train_regnet`` / ``train_kurtosis`` terms, robust and plain FGSM accuracy when
 ``eval_eps`` is set) plus, under the Gaussian head, the gaussianity of the validation latents. At the last
-epoch: torchattacks APGD with the CE and the scale-invariant DLR loss at the largest eval eps, and a
+epoch: torchattacks APGD with the CE and the scale-invariant DLR loss at the largest eval eps <= 0.3, and a
 ``gradient_masking`` flag when our PGD beats the stronger of them by more than 2 points (the CE of RegNet's
 scores saturates at large mu_T, so a flat FGSM curve alone is not robustness).
 """
@@ -23,8 +23,8 @@ def loss_for(head: str) -> str:
 
 
 def trial_config(config: dict) -> dict:
-    """The training config of a trial: the study's (which names the head; see ``families``) plus the loss."""
-    return {**config, "loss": loss_for(config["head"])}
+    """The training config of a trial: the study's plus the loss its head implies (head default: linear)."""
+    return {**config, "loss": loss_for(config.get("head", "linear"))}
 
 
 def independent_metrics(trainer: Trainer, metrics: dict[str, float]) -> dict[str, float]:
@@ -49,5 +49,5 @@ def independent_metrics(trainer: Trainer, metrics: dict[str, float]) -> dict[str
 
 def train_regnet(config: dict) -> None:
     config = trial_config(config)
-    evaluators = [gaussianity_evaluator] if config["head"] == "gaussian" else []
+    evaluators = [gaussianity_evaluator] if config.get("head") == "gaussian" else []
     run_trial(config, final_metrics=independent_metrics, evaluators=evaluators)
