@@ -195,6 +195,12 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
                "![accuracy vs eps](robustness.png)", ""]
         md += tables.to_markdown(ranked[cols].head(top)).splitlines() + [""]
 
+    if info.family == "regnet":
+        from . import regnet
+
+        log("RegNet sections")
+        md += regnet.sections(info, df, out, log, best_model=best_model)
+
     if best_model:
         md += _best_model(info, out, log, umap_points)
 
