@@ -212,7 +212,6 @@ def sections(info, df: pd.DataFrame, out: Path, log: Callable[[str], None] = pri
 
 def _best_model_sections(info, out: Path, log) -> list[str]:
     from trainables.core import DatasetNotFound
-    from trainables.core.attacks import fgsm
 
     from . import embedding, records
 
@@ -224,25 +223,35 @@ def _best_model_sections(info, out: Path, log) -> list[str]:
             model, cfg, split = embedding.from_checkpoint(ckpt, "test")
         except DatasetNotFound as e:
             return [f"Best-model latent plots skipped: {str(e).splitlines()[0]}", ""]
+    return model_sections(model, cfg, split, out, log, f"trial {info.best_trial}")
+
+
+def model_sections(model, cfg, split, out: Path, log=print, label: str = "") -> list[str]:
+    """Histograms against the target density (with RMSE) and, for d = 3, the 3-D latent scatter clean and under
+    FGSM 0.1 / 0.3, for a Gaussian-head model on (up to 2000 samples of) ``split``; nothing for other heads."""
+    from trainables.core.attacks import fgsm
+
+    from . import embedding
+
     if getattr(cfg, "head", "linear") != "gaussian":
         return []
     split = embedding.subsample(split, 2000)
+    model.eval()
     with torch.no_grad():
         z = model.outputs(split.x).latent
-    md = []
     path, rmse = latent_histograms(z, split.y, cfg.mu_t, cfg.sigma_t, out / "regnet_histograms.png")
-    md += [f"Best trial's test latents, own axis per class, against N(mu_T, sigma_T): mean RMSE "
-           f"{np.nanmean(rmse):.4f}.", "", f"![histograms]({path.name})", ""]
+    md = [f"Test latents of {label or 'the best model'}, own axis per class, against N(mu_T, sigma_T): mean "
+          f"histogram RMSE {np.nanmean(rmse):.4f}.", "", f"![histograms]({path.name})", ""]
     if z.shape[1] == 3:
-        log("3-D latent scatter of the best three-class model (clean, FGSM 0.1, 0.3)")
+        log("3-D latent scatter of the three-class model (clean, FGSM 0.1, 0.3)")
         lat = {"clean": (z, split.y)}
         for eps in (0.1, 0.3):
             with torch.no_grad():
                 lat[f"FGSM eps {eps}"] = (model.outputs(fgsm(model, split.x, split.y, eps=eps)).latent, split.y)
-        latent_scatter(lat, cfg.mu_t, out / "regnet_latent3d.png", title=f"trial {info.best_trial}")
-        md += ["![3-D latent space](regnet_latent3d.png)", ""]
+        latent_scatter(lat, cfg.mu_t, out / "regnet_latent3d.png", title=label)
+        md += ["![3-D latent space, clean and under FGSM](regnet_latent3d.png)", ""]
     return md
 
 
 __all__ = ["metric_vs_param", "eps_bands", "grouped_eps_curves", "eps_points", "latent_scatter",
-           "latent_histograms", "sections"]
+           "latent_histograms", "sections", "model_sections"]

@@ -51,3 +51,19 @@ def test_latent_plots(tmp_path):
     assert path.stat().st_size > 1000 and len(rmse) == 3 and max(rmse) < 0.1
     regnet.latent_scatter({"clean": (z, y), "shifted": (z + 3, y)}, 10.0, tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_model_sections_of_a_three_class_checkpoint(tmp_path, tiny):
+    from analysis import embedding
+    from trainables.core import Trainer
+
+    trainer = Trainer({**tiny, "head": "gaussian", "loss": "none", "mu_t": 10.0, "classes": [0, 1, 2],
+                       "optimizer": "adam", "lr": 0.003, "weight_decay": 0.0})
+    trainer.fit()
+    ckpt = trainer.save_checkpoint(tmp_path / "c.pt")
+    model, cfg, split = embedding.from_checkpoint(ckpt, "test")
+    md = regnet.model_sections(model, cfg, split, tmp_path, log=lambda m: None)
+    assert (tmp_path / "regnet_histograms.png").is_file() and (tmp_path / "regnet_latent3d.png").is_file()
+    assert any("RMSE" in line for line in md)
+    linear = Trainer({**tiny, "epochs": 1})
+    assert regnet.model_sections(linear.model, linear.cfg, linear.data.test, tmp_path) == []
