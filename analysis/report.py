@@ -205,6 +205,12 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
                "over seeds of the objective and the test metrics (final epoch).", ""]
         md += tables.to_markdown(repro).splitlines() + [""]
 
+    if info.family == "regnet":
+        from . import regnet
+
+        log("RegNet sections")
+        md += regnet.sections(info, df, out, log, best_model=best_model)
+
     if best_model:
         md += _best_model(info, out, log, umap_points)
 

@@ -144,6 +144,8 @@ TEST_VALUES = {
     "adv_eps": 0.05, "adv_steps": 2, "adv_step_size": 0.02, "adv_beta": 0.5, "gairat_lambda": 0.5,
     "gairat_burn_in": 1,
     "eval_eps": (0.05,), "eval_pgd_steps": 3, "eval_samples": 32, "crop_padding": 1,
+    "mu_t": 12.0, "sigma_t": 2.0, "regnet_loss": "simplified", "kurtosis_factor": 0.5, "kurtosis_penalty": "square",
+    "milestones": (2, 4),
 }
 GIVEN = {"activation"}  # declared by backbones, received as the built activation factory
 

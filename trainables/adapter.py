@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import ray
 import torch
 from ray import tune
 
 from trainables.core import TrainConfig, Trainer
+from trainables.core.train import Evaluator
 from trainables.objective import OBJECTIVE_KEY, score
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -29,12 +30,12 @@ def config_from_trial(config: dict) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in config.items() if k not in NON_TRAINING_KEYS})
 
 
-def run_trial(config: dict, final_metrics: FinalMetrics | None = None) -> None:
+def run_trial(config: dict, final_metrics: FinalMetrics | None = None, evaluators: Iterable[Evaluator] = ()) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
     # As many torch threads as CPUs given to this trial: more would fight the trials beside it.
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    trainer = Trainer(config_from_trial(config))  # Ray hides GPUs not assigned to this trial
+    trainer = Trainer(config_from_trial(config), evaluators=evaluators)  # Ray hides GPUs not assigned to this trial
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:

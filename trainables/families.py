@@ -31,7 +31,7 @@ EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "l
 
 def robust_metric_names(eval_eps) -> tuple[str, ...]:
     """Metric names the robust evaluation reports for a list of eps values (``pgd_acc_eps0.1``, ...)."""
-    return tuple(metric_name(attack, eps) for eps in eval_eps for attack in ("fgsm", "pgd", "noise"))
+    return tuple(metric_name(attack, eps) for eps in eval_eps for attack in ("fgsm", "fgsm_plain", "pgd", "noise"))
 
 
 def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -84,4 +84,36 @@ register_family(Family(
     "and an independent torchattacks check of the final model",
 ))
 
-__all__ = ["Family", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics", "robust_metric_names"]
+class RegNetFamily(Family):
+    """The regnet family: ``head`` gaussian, or linear (the cross-entropy baseline inside the same search; the
+    default, as everywhere); the per-sample loss follows the head (``trainables.regnet.loss_for``), so ``loss``
+    is not writable."""
+
+    def schema_problems(self, config: Mapping[str, Any]) -> list[str]:
+        out = super().schema_problems(config)
+        if "loss" in config:
+            out.append(f"loss: family '{self.name}' sets the loss from the head (none with gaussian: the RegNet "
+                       "terms are the objective; cross_entropy with linear); remove it")
+        return out
+
+    def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        from trainables.regnet import trial_config
+
+        return super().metrics(trial_config(config))
+
+
+def _regnet_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
+    from trainables.core.regnet import GAUSSIANITY_METRICS
+
+    return GAUSSIANITY_METRICS if config.get("head") == "gaussian" else ()
+
+
+register_family(RegNetFamily(
+    "regnet", "trainables.regnet:train_regnet",
+    "RegNet: Gaussian latent head (covariance / simplified loss, kurtosis term, nearest-mean prediction) vs the "
+    "linear cross-entropy baseline; gaussianity metrics every epoch, plain and robust FGSM accuracy per eps",
+    choices={"head": ("gaussian", "linear"), "adv_mode": ("none",)},
+    extra_metrics=_regnet_metrics,
+))
+
+__all__ = ["Family", "RegNetFamily", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics", "robust_metric_names"]

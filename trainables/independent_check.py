@@ -19,13 +19,17 @@ from trainables.core.attacks import eval_mode
 from trainables.core.tv import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
 
 
-def _attacks(model: nn.Module, eps: float, steps: int, autoattack: bool, n_classes: int, seed: int) -> dict:
+def _attacks(model: nn.Module, eps: float, steps: int, autoattack: bool, n_classes: int, seed: int,
+             dlr: bool = False) -> dict:
     import torchattacks  # here, not at the top: the import sorter would hoist it above trainables.core.tv
 
     found = {
         "pgd_acc": torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True),
         "apgd_acc": torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),
     }
+    if dlr and n_classes >= 3:  # DLR needs the third-largest score
+        found["apgd_dlr_acc"] = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="dlr",
+                                                  seed=seed)
     if autoattack:
         found["autoattack_acc"] = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
                                                           n_classes=n_classes, seed=seed)
@@ -33,8 +37,13 @@ def _attacks(model: nn.Module, eps: float, steps: int, autoattack: bool, n_class
 
 
 def independent_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 20,
-                      autoattack: bool = False, batch_size: int = 512, seed: int = 0) -> dict[str, float]:
+                      autoattack: bool = False, batch_size: int = 512, seed: int = 0,
+                      dlr: bool = False) -> dict[str, float]:
     """Clean accuracy and accuracy under torchattacks' PGD, APGD (and AutoAttack if asked).
+
+    ``dlr`` adds APGD on the DLR loss (``apgd_dlr_acc``, 3+ classes), which is invariant to the scale of the
+    scores: it still finds adversarial examples when a saturated softmax zeroes the cross-entropy gradient
+    (as with RegNet's squared-distance scores at large mu_T).
 
     ``x`` holds pixels in [0, 1], which is what our models take and torchattacks expects.
     PGD uses our evaluation's step (2.5 eps / steps) and a random start. The global RNG is
@@ -52,9 +61,10 @@ def independent_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
         out = {"clean_acc": int(ok.sum()) / max(1, len(y))}
         if eps <= 0:
             return {**out, "pgd_acc": out["clean_acc"], "apgd_acc": out["clean_acc"],
-                    **({"autoattack_acc": out["clean_acc"]} if autoattack else {})}
+                    **({"autoattack_acc": out["clean_acc"]} if autoattack else {}),
+                    **({"apgd_dlr_acc": out["clean_acc"]} if dlr and n_classes >= 3 else {})}
         xs, ys = x[ok], y[ok]  # only correctly classified samples can still count
-        for name, attack in _attacks(model, eps, steps, autoattack, n_classes, seed).items():
+        for name, attack in _attacks(model, eps, steps, autoattack, n_classes, seed, dlr).items():
             kept = 0
             for i in range(0, len(ys), batch_size):
                 xb, yb = xs[i : i + batch_size], ys[i : i + batch_size]

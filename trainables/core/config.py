@@ -17,7 +17,10 @@ from . import data as _data  # noqa: F401 - registers the datasets and the augme
 from . import losses as _losses  # noqa: F401 - registers losses and batch terms
 from . import models as _models  # noqa: F401 - registers backbones, heads, activations
 from . import optim as _optim  # noqa: F401 - registers optimizers, schedulers, SWA
+from . import shakeshake as _shakeshake  # noqa: F401 - registers the Shake-Shake backbone
+from .data import DATASETS, class_subset_map
 from .registry import registry
+from .regnet import KURTOSIS_PENALTIES, REGNET_LOSSES  # importing it registers the gaussian head and its terms
 
 
 class ConfigError(ValueError):
@@ -92,6 +95,10 @@ class TrainConfig(BaseModel):
     channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3)")
     augment: bool = True
     crop_padding: int | None = Field(None, ge=0, description="default: 4 from 32px, 2 from 16px, else 0")
+    classes: tuple[int, ...] | None = Field(None, description="train and evaluate on these classes only, "
+                                            "relabelled 0..k-1 in this order")
+    class_groups: tuple[tuple[int, ...], ...] | None = Field(None, description="label = index of the group holding "
+                                                             "the class; classes outside every group dropped")
 
     # model = backbone + head
     model: str = "cnn"
@@ -102,6 +109,12 @@ class TrainConfig(BaseModel):
     batchnorm: bool = True
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     width: int = Field(64, gt=0, description="base width of ResNet / VGG")
+    # the Gaussian latent head (RegNet): fields act only with head: gaussian
+    mu_t: float = Field(70.0, gt=0.0, description="target mean: class c maps to mu_t * e_c")
+    sigma_t: float = Field(1.0, gt=0.0, description="target std (covariance sigma_t^2 I)")
+    regnet_loss: str = Field("covariance", description="covariance (KL with full Sigma_O) or simplified (diagonal)")
+    kurtosis_factor: float = Field(0.2, ge=0.0, description="F_k, weight of the kurtosis term (thesis: 0.2)")
+    kurtosis_penalty: str = Field("linear", description="penalty(K - 3): linear (as printed), abs or square")
 
     # loss: a per-sample term + batch-level terms
     loss: str = "cross_entropy"
@@ -119,6 +132,8 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(None, gt=0.0)
     scheduler: str = "cosine"
     step_size: int = Field(30, gt=0)
+    milestones: tuple[int, ...] = Field((1000, 5000, 10000, 20000), description="multistep: iterations (batches) "
+                                        "at which the lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     min_lr: float = Field(1e-5, ge=0.0, description="cosine's final lr (seed 003: 1e-5)")
     plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)
@@ -158,6 +173,18 @@ class TrainConfig(BaseModel):
         kind = "dataset" if info.field_name == "dataset" else SWITCHES[info.field_name].kind
         return _one_of(v, registry(kind), info.field_name)
 
+    @field_validator("regnet_loss", "kurtosis_penalty")
+    @classmethod
+    def _regnet_names(cls, v, info: ValidationInfo):
+        return _one_of(v, REGNET_LOSSES if info.field_name == "regnet_loss" else KURTOSIS_PENALTIES, info.field_name)
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v):
+        if not v or any(m <= 0 for m in v) or list(v) != sorted(set(v)):
+            raise ValueError("milestones must be increasing positive iteration counts")
+        return v
+
     @field_validator("filters")
     @classmethod
     def _filters(cls, v):
@@ -188,6 +215,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"swa_start ({self.swa_start}) must be < epochs ({self.epochs}): SWA would never start")
         if self.adv_mode != "none" and self.adv_eps <= 0:
             raise ValueError(f"adv_mode '{self.adv_mode}' needs adv_eps > 0")
+        if self.classes is not None or self.class_groups is not None:
+            class_subset_map(DATASETS[self.dataset].num_classes, self.classes, self.class_groups)  # raises if invalid
         return self
 
     # ------------------------------------------------------------ construction helpers

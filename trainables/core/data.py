@@ -9,6 +9,7 @@ the same thing on every dataset.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import os
@@ -18,7 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -350,11 +351,15 @@ def load_data(
     size: int | None = None,
     max_train_samples: int | None = None,
     device: torch.device | str = "cpu",
+    classes: Sequence[int] | None = None,
+    class_groups: Sequence[Sequence[int]] | None = None,
 ) -> DataBundle:
     """Load a registered dataset into memory as train / val / test tensors on ``device``.
 
     The validation split is held out of the shipped training set by ``split_seed``;
     the test split is the shipped one and is never used for model selection.
+    ``classes`` / ``class_groups`` keep a subset of the classes, relabelled (``subset_info`` gives the
+    bundle's ``info`` with the new class count); ``max_train_samples`` counts the kept samples.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
@@ -364,10 +369,19 @@ def load_data(
     perm = torch.randperm(len(raw.train_y), generator=g)
     n_val = int(round(len(perm) * val_fraction))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
+    mapping = None
+    if classes is not None or class_groups is not None:
+        mapping = class_subset_map(info.num_classes, classes, class_groups)
+        info = subset_info(info, classes, class_groups)
+        train_idx = train_idx[mapping[raw.train_y[train_idx]] >= 0]
+        val_idx = val_idx[mapping[raw.train_y[val_idx]] >= 0]
     if max_train_samples is not None:
         train_idx = train_idx[:max_train_samples]
 
     def make(x, y):
+        if mapping is not None:
+            keep = mapping[y] >= 0
+            x, y = x[keep], mapping[y[keep]]
         x = convert(to_float(x), channels, size)
         return Split(x.to(device), y.to(device))
 
@@ -378,6 +392,46 @@ def load_data(
         test=make(raw.test_x, raw.test_y),
         source=raw.source,
     )
+
+
+def class_subset_map(num_classes: int, classes: Sequence[int] | None = None,
+                     class_groups: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """Old label -> new label (-1 = dropped) for ``classes`` (keep, relabel 0..k-1 in the given order) or
+    ``class_groups`` (label = group index; labels outside every group dropped). Neither: identity."""
+    if classes is not None and class_groups is not None:
+        raise ValueError("set either classes or class_groups, not both")
+    groups = [[c] for c in classes] if classes is not None else class_groups
+    if groups is None:
+        return torch.arange(num_classes)
+    flat = [c for g in groups for c in g]
+    if not groups or any(not g for g in groups):
+        raise ValueError("classes / class_groups must not be empty")
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"a class appears twice in {groups}")
+    bad = [c for c in flat if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"classes {bad} out of range 0..{num_classes - 1}")
+    mapping = torch.full((num_classes,), -1, dtype=torch.long)
+    for new, g in enumerate(groups):
+        mapping[torch.tensor(g)] = new
+    return mapping
+
+
+def select_classes(x: torch.Tensor, y: torch.Tensor, mapping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the samples whose label ``mapping`` keeps, relabelled."""
+    new = mapping.to(y.device)[y]
+    keep = new >= 0
+    return x[keep], new[keep]
+
+
+def subset_info(info: DatasetInfo, classes: Sequence[int] | None = None,
+                class_groups: Sequence[Sequence[int]] | None = None) -> DatasetInfo:
+    """``info`` with ``num_classes`` = the number of selected classes or groups (unchanged without a subset)."""
+    if classes is not None:
+        return dataclasses.replace(info, num_classes=len(classes))
+    if class_groups is not None:
+        return dataclasses.replace(info, num_classes=len(class_groups))
+    return info
 
 
 # ---------------------------------------------------------------- batched augmentation

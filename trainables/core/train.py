@@ -22,7 +22,7 @@ from torch.optim.swa_utils import update_bn
 
 from .adversarial import make_batch_loss
 from .config import TrainConfig
-from .data import DATASETS, DataBundle, DatasetInfo, Split, load_data, norm_stats
+from .data import DATASETS, DataBundle, DatasetInfo, Split, load_data, norm_stats, subset_info
 from .losses import build_terms
 from .models import Network
 from .models import build_network as _build_network
@@ -46,7 +46,8 @@ def _on_off(v) -> str:
 def build_data(cfg: TrainConfig, device: torch.device) -> DataBundle:
     return load_data(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, val_fraction=cfg.val_fraction,
                      split_seed=cfg.split_seed, channels=cfg.channels, size=cfg.image_size,
-                     max_train_samples=cfg.max_train_samples, device=device)
+                     max_train_samples=cfg.max_train_samples, device=device, classes=cfg.classes,
+                     class_groups=cfg.class_groups)
 
 
 def build_network(cfg: TrainConfig, data: DataBundle) -> Network:
@@ -473,7 +474,7 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[Network, TrainCon
     """
     state = read_checkpoint(path, device, needs=("model", "config", "epoch"))
     cfg = TrainConfig.from_dict(state["config"], strict=False)  # a record of what ran, older ones included
-    info = DATASETS[cfg.dataset]
+    info = subset_info(DATASETS[cfg.dataset], cfg.classes, cfg.class_groups)
     with torch.random.fork_rng(devices=[]):  # weight initialization would consume the caller's RNG
         model = network_for(cfg, info, cfg.channels or info.channels, cfg.image_size or info.size)
     weights = state["model"]
