@@ -211,9 +211,10 @@ def sections(info, df: pd.DataFrame, out: Path, log: Callable[[str], None] = pri
 
 
 def _best_model_sections(info, out: Path, log) -> list[str]:
+    import records
     from trainables.core import DatasetNotFound
 
-    from . import embedding, records
+    from . import embedding
 
     with tempfile.TemporaryDirectory() as d:
         ckpt = records.download_checkpoint(info, d)
