@@ -156,10 +156,12 @@ def latent_histograms(z: torch.Tensor, y: torch.Tensor, mu_t: float, sigma_t: fl
     for c in range(d):
         ax = fig.add_subplot(rows, cols, c + 1)
         own = zz[yy == c, c].numpy()
-        if len(own):
-            counts, edges = np.histogram(own, bins=bins, range=(grid[0], grid[-1]))
+        if len(own):  # drawn over the data's range too (the RMSE stays on mu_T +- width sigma_T)
+            lo, hi = min(grid[0], np.percentile(own, 1)), max(grid[-1], np.percentile(own, 99))
+            counts, edges = np.histogram(own, bins=bins, range=(lo, hi))
             ax.stairs(counts / (len(own) * (edges[1] - edges[0])), edges, fill=True, alpha=0.5)
         ax.plot(grid, pdf, color="black", lw=1)
+        ax.axvspan(grid[0], grid[-1], color="gray", alpha=0.08)
         ax.set_title(f"class {c}: RMSE {rmse[c]:.3f}", fontsize="small")
         ax.tick_params(labelsize="x-small")
     return _save(fig, out), rmse
@@ -211,9 +213,10 @@ def sections(info, df: pd.DataFrame, out: Path, log: Callable[[str], None] = pri
 
 
 def _best_model_sections(info, out: Path, log) -> list[str]:
+    import records
     from trainables.core import DatasetNotFound
 
-    from . import embedding, records
+    from . import embedding
 
     with tempfile.TemporaryDirectory() as d:
         ckpt = records.download_checkpoint(info, d)
