@@ -59,7 +59,7 @@ def free_port() -> int:
 
 def experiment_url(uri: str, search: str) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from search import tracking
+    from records import schema as tracking
 
     client = tracking.client_for(uri)
     parent = tracking.find_parent(client, search)

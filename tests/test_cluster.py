@@ -78,7 +78,7 @@ def fresh_checkout(dest: Path) -> Path:
 
 
 def trial_runs(cluster, name: str):
-    from search import tracking
+    from records import schema as tracking
 
     client = tracking.client_for(cluster["mlflow"])
     parent = tracking.find_parent(client, name)
@@ -88,7 +88,7 @@ def trial_runs(cluster, name: str):
 
 def assert_each_trial_once_contiguous(client, children, epochs_of=None) -> int:
     """Every trial has one run, and its val_acc steps are 1..n, each once. Returns the metric points."""
-    from search import tracking
+    from records import schema as tracking
 
     ids = [c.data.tags[tracking.TRIAL_ID] for c in children]
     assert len(ids) == len(set(ids)) == TRIALS, ids

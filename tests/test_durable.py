@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from search import durable, tracking
+from records import schema as tracking
+from search import durable
 from search.errors import SearchError
 
 
@@ -175,7 +176,9 @@ def test_epoch_trained_again_after_resume_is_logged_once(store):
     class Trial:
         trial_id, config = "t1", {"lr": 0.01}
 
-    logger = MlflowTrialLogger(uri, parent, "redo", 4, "val_acc", "max")
+    from records.states import TrialTracker
+
+    logger = MlflowTrialLogger(uri, parent, "redo", TrialTracker("val_acc", "max", 4))
     logger.setup()
     for step in (2, 3):
         logger.on_trial_result(0, [], Trial(), {"training_iteration": step, "val_acc": 0.6 + step / 100, "lr": 0.01})
