@@ -26,7 +26,6 @@ from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
 from . import doors, durable
-from .callbacks import AshaState, MlflowTrialLogger
 from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
@@ -245,6 +244,8 @@ def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=study.budget.max_epochs,
                                   grace_period=study.budget.grace_period,
                                   reduction_factor=study.budget.reduction_factor)
+        from .callbacks import AshaState
+
         callbacks = [*callbacks, AshaState(scheduler)]  # Tune does not save ASHA's rungs; this callback does
     return assemble_tuner(family=study.family, cpus=study.resources.cpus, gpus=study.resources.gpus, name=meta.name,
                           storage=meta.storage, metric=metric, mode=mode, max_failures=study.budget.max_failures,
@@ -388,6 +389,8 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
 
 def retarget_callbacks(tuner, meta: SearchMeta) -> None:
     """Restored callbacks keep the tracking URI of the first driver; this driver may see the server elsewhere."""
+    from .callbacks import MlflowTrialLogger
+
     for cb in tuner._local_tuner.get_run_config().callbacks or []:
         if isinstance(cb, MlflowTrialLogger):
             cb.uri, cb._client = meta.tracking_uri, None
