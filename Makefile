@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all test-cluster bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(DEVSTAMP): pyproject.toml $(STAMP)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,cluster]"
 	touch $@
 
 demo: $(STAMP)
@@ -35,6 +35,10 @@ test: $(DEVSTAMP)  ## the quick default: every test not marked slow
 
 test-all: $(DEVSTAMP)  ## the slow tests too (what CI runs)
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS) || { rc=$$?; $(NO_TESTS); }
+
+# The multi-node tests (job submission, node loss, resume, PostgreSQL-backed MLflow): a few minutes.
+test-cluster: $(DEVSTAMP)
+	$(BIN)/python -m pytest -m slow tests/test_cluster.py
 
 bench: $(DEVSTAMP)
 	$(BIN)/python bench/core_vs_raw.py

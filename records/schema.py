@@ -46,7 +46,21 @@ def at_best_key(metric: str) -> str:
 
 
 def tracking_uri(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return with_db_driver(explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+def with_db_driver(uri: str) -> str:
+    """``postgresql://`` as users write it, with the driver that is installed (SQLAlchemy needs one)."""
+    if not uri.startswith(("postgresql://", "postgres://")):
+        return uri
+    from importlib.util import find_spec
+
+    rest = uri.split("://", 1)[1]
+    for module, dialect in (("psycopg2", "postgresql+psycopg2"), ("psycopg", "postgresql+psycopg")):
+        if find_spec(module):
+            return f"{dialect}://{rest}"
+    raise StoreNotFound(f"{uri.split('@')[-1]}: no PostgreSQL driver is installed; "
+                        "pip install 'robust-search[cluster]' (psycopg2-binary)")
 
 
 class StoreNotFound(FileNotFoundError):
@@ -100,9 +114,16 @@ def as_metrics(result: dict[str, Any], step: int) -> list[Metric]:
             if k not in NON_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI's "Model training" view
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    if exp is None:
+        return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
+    if EXPERIMENT_KIND[0] not in exp.tags:  # MLflow 3 otherwise opens an untagged experiment in its GenAI view
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return exp.experiment_id
 
 
 def searched_metric(study) -> str:

@@ -7,6 +7,7 @@ All writes happen on the driver: trials finishing at the same time never contend
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from mlflow.entities import Metric
@@ -16,6 +17,8 @@ from ray import tune
 from records import schema
 from records.schema import EPOCHS_RUN, PARENT, RESOURCES, ROLE, SEARCH, STATE, TRIAL_ID
 from records.states import TrialTracker
+
+from . import durable
 
 
 def requested_resources(trial) -> str:
@@ -34,10 +37,13 @@ class MlflowTrialLogger(tune.Callback):
         self.uri, self.parent_run_id, self.search_name, self.tracker = uri, parent_run_id, search_name, tracker
         self._client: MlflowClient | None = None
         self.runs: dict[str, str] = {}
+        self.last_beat = 0.0
+        self.redone: dict[str, int] = {}
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment state; clients do not pickle
         state = dict(self.__dict__)
         state["_client"] = None
+        state["last_beat"] = 0.0  # a monotonic time means nothing to the next driver: beat at once
         return state
 
     @property
@@ -52,10 +58,22 @@ class MlflowTrialLogger(tune.Callback):
         self.experiment_id = parent.info.experiment_id
         self.inherited_tags = {k: v for k, v in parent.data.tags.items()
                                if k.startswith("rs.") and k not in (ROLE, STATE, schema.BEST_TRIAL, schema.BEST_EPOCH)}
+        self.logged: dict[str, int] = {}
         for run in schema.child_runs(self.client, parent):  # after a resume: reuse, never duplicate
             tid = run.data.tags.get(TRIAL_ID)
             if tid:
                 self.runs[tid] = run.info.run_id
+                self._recall(tid, run)
+
+    def _recall(self, tid: str, run) -> None:
+        """The last step a previous driver logged for this trial.
+
+        A driver stopped between logging an epoch and Tune registering that epoch's checkpoint leaves the
+        trial to be restored one checkpoint earlier; the epoch it then trains again is not logged twice.
+        """
+        history = self.client.get_metric_history(run.info.run_id, self.tracker.metric)
+        if history:
+            self.logged[tid] = max(m.step for m in history)
 
     def _run_for(self, trial) -> str:
         rid = self.runs.get(trial.trial_id)
@@ -70,13 +88,41 @@ class MlflowTrialLogger(tune.Callback):
             self.client.log_dict(rid, config, "config.json")
         return rid
 
+    def on_step_begin(self, iteration, trials, **info):
+        """The driver's heartbeat on the parent run: `search ls` tells a live search from a dead driver."""
+        if time.monotonic() - getattr(self, "last_beat", 0.0) >= durable.HEARTBEAT_EVERY_S:
+            self.last_beat = time.monotonic()
+            durable.heartbeat(self.client, self.parent_run_id)
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run_for(trial)
+        known = trial.trial_id in self.runs
+        rid = self._run_for(trial)
+        if known:  # resumed after an interruption: running again
+            self.client.set_tag(rid, STATE, "running")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A trial restarted after a failure (a lost node, a crash): count, restored epoch and cause on its run."""
+        rid = self._run_for(trial)
+        n = trial.num_failures
+        restored = trial.latest_checkpoint_result
+        epoch = int(restored.metrics.get("training_iteration", 0)) if restored else 0
+        text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
+        lines = [x for x in text.strip().splitlines() if x.strip()]
+        error = lines[-1] if lines else "unknown error"
+        self.client.set_tag(rid, "rs.restarts", str(n))
+        self.client.set_tag(rid, f"rs.restart_{n}", f"from checkpoint epoch {epoch}: {error[:400]}")
+        self.client.log_text(rid, text[-8000:] or error, f"restarts/restart_{n}.txt")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.result(trial.trial_id, result)
         t = self.tracker.get(trial.trial_id)
-        metrics = schema.as_metrics(result, t.epoch)
+        if t.epoch <= getattr(self, "logged", {}).get(trial.trial_id, 0):  # an epoch trained again after a resume
+            redone = self.__dict__.setdefault("redone", {})  # absent from callbacks pickled by older versions
+            redone[trial.trial_id] = redone.get(trial.trial_id, 0) + 1
+            self.client.set_tag(self._run_for(trial), "rs.epochs_redone", str(redone[trial.trial_id]))
+            return
+        # A metric named like a parameter (the scheduled `lr`) would share the parameter's column in the UI.
+        metrics = schema.as_metrics({f"{k}_epoch" if k in trial.config else k: v for k, v in result.items()}, t.epoch)
         if t.best is not None:  # the running best and its epoch, every epoch (a curve in the UI)
             ts = metrics[0].timestamp if metrics else 0
             metrics += [Metric(schema.best_key(self.tracker.metric), t.best, ts, t.epoch),
@@ -102,3 +148,24 @@ class MlflowTrialLogger(tune.Callback):
             error = Path(trial.error_file).read_text()[-4000:]
             self.client.log_text(self._run_for(trial), error, "error.txt")
         self._finish(trial, self.tracker.failed(trial.trial_id, error), "FAILED")
+
+
+class AshaState(tune.Callback):
+    """Saves ASHA's rungs with the experiment, so a resumed search stops trials as an uninterrupted one would.
+
+    Tune checkpoints the searcher and the callbacks but not the scheduler: after ``Tuner.restore`` ASHA starts
+    with empty rungs, and a trial whose first result after the resume lies past a rung it already passed is
+    judged again at that rung, late (at epoch 28 for the rung at 27) and against only the trials recorded
+    since the resume. This callback is pickled with the scheduler it holds (one object graph in Tune's
+    tuner.pkl), and its state is restored before the trials are re-added.
+    """
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict:
+        return {"rungs": [[(m, dict(rec)) for m, rec in b._rungs] for b in self.scheduler._brackets]}
+
+    def set_state(self, state: dict) -> None:
+        for bracket, rungs in zip(self.scheduler._brackets, state["rungs"]):
+            bracket._rungs = [(m, dict(rec)) for m, rec in rungs]

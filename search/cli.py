@@ -96,7 +96,8 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     from .runner import resume_search
 
-    outcome = resume_search(args.name, runs_dir=args.runs_dir, address=args.address, quiet=args.quiet)
+    outcome = resume_search(args.name, runs_dir=args.runs_dir, address=args.address, quiet=args.quiet,
+                            storage=args.storage, tracking_uri=args.tracking_uri)
     _report(outcome, args.top)
     return 0
 
@@ -112,9 +113,19 @@ def _report(outcome, top: int) -> None:
               f"{best['best_epoch']} (its weights: artifact best_model); configuration written to {outcome.best_yaml}")
     else:
         print("\nno trial holds a score (all failed or diverged): no best configuration")
-    uri = outcome.tracking_uri
-    print(f"MLflow: {uri} (parent run {outcome.parent_run_id}). Open the UI with:\n"
-          f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then http://127.0.0.1:5000")
+    print(ui_hint(outcome.tracking_uri, outcome.parent_run_id))
+
+
+def ui_hint(uri: str, parent_run_id: str) -> str:
+    """Where to look: a server's page for the run, or the command that serves a local store."""
+    if uri.startswith(("http://", "https://")):
+        from records.schema import client_for
+
+        exp = client_for(uri).get_run(parent_run_id).info.experiment_id
+        return (f"MLflow: open {uri.rstrip('/')}/#/experiments/{exp}/runs/{parent_run_id} "
+                "(on a cluster head: forward the port first, e.g. `ray attach cluster.yaml -p 5000`)")
+    return (f"MLflow: {uri} (parent run {parent_run_id}). Open the UI with:\n"
+            f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then http://127.0.0.1:5000")
 
 
 def cmd_ls(args) -> int:
@@ -160,8 +171,13 @@ def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
     reproduce(args.best, seeds=args.seeds, epochs=args.epochs, tracking_uri=args.tracking_uri,
-              address=args.address, runs_dir=args.runs_dir, quiet=args.quiet)
+              address=args.address, runs_dir=args.runs_dir, quiet=args.quiet, storage=args.storage)
     return 0
+
+
+def storage_arg(sp, text: str = "") -> None:
+    sp.add_argument("--storage", help=text or "Ray Tune trial storage: a shared folder or a URI such as "
+                    "s3://bucket/runs (needed on multi-node clusters and under `ray job submit`; default: the runs dir)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,8 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-concurrent", type=positive, help="trials running at once (default: as many as fit)")
     r.add_argument("--sampler", choices=SAMPLERS, help="default: the study's `sampler:` (tpe)")
     r.add_argument("--name", type=search_name, help="search name (default: STUDY-DATE-TIME)")
-    r.add_argument("--storage", help="Ray Tune trial storage: a shared folder or a URI such as s3://bucket/runs "
-                   "(needed on multi-node clusters; default: the runs dir)")
+    storage_arg(r)
     common(r, ray=True)
     r.set_defaults(func=cmd_run)
 
@@ -208,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("resume", help="continue an interrupted search")
     rs.add_argument("name", type=search_name)
-    common(rs, tracking=False, ray=True)
+    storage_arg(rs, "where the search kept its trial state (default: as recorded by `search run`)")
+    common(rs, ray=True)
     rs.set_defaults(func=cmd_resume)
 
     e = sub.add_parser("export", help="write the best configuration of a search as YAML")
@@ -230,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("best", help="a YAML written by `search export`")
     rp.add_argument("--seeds", type=seed, nargs="+", help="seeds (default: the study's reproduce.seeds)")
     rp.add_argument("--epochs", type=positive, help="epochs (default: the study's reproduce.epochs or the search's)")
+    storage_arg(rp)
     common(rp, ray=True)
     rp.set_defaults(func=cmd_reproduce)
     return p

@@ -11,11 +11,26 @@ from pathlib import Path
 import pandas as pd
 
 import records
+from records import schema
 
+from . import durable
 from .errors import SearchError
 
 
+def settle_stale(uri: str | None, name: str | None = None) -> None:
+    """Mark searches whose driver stopped writing its heartbeat as "driver lost" before they are shown."""
+    try:
+        client = schema.client_for(uri, must_exist=True)
+    except schema.StoreNotFound:
+        return  # the record layer says so
+    parents = [schema.find_parent(client, name)] if name else schema.search_parents(client)
+    for parent in parents:
+        if parent is not None:
+            durable.settle_stale(client, parent)
+
+
 def list_searches(uri: str | None = None) -> pd.DataFrame:
+    settle_stale(uri)
     try:
         return records.list_searches(uri)
     except records.RecordError as e:
@@ -24,6 +39,7 @@ def list_searches(uri: str | None = None) -> pd.DataFrame:
 
 def trials_table(name: str, uri: str | None = None) -> pd.DataFrame:
     """Every trial of a search, best first (``records.trials``)."""
+    settle_stale(uri, name)
     try:
         return records.trials(name, uri)
     except records.RecordError as e:

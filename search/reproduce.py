@@ -88,7 +88,7 @@ def summarize(rows: list[dict[str, float]], metrics: list[str]):
 
 def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int | None = None,
               tracking_uri: str | None = None, address: str | None = None, runs_dir: str | Path = RUNS_DIR,
-              quiet: bool = False):
+              quiet: bool = False, storage: str | None = None):
     from ray import tune
 
     from trainables.core import TrainConfig
@@ -127,7 +127,7 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     callbacks = [MlflowTrialLogger(uri, parent, name, tracker)]
     if not quiet:
         callbacks.append(LiveProgress(TrialTracker(metric, mode, config["epochs"]), len(seeds)))
-    tuner = assemble_tuner(family=doc["family"], cpus=cpus, gpus=gpus, name=name, storage=storage_path(runs_dir),
+    tuner = assemble_tuner(family=doc["family"], cpus=cpus, gpus=gpus, name=name, storage=storage_path(storage or runs_dir),
                            metric=metric, mode=mode, max_failures=max_failures, callbacks=callbacks,
                            param_space={**config, "seed": tune.grid_search(seeds)})
     results = tuner.fit()

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -23,14 +25,13 @@ from spaces.study import Study, check_sampler, define_by_run, load_study
 from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
-from . import doors
+from . import doors, durable
 from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 RUNS_DIR = "runs"
-META_FILE = "search.json"
-STUDY_FILE = "study.yaml"
+META_FILE, STUDY_FILE = durable.META_FILE, durable.STUDY_FILE
 
 
 @dataclass
@@ -66,6 +67,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per trial
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("ray", "ray.tune", "ray.air", "ray.train", "mlflow", "alembic", "optuna"):
@@ -87,10 +89,67 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:  # local: no dashboard server at all, nothing listens beyond 127.0.0.1
-        ray.init(include_dashboard=False, **kwargs)
+    check_ray_auth(address)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:  # local: no dashboard server at all, nothing listens beyond 127.0.0.1
+            ray.init(include_dashboard=False, **kwargs)
+    except Exception as e:  # noqa: BLE001 - Ray raises several types for an unreachable or refusing cluster
+        raise SearchError(ray_init_error(address, e)) from None
+
+
+AUTH_HINT = ("the Ray cluster uses token authentication and refused this process's token: set RAY_AUTH_MODE=token "
+             "and copy the head's ~/.ray/auth_token here (or set RAY_AUTH_TOKEN)")
+
+
+def check_ray_auth(address: str | None) -> None:
+    """A refused token costs ~30 s of Ray's C++ retry warnings, then a bare ConnectionError; a GCS client
+    in a child process says so in about a second."""
+    if not address or address in ("auto", "local") or address.startswith("ray://"):
+        return
+    code = ("import sys; from ray._raylet import GcsClient; "
+            "GcsClient(address=sys.argv[1]).internal_kv_get(b'session_name', b'session', timeout=5)")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return  # ray.init reports what is wrong
+    if out.returncode and "AuthenticationError" in out.stderr:
+        raise SearchError(f"--address {address}: {AUTH_HINT}")
+    check_loopback_rewrite(address)
+
+
+def check_loopback_rewrite(address: str) -> None:
+    """Ray connects to 127.0.0.1 through the machine's network address; a head bound to loopback only
+    (scripts/dev_cluster.py) is not there, and ray.init would retry for minutes."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        return
+    from ray._private.services import resolve_ip_for_localhost
+
+    target = resolve_ip_for_localhost(host)
+    try:
+        with socket.create_connection((target, int(port)), timeout=2):
+            return
+    except OSError:
+        raise SearchError(f"--address {address}: Ray would connect through {target}:{port}, where nothing listens "
+                          "(the head listens on 127.0.0.1 only); set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, as "
+                          "scripts/dev_cluster.py's env file does") from None
+
+
+def ray_init_error(address: str | None, e: Exception) -> str:
+    """One line for a cluster that refused us, naming the cause Ray chained below its ConnectionError."""
+    chain, cause = [], e
+    while cause is not None and len(chain) < 5:
+        chain.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    text = " <- ".join(chain)
+    where = f"--address {address}" if address else "local Ray"
+    if "authenticationerror" in text.lower() or "invalidauthtoken" in text.lower():
+        return f"{where}: {AUTH_HINT}"
+    return f"{where}: cannot connect to Ray ({text.splitlines()[0][:300]})"
 
 
 def check_resources(study: Study) -> None:
@@ -185,6 +244,9 @@ def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=study.budget.max_epochs,
                                   grace_period=study.budget.grace_period,
                                   reduction_factor=study.budget.reduction_factor)
+        from .callbacks import AshaState
+
+        callbacks = [*callbacks, AshaState(scheduler)]  # Tune does not save ASHA's rungs; this callback does
     return assemble_tuner(family=study.family, cpus=study.resources.cpus, gpus=study.resources.gpus, name=meta.name,
                           storage=meta.storage, metric=metric, mode=mode, max_failures=study.budget.max_failures,
                           callbacks=callbacks, searcher=searcher, scheduler=scheduler, num_samples=meta.num_samples,
@@ -267,42 +329,78 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     meta = SearchMeta(name, str(frozen.resolve()), uri, parent, sampler, num_samples,
                       max_concurrent or study.budget.max_concurrent, storage_path(storage or runs))
     meta.save(runs / name)
+    save_durably(meta, frozen, client)
     tuner = build_tuner(study, meta, callbacks_for(study, meta, quiet))
     return _fit(tuner, study, meta, runs, client)
 
 
+def save_durably(meta: SearchMeta, study_file: Path, client) -> None:
+    """Beside Ray Tune's state in --storage and on the parent run: resume works from any directory."""
+    if Path(meta.storage, meta.name).resolve() != study_file.parent.resolve():  # storage is not runs/ itself
+        durable.write_to_storage(meta.storage, meta.name, asdict(meta), study_file)
+    durable.write_to_parent(client, meta.parent_run_id, asdict(meta))
+
+
+def recover_meta(name: str, runs: Path, storage: str | None, tracking_uri: str | None) -> SearchMeta:
+    """The search's metadata from runs/NAME, --storage or MLflow, with its study copied back to runs/NAME."""
+    folder = runs / name
+    try:
+        fields, study_bytes = durable.find_search(name, runs=runs, storage=storage, tracking_uri=tracking_uri)
+        SearchMeta(**fields)
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise SearchError(f"{folder / META_FILE}: unreadable ({type(e).__name__}: {e}); "
+                          "the search cannot be resumed") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    frozen = folder / STUDY_FILE
+    if not frozen.is_file():
+        frozen.write_bytes(study_bytes)
+    meta = SearchMeta(**{**fields, "study_path": str(frozen.resolve())})
+    if storage:
+        meta.storage = storage_path(storage)
+    if tracking_uri:  # the same server seen from here (a tunnel, another host name)
+        meta.tracking_uri = tracking_uri
+    meta.save(folder)
+    return meta
+
+
 def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | None = None,
-                  quiet: bool = False) -> SearchOutcome:
+                  quiet: bool = False, storage: str | None = None, tracking_uri: str | None = None) -> SearchOutcome:
     from ray import tune
 
     runs = Path(runs_dir)
-    folder = runs / name
     doors.check_search_name(name)
-    if not (folder / META_FILE).is_file():
-        raise SearchError(f"no search named '{name}' in {runs}/ (`search ls` lists the searches)")
-    try:
-        meta = SearchMeta.load(folder)
-    except (ValueError, TypeError, OSError) as e:
-        raise SearchError(f"{folder / META_FILE}: unreadable ({type(e).__name__}: {e}); "
-                          "the search cannot be resumed") from None
+    meta = recover_meta(name, runs, storage, tracking_uri)
     study = load_study(meta.study_path)
     experiment = f"{meta.storage.rstrip('/')}/{name}"
     if not tune.Tuner.can_restore(experiment):
-        raise SearchError(f"{experiment} holds no restorable Ray Tune state (the search never started its trials)")
+        raise SearchError(f"{experiment} holds no restorable Ray Tune state (the search never started its trials, "
+                          "or --storage names another place)")
     doors.check_address(address)
-    client = doors.open_store(meta.tracking_uri, f"{folder / META_FILE}: tracking_uri")
+    client = doors.open_store(meta.tracking_uri, "tracking_uri")
     init_ray(address)
     client.set_tag(meta.parent_run_id, schema.STATE, "running")
+    durable.heartbeat(client, meta.parent_run_id)
     # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
     tuner = tune.Tuner.restore(experiment, resume_errored=True, trainable=trainable_for(
         study.family, study.resources.cpus, study.resources.gpus))
+    retarget_callbacks(tuner, meta)
     return _fit(tuner, study, meta, runs, client)
+
+
+def retarget_callbacks(tuner, meta: SearchMeta) -> None:
+    """Restored callbacks keep the tracking URI of the first driver; this driver may see the server elsewhere."""
+    from .callbacks import MlflowTrialLogger
+
+    for cb in tuner._local_tuner.get_run_config().callbacks or []:
+        if isinstance(cb, MlflowTrialLogger):
+            cb.uri, cb._client = meta.tracking_uri, None
 
 
 def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOutcome:
     def interrupted():
         client.set_tag(meta.parent_run_id, schema.STATE, "interrupted")
         client.set_terminated(meta.parent_run_id, "KILLED")
+        durable.mark_children_interrupted(client, client.get_run(meta.parent_run_id))
 
     t0 = time.monotonic()
     try:

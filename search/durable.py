@@ -1,0 +1,167 @@
+"""What a search needs to outlive its driver and its working directory.
+
+Under ``ray job submit --working-dir .`` the job runs in a temporary copy of the project, so nothing
+resume needs may live only in ``runs/``. The search's metadata and frozen study are also written to
+the ``--storage`` location (beside Ray Tune's state; a local path, a shared mount or a cloud URI) and to
+the MLflow parent run. The driver's heartbeat on the parent run lets ``ls``/``show``/``resume`` tell a
+running search from one whose driver died (SIGKILL, lost head node).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from records import schema
+
+from .errors import SearchError
+
+META_FILE, STUDY_FILE = "search.json", "study.yaml"
+META_TAG = "rs.meta"  # the SearchMeta fields as JSON, on the parent run
+HEARTBEAT = "rs.heartbeat"  # unix seconds, refreshed by the driver (search.callbacks.MlflowTrialLogger)
+HEARTBEAT_EVERY_S = 30.0
+LOST_AFTER_S = 150.0  # five missed heartbeats: the driver is gone
+DRIVER_LOST, INTERRUPTED = "driver lost", "interrupted"
+
+
+# ------------------------------------------------------------------ storage (local path or URI)
+def _fs(location: str):
+    """A pyarrow filesystem and path for a local folder or a URI (s3://, gs://), as Ray Tune resolves them."""
+    import pyarrow.fs
+
+    if "://" not in location:
+        return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
+    return pyarrow.fs.FileSystem.from_uri(location)
+
+
+def without_password(uri: str) -> str:
+    """A database URI as it may be written down: the password stays with the user (env, ~/.pgpass)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{netloc[1]}"))
+
+
+def shareable(meta: dict) -> dict:
+    return {**meta, "tracking_uri": without_password(meta["tracking_uri"])}
+
+
+def write_to_storage(storage: str, name: str, meta: dict, study_file: Path) -> None:
+    meta, study = shareable(meta), Path(study_file).read_bytes()
+    fs, root = _fs(storage)
+    folder = f"{root.rstrip('/')}/{name}"
+    fs.create_dir(folder, recursive=True)
+    with fs.open_output_stream(f"{folder}/{META_FILE}") as f:
+        f.write(json.dumps(meta, indent=2).encode())
+    with fs.open_output_stream(f"{folder}/{STUDY_FILE}") as f:
+        f.write(study)
+
+
+def _read(storage: str, name: str, file: str) -> bytes | None:
+    import pyarrow.fs
+
+    try:
+        fs, root = _fs(storage)
+        path = f"{root.rstrip('/')}/{name}/{file}"
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+            return None
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def read_from_storage(storage: str, name: str) -> tuple[dict, bytes] | None:
+    meta, study = _read(storage, name, META_FILE), _read(storage, name, STUDY_FILE)
+    return (json.loads(meta), study) if meta and study else None
+
+
+# ------------------------------------------------------------------ the MLflow parent run
+def write_to_parent(client, parent_run_id: str, meta: dict) -> None:
+    client.set_tag(parent_run_id, META_TAG, json.dumps(shareable(meta)))
+    client.set_tag(parent_run_id, "rs.storage", meta["storage"])
+
+
+def read_from_parent(client, name: str) -> tuple[dict, bytes] | None:
+    parent = schema.find_parent(client, name)
+    if parent is None or META_TAG not in parent.data.tags:
+        return None
+    meta = json.loads(parent.data.tags[META_TAG])
+    study = _read(meta["storage"], name, STUDY_FILE)
+    if study:
+        return meta, study
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as d:  # the study file logged at the start (artifact "study/")
+        try:
+            local = Path(client.download_artifacts(parent.info.run_id, "study", d))
+        except MlflowException:
+            return None
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        return (meta, files[0].read_bytes()) if files else None
+
+
+def find_search(name: str, *, runs: Path, storage: str | None, tracking_uri: str | None) -> tuple[dict, bytes]:
+    """The search's metadata and frozen study: from runs/NAME, else --storage, else the MLflow parent run.
+
+    Found elsewhere than runs/NAME, the tracking URI is this process's (--tracking-uri or $MLFLOW_TRACKING_URI):
+    the recorded one has no password and may name the server as the first driver saw it.
+    """
+    local = runs / name / META_FILE
+    if local.is_file():
+        meta = json.loads(local.read_text())
+        return meta, Path(meta["study_path"]).read_bytes()
+    chosen = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    found = read_from_storage(storage, name) if storage else None
+    if not found:
+        try:  # a sqlite store that does not exist holds no search (and is not created by looking)
+            found = read_from_parent(schema.client_for(schema.tracking_uri(chosen), must_exist=True), name)
+        except schema.StoreNotFound:
+            found = None
+    if found:
+        meta = found[0]
+        return {**meta, "tracking_uri": schema.tracking_uri(chosen or meta["tracking_uri"])}, found[1]
+    where = f"{runs}/" + (f", {storage}" if storage else "") + f" or the MLflow store {schema.tracking_uri(tracking_uri)}"
+    raise SearchError(f"no search named '{name}' in {where} (`search ls` lists the searches; pass --storage or "
+                      "--tracking-uri where it ran)")
+
+
+# ------------------------------------------------------------------ liveness
+def heartbeat(client, parent_run_id: str) -> None:
+    client.set_tag(parent_run_id, HEARTBEAT, str(int(time.time())))
+
+
+def driver_lost(parent, now: float | None = None) -> bool:
+    """A search still tagged running whose driver has not written a heartbeat for LOST_AFTER_S."""
+    tags = parent.data.tags
+    if tags.get(schema.STATE) != "running":
+        return False
+    last = float(tags.get(HEARTBEAT) or parent.info.start_time / 1000)
+    return (now or time.time()) - last > LOST_AFTER_S
+
+
+def mark_children_interrupted(client, parent) -> int:
+    """Trial runs left RUNNING by a driver that stopped: tagged interrupted, ended KILLED. Returns how many."""
+    n = 0
+    for child in schema.child_runs(client, parent):
+        if child.info.status == "RUNNING" or child.data.tags.get(schema.STATE) == "running":
+            client.set_tag(child.info.run_id, schema.STATE, INTERRUPTED)
+            client.set_terminated(child.info.run_id, "KILLED")
+            n += 1
+    return n
+
+
+def settle_stale(client, parent) -> str:
+    """Mark a search whose driver is gone as "driver lost" (and its running trials interrupted); its state."""
+    if driver_lost(parent):
+        client.set_tag(parent.info.run_id, schema.STATE, DRIVER_LOST)
+        client.set_terminated(parent.info.run_id, "KILLED")
+        mark_children_interrupted(client, parent)
+        return DRIVER_LOST
+    return parent.data.tags.get(schema.STATE, parent.info.status.lower())
