@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO))  # after PYTHONPATH: a service_b child imports the service from its own checkout
 
 
 # ------------------------------------------------------------------ the baseline (child process)
@@ -130,10 +130,17 @@ def service_child(args) -> None:
     best = yaml.safe_load((Path(args.workdir) / "runs" / "bench" / "best.yaml").read_text())["objective"]["value"]
     _instrument.save(Path(args.workdir) / "events.json")
     Path(args.workdir, "best.json").write_text(json.dumps({"best": best}))
+    exit_now = getattr(search.cli, "exit_now", None)  # what the console command does after main()
+    if exit_now is not None:
+        exit_now(rc)
 
 
 # ------------------------------------------------------------------ the parent
-def run_child(kind: str, args, workdir: Path) -> dict:
+def run_child(arm: str, args, workdir: Path) -> dict:
+    """One whole process of one arm: baseline, service, or service_b (another checkout and/or environment)."""
+    kind = "baseline" if arm == "baseline" else "service"
+    repo = Path(args.b_repo).resolve() if arm == "service_b" and args.b_repo else REPO
+    extra_env = dict(kv.split("=", 1) for kv in (args.b_env if arm == "service_b" else []))
     workdir.mkdir(parents=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--workdir", str(workdir),
            "--study", str(Path(args.study).resolve())]
@@ -141,14 +148,14 @@ def run_child(kind: str, args, workdir: Path) -> dict:
         cmd += ["--num-samples", str(args.num_samples)]
     if args.baseline_threads:
         cmd += ["--baseline-threads", str(args.baseline_threads)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, **extra_env, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     spawn = time.time()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     exit_ = time.time()
     if proc.returncode:
-        sys.exit(f"{kind} run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        sys.exit(f"{arm} run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     events = json.loads((workdir / "events.json").read_text())
     out = {"wall": wall, "spawn": spawn, "exit": exit_}
     if kind == "service":
@@ -188,8 +195,13 @@ def main(argv=None) -> dict:
     p.add_argument("--study", default=str(REPO / "spaces" / "quickstart.yaml"))
     p.add_argument("--pairs", type=int, default=3, help="baseline/service pairs (alternating order)")
     p.add_argument("--num-samples", type=int, default=None, help="trials per search (default: the study's)")
-    p.add_argument("--baseline-threads", type=int, default=0,
-                   help="torch threads in the baseline (0: torch's default, what a user gets)")
+    p.add_argument("--baseline-threads", type=int, default=1,
+                   help="torch threads in the baseline (0: torch's default). 1, the strongest baseline on shared "
+                   "cores: torch's default 2 threads spin-wait when other processes hold a core (bench/scaling.py: "
+                   "0.26x of one thread under load)")
+    p.add_argument("--b-repo", help="a third arm: the service from this checkout (before/after a change)")
+    p.add_argument("--b-env", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="a third arm: the service with these environment variables")
     p.add_argument("--quick", action="store_true", help="one pair of 6-trial searches (a smoke test)")
     p.add_argument("--json", default=str(REPO / "bench" / "results" / "vs_optuna.json"))
     p.add_argument("--child", choices=["baseline", "service"], help=argparse.SUPPRESS)
@@ -201,15 +213,16 @@ def main(argv=None) -> dict:
     if args.quick:
         args.pairs, args.num_samples = 1, args.num_samples or 6
     sys.path.insert(0, str(REPO / "bench"))
-    runs: dict[str, list[dict]] = {"baseline": [], "service": []}
+    arms = ["baseline", "service"] + (["service_b"] if args.b_repo or args.b_env else [])
+    runs: dict[str, list[dict]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory(prefix="vs_optuna_") as tmp:
         for pair in range(args.pairs):
-            order = ["baseline", "service"] if pair % 2 == 0 else ["service", "baseline"]
-            for kind in order:
-                runs[kind].append(run_child(kind, args, Path(tmp) / f"{pair}_{kind}"))
-            b, s = runs["baseline"][-1], runs["service"][-1]
-            print(f"pair {pair + 1}: baseline {b['wall']:6.1f} s (best {b['best']:.4f})   "
-                  f"service {s['wall']:6.1f} s (best {s['best']:.4f})   ratio {s['wall'] / b['wall']:.3f}", flush=True)
+            for arm in (arms if pair % 2 == 0 else arms[::-1]):
+                runs[arm].append(run_child(arm, args, Path(tmp) / f"{pair}_{arm}"))
+            b = runs["baseline"][-1]
+            print(f"pair {pair + 1}: " + "   ".join(
+                f"{a} {runs[a][-1]['wall']:6.1f} s (best {runs[a][-1]['best']:.4f})" for a in arms)
+                + "   ratio " + " ".join(f"{runs[a][-1]['wall'] / b['wall']:.3f}" for a in arms[1:]), flush=True)
     med = {k: statistics.median(r["wall"] for r in v) for k, v in runs.items()}
     pairwise = statistics.median(s["wall"] / b["wall"] for b, s in zip(runs["baseline"], runs["service"]))
     ratio = med["service"] / med["baseline"]
@@ -224,7 +237,11 @@ def main(argv=None) -> dict:
     print(f"service (search run, {service_slots(args)} trials at once): median {med['service']:.1f} s")
     print(f"ratio service / baseline: {ratio:.3f}   median per-pair ratio: {pairwise:.3f}   (target <= 0.7)")
     print("\nwhere the seconds go (medians):")
-    for kind in ("service", "baseline"):
+    if "service_b" in runs:
+        med_b = statistics.median(r["wall"] for r in runs["service_b"])
+        print(f"service_b ({args.b_repo or ''} {' '.join(args.b_env)}): median {med_b:.1f} s, "
+              f"ratio to baseline {med_b / med['baseline']:.3f}, to service {med_b / med['service']:.3f}")
+    for kind in arms[::-1]:
         print(f"  {kind}:")
         for k, v in bd[kind].items():
             print(f"    {k:30s} {v:8.2f}")
