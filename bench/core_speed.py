@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import torch  # noqa: E402
-
 from core_vs_raw import pick_dataset, raw_epoch  # noqa: E402
+
 from trainables.core import Trainer  # noqa: E402
 from trainables.core.adversarial import make_batch_loss  # noqa: E402
 from trainables.core.optim import build_optimizer  # noqa: E402
@@ -108,8 +108,12 @@ def main(argv=None) -> dict:
     speeds: dict[str, list[float]] = {n: [] for n in names + ["raw"]}
     for rep in range(args.reps):
         for n in names:
-            core = (lambda t=trainers[n]: t.train_epoch()[2])
-            raw = (lambda: raw_epoch(raw_model, raw_opt, x, y, BASE["batch_size"], gen))
+            def core(t=trainers[n]):
+                return t.train_epoch()[2]
+
+            def raw():
+                return raw_epoch(raw_model, raw_opt, x, y, BASE["batch_size"], gen)
+
             if rep % 2 == 0:
                 c, r = rate(core), rate(raw)
             else:

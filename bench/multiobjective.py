@@ -1,7 +1,7 @@
 """Clean vs robust accuracy: NSGA-II on both metrics against TPE on one metric with a post-hoc front.
 
-Both arms search the same adversarial-training space on digits (``adv_mode``, ``adv_eps``,
-``adv_beta``, ``lr``) with the same trials x epochs and no early stopping, through the service:
+Both arms search the same adversarial-training space on digits (``adv_mode``, ``adv_beta``,
+``lr``; training eps 0.1) with the same trials x epochs and no early stopping, through the service:
 - ``tpe``: today's way, TPE on ``pgd_acc_eps0.1`` with ``pareto_with: clean_acc``
   (the front is computed after the search);
 - ``nsga2``: Optuna's NSGA-II through ``OptunaSearch(metric=[pgd, clean], mode=[max, max])``
@@ -45,13 +45,13 @@ fixed:
   optimizer: adam
   weight_decay: 0.0
   scheduler: cosine
+  adv_eps: 0.1
   adv_steps: 3
   eval_eps: [0.1]
   eval_pgd_steps: 10
   eval_samples: 300
 search:
   adv_mode: {{type: choice, values: [none, fgsm_rs, pgd]}}
-  adv_eps: {{type: uniform, low: 0.02, high: 0.3, when: {{adv_mode: [fgsm_rs, pgd]}}}}
   adv_beta: {{type: uniform, low: 0.0, high: 1.0, when: {{adv_mode: [fgsm_rs, pgd]}}}}
   lr: {{type: loguniform, low: 3.0e-4, high: 1.0e-2}}
 seed: {seed}

@@ -27,7 +27,7 @@ from . import doors
 from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 RUNS_DIR = "runs"
 META_FILE = "search.json"
 STUDY_FILE = "study.yaml"
@@ -133,6 +133,8 @@ def make_sampler(name: str, study: Study):
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "grid":
         return optuna.samplers.GridSampler({n: p.grid_values() for n, p in study.search.items()}, seed=seed)
     raise SearchError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}")
@@ -172,14 +174,24 @@ def assemble_tuner(*, family: str, cpus: float, gpus: float, name: str, storage:
     )
 
 
-def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
-    from ray.tune.schedulers import ASHAScheduler
+def make_searcher(study: Study, sampler: str):
+    """Optuna behind Tune; with nsga2 it optimizes both objectives (each trial's last epoch)."""
     from ray.tune.search.optuna import OptunaSearch
 
     metric, mode = objective_metric(study), study.objective.mode
     extra = {OBJECTIVE_KEY: study.objective.model_dump()} if study.objective.constraint else None
-    searcher = OptunaSearch(space=define_by_run(study, extra), metric=metric, mode=mode,
-                            sampler=make_sampler(meta.sampler, study))
+    if sampler == "nsga2":
+        pw = study.objective.pareto_with
+        metric, mode = [metric, pw.metric], [mode, pw.mode]
+    return OptunaSearch(space=define_by_run(study, extra), metric=metric, mode=mode,
+                        sampler=make_sampler(sampler, study))
+
+
+def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
+    from ray.tune.schedulers import ASHAScheduler
+
+    metric, mode = objective_metric(study), study.objective.mode
+    searcher = make_searcher(study, meta.sampler)
     scheduler = None
     if study.budget.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=study.budget.max_epochs,
