@@ -31,8 +31,7 @@ from core_vs_raw import pick_dataset, raw_epoch  # noqa: E402
 
 from trainables.core import Trainer  # noqa: E402
 from trainables.core.adversarial import make_batch_loss  # noqa: E402
-from trainables.core.optim import build_optimizer  # noqa: E402
-from trainables.core.train import build_network, evaluate  # noqa: E402
+from trainables.core.train import build_network, evaluate, evaluate_split  # noqa: E402
 
 BASE = {"filters": [16, 32, 64], "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
         "nesterov": True, "weight_decay": 5e-4, "scheduler": "none", "augment": False, "device": "cpu",
@@ -86,7 +85,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     raw_model = build_network(first.cfg, data)
     raw_model.load_state_dict(first.model.state_dict())
-    raw_opt = build_optimizer("sgd", raw_model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    raw_opt = torch.optim.SGD(raw_model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(0)
     trainers = {"core (today)": first}
     warmup = {}
@@ -142,7 +141,7 @@ def main(argv=None) -> dict:
     # evaluation: batch size and inference_mode vs no_grad, on the validation split
     model = first.model
     eval_result = {}
-    plain_evaluate = getattr(evaluate, "__wrapped__", evaluate)  # without its inference_mode decorator
+    plain_evaluate = getattr(evaluate_split, "__wrapped__", evaluate_split)  # without its inference_mode decorator
 
     def eval_rate(bs: int, mode) -> float:
         with mode():

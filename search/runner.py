@@ -66,6 +66,12 @@ def quiet_libraries() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+    # Trials run in actors, which get worker processes of their own: the task workers Ray prestarts
+    # would only take CPU while the search starts (bench/vs_optuna.py).
+    os.environ.setdefault("RAY_enable_worker_prestart", "0")
+    # Tune's results (the trial table) are read from result.json, which the JSON logger passed in
+    # callbacks_for writes; its automatic CSV and TensorBoard loggers would write each result twice more.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("ray", "ray.tune", "ray.air", "ray.train", "mlflow", "alembic", "optuna"):
@@ -219,10 +225,12 @@ def tracker_for(study: Study) -> TrialTracker:
 
 
 def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
+    from ray.tune.logger import JsonLoggerCallback
+
     from .callbacks import MlflowTrialLogger  # imports Ray: only when a search runs
     from .progress import LiveProgress
 
-    cbs = [MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
+    cbs = [JsonLoggerCallback(), MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
     if not quiet:
         cbs.append(LiveProgress(tracker_for(study), meta.num_samples))
     return cbs
