@@ -36,10 +36,10 @@ test: $(DEVSTAMP)  ## the quick default: every test not marked slow
 test-all: $(DEVSTAMP)  ## the slow tests too (what CI runs)
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS) || { rc=$$?; $(NO_TESTS); }
 
+# Every benchmark (about 30 min on 2 cores; BENCH_ARGS=--quick for smoke-test sizes): bench/results/*.json
+# and the generated table in docs/performance.md. GPU figures: bench/gpu_packing.py on a GPU machine.
 bench: $(DEVSTAMP)
-	$(BIN)/python bench/core_vs_raw.py
-	$(BIN)/python bench/pgd_vs_torchattacks.py
-	$(BIN)/python bench/trial_overhead.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check .
