@@ -140,7 +140,10 @@ def make_sampler(name: str, study: Study):
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        # Optuna's default generation (50 trials) is random sampling for most searches run here; a
+        # quarter of the budget leaves about four generations to evolve.
+        population = max(4, min(50, study.budget.num_samples // 4))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
     if name == "grid":
         return optuna.samplers.GridSampler({n: p.grid_values() for n, p in study.search.items()}, seed=seed)
     raise SearchError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}")

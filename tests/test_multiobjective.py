@@ -53,6 +53,7 @@ def test_nsga2_searcher_sees_both_metrics():
     searcher = make_searcher(parse_study(STUDY), "nsga2")
     assert searcher.metric == ["pgd_acc_eps0.1", "clean_acc"] and searcher.mode == ["max", "max"]
     assert isinstance(searcher._sampler, optuna.samplers.NSGAIISampler)
+    assert searcher._sampler._population_size == 4  # a quarter of the budget, at least 4: generations evolve
     assert make_searcher(parse_study(STUDY), "tpe").metric == "pgd_acc_eps0.1"
 
 
