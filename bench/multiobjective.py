@@ -10,7 +10,7 @@ Each trial's point is its final model's (clean_acc, pgd_acc_eps0.1), read from M
 score is the hypervolume of the front with reference point (0, 0) (higher is better).
 Repeated over ``--seeds``; printed per seed and as a mean.
 
-    python bench/multiobjective.py [--trials 12] [--epochs 4] [--seeds 0 1] [--quick]
+    python bench/multiobjective.py [--trials 24] [--epochs 3] [--seeds 0 1] [--quick]
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ def run_arm(arm: str, seed: int, args, tmp: Path) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=12)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--trials", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--quick", action="store_true", help="4 trials x 2 epochs, one seed")
     p.add_argument("--json", default=str(REPO / "bench" / "results" / "multiobjective.json"))
