@@ -5,7 +5,9 @@ Both arms search the same adversarial-training space on digits (``adv_mode``, ``
 - ``tpe``: today's way, TPE on ``pgd_acc_eps0.1`` with ``pareto_with: clean_acc``
   (the front is computed after the search);
 - ``nsga2``: Optuna's NSGA-II through ``OptunaSearch(metric=[pgd, clean], mode=[max, max])``
-  (``sampler: nsga2`` in the study), scheduler none.
+  (``sampler: nsga2`` in the study; generations of a quarter of the trials), scheduler none.
+Both samplers start from the same seeded random trials (TPE's first 10, NSGA-II's first generation),
+so fewer trials than that compare nothing.
 Each trial's point is its final model's (clean_acc, pgd_acc_eps0.1), read from MLflow; the
 score is the hypervolume of the front with reference point (0, 0) (higher is better).
 Repeated over ``--seeds``; printed per seed and as a mean.

@@ -4,7 +4,8 @@ Both sides run the same study (default ``spaces/quickstart.yaml``): the same spa
 epochs, seed and core ``train``. The baseline is written with Optuna's own API (``TPESampler(seed)``,
 ``SuccessiveHalvingPruner`` with the study's grace period and reduction factor, ``trial.report`` /
 ``trial.should_prune`` every epoch) and logs every trial as a nested MLflow run (params, per-epoch
-metrics) in its own ``sqlite:///`` store. The service is ``python -m search.cli run STUDY --quiet``.
+metrics) in its own ``sqlite:///`` store, with 1 torch thread by default (``--baseline-threads``). The
+service is ``python -m search.cli run STUDY --quiet``.
 Each side is a whole new process (interpreter start to exit), in a fresh folder; the two alternate,
 order flipped every pair, so machine-load drifts hit both. Printed: each median, the ratio
 service / baseline (target <= 0.7), and where the service's seconds go (import, Ray start, parent
