@@ -4,12 +4,13 @@ Both sides run the same study (default ``spaces/quickstart.yaml``): the same spa
 epochs, seed and core ``train``. The baseline is written with Optuna's own API (``TPESampler(seed)``,
 ``SuccessiveHalvingPruner`` with the study's grace period and reduction factor, ``trial.report`` /
 ``trial.should_prune`` every epoch) and logs every trial as a nested MLflow run (params, per-epoch
-metrics) in its own ``sqlite:///`` store, with 1 torch thread by default (``--baseline-threads``). The
-service is ``python -m search.cli run STUDY --quiet``.
-Each side is a whole new process (interpreter start to exit), in a fresh folder; the two alternate,
-order flipped every pair, so machine-load drifts hit both. Printed: each median, the ratio
-service / baseline (target <= 0.7), and where the service's seconds go (import, Ray start, parent
-run, first trial start, per-trial overhead, wrap-up, exit), stamped from outside the service's code
+metrics) in its own ``sqlite:///`` store, with 1 torch thread by default (``--baseline-threads``).
+The service is ``search run STUDY --quiet`` (a child calls what the console command calls:
+``search.cli.main``, then ``exit_now``; the stamps need the same process). Each side is a whole new
+process (interpreter start to exit), in a fresh folder; the two alternate, order flipped every
+pair, so machine-load drifts hit both. Printed: each median, the ratio service / baseline (target
+<= 0.7), and where the service's seconds go (import, Ray start, parent run, first trial start,
+per-trial overhead, wrap-up, exit), stamped from outside the service's code
 (``bench/_instrument.py``).
 
     python bench/vs_optuna.py [--pairs 3] [--study spaces/quickstart.yaml] [--quick] [--json PATH]
