@@ -24,8 +24,8 @@ RESULTS = REPO / "bench" / "results"
 BENCHES = {
     "core_vs_raw": ([], ["--quick"]),
     "pgd_vs_torchattacks": ([], ["--quick"]),
-    "core_speed": (["--no-compile"], ["--quick", "--no-compile"]),
-    "scaling": ([], ["--quick"]),
+    "core_speed": (["--no-compile", "--samples", "2048", "--reps", "4"], ["--quick", "--no-compile"]),
+    "scaling": (["--samples", "2048", "--epochs", "1"], ["--quick"]),
     "trial_overhead": ([], ["--quick"]),
     "vs_optuna": ([], ["--quick"]),
     "multiobjective": ([], ["--quick"]),
