@@ -1,9 +1,9 @@
 """Epochs to a good model: TPE + ASHA (the service's default) against a random search without early stopping.
 
-A Fashion-MNIST study (CNN 16-32-64, a 4096-image training subset so an epoch takes seconds on one
-core, 3000 validation images): optimizer, learning rate, momentum, weight decay, BatchNorm and
+A Fashion-MNIST study (CNN 16-32-64, a 2048-image training subset so an epoch takes about a second
+or two on one core, 2040 validation images): optimizer, learning rate, momentum, weight decay, BatchNorm and
 activation searched. Both arms run through the service (``start_search``, in one process, one Ray
-start), same space, same trial count (64 by default) and epoch cap (5):
+start), same space, same trial count (64 by default) and epoch cap (4):
 - ``random``: ``sampler: random``, scheduler none: every trial runs every epoch;
 - ``tpe_asha``: ``sampler: tpe``, ASHA (grace 1, reduction factor 2).
 Every reported epoch is read back from MLflow (per-epoch ``val_acc`` with its timestamp), in
@@ -11,7 +11,7 @@ reporting order, into a best-so-far curve over epochs consumed. Printed: the ran
 best and total epochs, and the epochs TPE + ASHA consumed until its best-so-far came within
 0.5 points of that best (target <= 25 % of the random search's epochs). The curves go to a PNG.
 
-    nice -n 10 python bench/search_efficiency.py [--trials 64] [--epochs 5] [--quick]
+    nice -n 10 python bench/search_efficiency.py [--trials 64] [--epochs 4] [--quick]
 """
 
 from __future__ import annotations
@@ -116,9 +116,9 @@ def plot(res: dict, target: float, path: Path) -> None:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--samples", type=int, default=4096, help="training images per epoch")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="of the 60000 training images (3000)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--samples", type=int, default=2048, help="training images per epoch")
+    p.add_argument("--val-fraction", type=float, default=0.034, help="of the 60000 training images (2040)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", default=None, help="default: fashion_mnist when installed, else digits")
     p.add_argument("--quick", action="store_true", help="8 trials x 2 epochs on 1024 images (a smoke test)")
