@@ -112,7 +112,7 @@ def breakdown(r: dict) -> list[str]:
     lines = ["", "Where a whole `search run` spends its seconds (medians; `bench/vs_optuna.py`):", "",
              "| phase | service (s) | baseline (s) |", "|---|---:|---:|"]
     s, b = bd["service"], bd["baseline"]
-    pairs = [("interpreter start + imports", "interpreter_and_imports", "interpreter_and_imports"),
+    pairs = [("interpreter start, imports, checks before ray.init", "interpreter_and_imports", "interpreter_and_imports"),
              ("Ray start", "ray_start", None), ("MLflow parent run", "parent_run", None),
              ("other set-up (study, store, Tuner)", "setup_other", "setup"),
              ("first trial's first epoch starts after", "first_trial_start", None),
