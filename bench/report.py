@@ -101,7 +101,7 @@ def load(r: dict, row) -> str:
     for v in r.values():
         if v.get("date") == row[5] and "loadavg" in v:
             a, b = v["loadavg"]
-            return f", load {a:.1f}-{b:.1f}"
+            return f", load {a:.1f}-{b:.1f}" + (", quick size" if v.get("quick") else "")
     return ""
 
 

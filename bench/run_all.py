@@ -47,6 +47,7 @@ def run_one(name: str, argv: list[str]) -> None:
         result = module.main(argv) or {}
         result.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     result["loadavg"] = [load_before, os.getloadavg()[0]]  # other processes' share of the 2 cores
+    result["quick"] = "--quick" in argv
     out.write_text(json.dumps(result, indent=2))
 
 
