@@ -57,7 +57,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", choices=list(BENCHES))
     p.add_argument("--skip", nargs="+", choices=list(BENCHES), default=[])
     p.add_argument("--one", help=argparse.SUPPRESS)
-    args, rest = p.parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    rest = argv[argv.index("--") + 1:] if "--" in argv else []  # the bench's own arguments
+    args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if args.one:
         run_one(args.one, rest)
         return 0
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
             continue
         full, quick = BENCHES[name]
         print(f"\n=== {name} ===", flush=True)
-        cmd = [sys.executable, __file__, "--one", name, *(quick if args.quick else full)]
+        cmd = [sys.executable, __file__, "--one", name, "--", *(quick if args.quick else full)]
         if subprocess.run(cmd, env=env, cwd=REPO).returncode:
             failed.append(name)
     subprocess.run([sys.executable, str(REPO / "bench" / "report.py")], env=env, cwd=REPO, check=True)
