@@ -86,7 +86,7 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float] = (0
 
 def final_points(uri: str, parent_run_id: str) -> list[tuple[float, float]]:
     """(clean, robust) of every trial's final model, from its MLflow run (latest values)."""
-    from search import tracking
+    from records import schema as tracking
 
     client = tracking.client_for(uri)
     parent = client.get_run(parent_run_id)

@@ -55,7 +55,7 @@ sampler: {sampler}
 
 def epoch_log(uri: str, parent_run_id: str) -> list[tuple[int, str, int, float]]:
     """Every reported epoch: (timestamp ms, trial run id, epoch, val_acc), in reporting order."""
-    from search import tracking
+    from records import schema as tracking
 
     client = tracking.client_for(uri)
     rows = []

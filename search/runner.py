@@ -69,8 +69,8 @@ def quiet_libraries() -> None:
     # Trials run in actors, which get worker processes of their own: the task workers Ray prestarts
     # would only take CPU while the search starts (bench/vs_optuna.py).
     os.environ.setdefault("RAY_enable_worker_prestart", "0")
-    # Tune's results (the trial table) are read from result.json, which the JSON logger passed in
-    # callbacks_for writes; its automatic CSV and TensorBoard loggers would write each result twice more.
+    # Tune's ResultGrid reads each trial's result.json, which the JSON logger passed in callbacks_for
+    # writes; its automatic CSV and TensorBoard loggers would write each result twice more.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
