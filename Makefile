@@ -40,10 +40,10 @@ test-all: $(DEVSTAMP)  ## the slow tests too (what CI runs)
 test-cluster: $(DEVSTAMP)
 	$(BIN)/python -m pytest -m slow tests/test_cluster.py
 
+# Every benchmark (about 30 min on 2 cores; BENCH_ARGS=--quick for smoke-test sizes): bench/results/*.json
+# and the generated table in docs/performance.md. GPU figures: bench/gpu_packing.py on a GPU machine.
 bench: $(DEVSTAMP)
-	$(BIN)/python bench/core_vs_raw.py
-	$(BIN)/python bench/pgd_vs_torchattacks.py
-	$(BIN)/python bench/trial_overhead.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check .

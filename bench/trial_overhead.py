@@ -29,11 +29,14 @@ fixed: {fixed}
 """
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3)
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="3 trials x 2 epochs")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.trials, args.epochs = 3, 2
 
     import torch
 
@@ -72,6 +75,8 @@ def main() -> None:
     print(f"  one trial inside a search:        {per_trial:6.2f} s/trial")
     print(f"  overhead per trial:               {per_trial - direct:6.2f} s   (target < 1 s)")
     print(f"  ratio search / direct per trial:  {per_trial / direct:6.2f}")
+    return {"ray_start_s": ray_start, "setup_and_wrap_up_s": one - per_trial, "direct_s_per_trial": direct,
+            "search_s_per_trial": per_trial, "overhead_s_per_trial": per_trial - direct, "ratio": per_trial / direct}
 
 
 if __name__ == "__main__":

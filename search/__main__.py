@@ -1,5 +1,3 @@
-import sys
+from search.cli import entry
 
-from search.cli import main
-
-sys.exit(main())
+entry()

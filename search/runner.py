@@ -29,7 +29,7 @@ from . import doors, durable
 from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 RUNS_DIR = "runs"
 META_FILE, STUDY_FILE = durable.META_FILE, durable.STUDY_FILE
 
@@ -68,6 +68,12 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per trial
+    # Trials run in actors, which get worker processes of their own: the task workers Ray prestarts
+    # would only take CPU while the search starts (bench/vs_optuna.py).
+    os.environ.setdefault("RAY_enable_worker_prestart", "0")
+    # Tune's ResultGrid reads each trial's result.json, which the JSON logger passed in callbacks_for
+    # writes; its automatic CSV and TensorBoard loggers would write each result twice more.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("ray", "ray.tune", "ray.air", "ray.train", "mlflow", "alembic", "optuna"):
@@ -192,6 +198,11 @@ def make_sampler(name: str, study: Study):
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        # Optuna's default generation (50 trials) is random sampling for most searches run here; a
+        # quarter of the budget leaves about four generations to evolve.
+        population = max(4, min(50, study.budget.num_samples // 4))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
     if name == "grid":
         return optuna.samplers.GridSampler({n: p.grid_values() for n, p in study.search.items()}, seed=seed)
     raise SearchError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}")
@@ -231,14 +242,24 @@ def assemble_tuner(*, family: str, cpus: float, gpus: float, name: str, storage:
     )
 
 
-def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
-    from ray.tune.schedulers import ASHAScheduler
+def make_searcher(study: Study, sampler: str):
+    """Optuna behind Tune; with nsga2 it optimizes both objectives (each trial's last epoch)."""
     from ray.tune.search.optuna import OptunaSearch
 
     metric, mode = objective_metric(study), study.objective.mode
     extra = {OBJECTIVE_KEY: study.objective.model_dump()} if study.objective.constraint else None
-    searcher = OptunaSearch(space=define_by_run(study, extra), metric=metric, mode=mode,
-                            sampler=make_sampler(meta.sampler, study))
+    if sampler == "nsga2":
+        pw = study.objective.pareto_with
+        metric, mode = [metric, pw.metric], [mode, pw.mode]
+    return OptunaSearch(space=define_by_run(study, extra), metric=metric, mode=mode,
+                        sampler=make_sampler(sampler, study))
+
+
+def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
+    from ray.tune.schedulers import ASHAScheduler
+
+    metric, mode = objective_metric(study), study.objective.mode
+    searcher = make_searcher(study, meta.sampler)
     scheduler = None
     if study.budget.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=study.budget.max_epochs,
@@ -269,10 +290,12 @@ def tracker_for(study: Study) -> TrialTracker:
 
 
 def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
+    from ray.tune.logger import JsonLoggerCallback
+
     from .callbacks import MlflowTrialLogger  # imports Ray: only when a search runs
     from .progress import LiveProgress
 
-    cbs = [MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
+    cbs = [JsonLoggerCallback(), MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
     if not quiet:
         cbs.append(LiveProgress(tracker_for(study), meta.num_samples))
     return cbs

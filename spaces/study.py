@@ -146,7 +146,7 @@ class Study(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Param] = Field(default_factory=dict)
     seed: int = 0
-    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"  # the command line's --sampler overrides it
+    sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"  # the command line's --sampler overrides it
     reproduce: Reproduce = Reproduce()
 
     # ------------------------------------------------------------ derived
@@ -519,10 +519,22 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
 
 
 def check_sampler(study: Study, sampler: str) -> list[str]:
-    """Problems that only appear with a given sampler: grid needs a finite space.
+    """Problems that only appear with a given sampler: grid needs a finite space; nsga2 (multi-objective)
+    needs a second objective and no early stopping (ASHA ranks trials on one metric).
 
     (Under the other samplers a ``grid`` parameter is a categorical choice.)
     """
+    if sampler == "nsga2":
+        problems = []
+        if study.objective.pareto_with is None:
+            problems.append("objective.pareto_with: the nsga2 sampler searches two objectives; name the second "
+                            "one here (metric, mode)")
+        if study.objective.constraint is not None:
+            problems.append("objective.constraint: not supported with the nsga2 sampler (make it a second "
+                            "objective with pareto_with instead)")
+        if study.budget.scheduler != "none":
+            problems.append("budget.scheduler: the nsga2 sampler needs 'none' (ASHA stops trials on one metric)")
+        return problems
     if sampler != "grid":
         return []
     return [f"search.{n}: the grid sampler needs choice/grid/int parameters, not '{p.type}'"

@@ -266,3 +266,18 @@ def test_sign_sgd_momentum_follows_the_sign_of_the_average():
     assert p.item() == -2.0
     with pytest.raises(ValueError, match="lr"):
         SignSGD([p], lr=0.0)
+
+
+def test_channels_last_is_the_cpu_default_and_one_channel_batches_are_restrided():
+    """channels_last measured ~1.3x faster on CPU (docs/performance.md); a one-channel batch must be
+    NHWC-strided too, which ``contiguous(memory_format=...)`` would silently skip."""
+    trainer = Trainer({"dataset": "digits", "filters": [4, 8], "max_train_samples": 64, "device": "cpu",
+                       "augment": False, "epochs": 1})
+    assert trainer.channels_last
+    conv = next(p for p in trainer.model.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x, _ = next(trainer._batches())
+    assert x.shape[1] == 1 and x.stride()[1] == 1  # NHWC: the channel is the innermost dimension
+    off = Trainer({"dataset": "digits", "filters": [4, 8], "max_train_samples": 64, "device": "cpu",
+                   "augment": False, "epochs": 1, "channels_last": False})
+    assert not off.channels_last and next(off._batches())[0].is_contiguous()

@@ -323,3 +323,15 @@ def test_convert_resize():
     assert convert(torch.rand(2, 3, 32, 32), channels=1, size=16).shape == (2, 1, 16, 16)
     with pytest.raises(ValueError, match="channels"):
         convert(torch.rand(1, 2, 8, 8), channels=3)
+
+
+def test_digits_read_from_the_shipped_file_equal_load_digits():
+    """The direct read (no ``import sklearn.datasets`` in every trial process) gives scikit-learn's arrays."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from trainables.core.data import _digits_arrays
+
+    images, target = _digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)

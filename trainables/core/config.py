@@ -164,7 +164,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: str = "auto"
     amp: bool | None = Field(None, description="bfloat16 autocast; default on for CUDA")
-    channels_last: bool | None = Field(None, description="default on for CUDA")
+    channels_last: bool | None = Field(None, description="default on for CUDA and CPU")
 
     @field_validator("dataset", "model", "head", "activation", "loss", "optimizer", "scheduler", "adv_mode")
     @classmethod

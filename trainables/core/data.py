@@ -256,13 +256,33 @@ def _load_cifar10(data_dir: Path | None, download: bool) -> RawSplits:
     return RawSplits(tx, ty, vx, vy, source=str(d))
 
 
-def _load_digits(data_dir: Path | None, download: bool) -> RawSplits:
-    """scikit-learn's 8x8 digits ship with the package: the embedded default, no network."""
+def _digits_arrays():
+    """(images N x 8 x 8, labels) of scikit-learn's digits, read from the file the package ships.
+
+    Read directly: ``import sklearn.datasets`` costs about a second per process (every trial
+    actor pays it), the file itself a few milliseconds. Falls back to ``load_digits``.
+    """
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is not None and path.is_file():
+        with gzip.open(path, "rt") as f:
+            data = np.loadtxt(f, delimiter=",", dtype=np.float32)
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
-    y = torch.as_tensor(bunch.target, dtype=torch.int64)
+    return bunch.images, bunch.target
+
+
+def _load_digits(data_dir: Path | None, download: bool) -> RawSplits:
+    """scikit-learn's 8x8 digits ship with the package: the embedded default, no network."""
+    images, target = _digits_arrays()
+    x = torch.as_tensor(images, dtype=torch.float32)[:, None] / 16.0
+    y = torch.as_tensor(target, dtype=torch.int64)
     # A fixed test split (never depends on any seed): every 5th sample after a fixed shuffle.
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
     test_idx, train_idx = perm[: len(y) // 5], perm[len(y) // 5 :]

@@ -1,10 +1,13 @@
 """One training run, in plain PyTorch: ``train(config)``.
 
 Data lives on the device as tensors, batches are index slices, augmentation is batched,
-evaluation runs under ``torch.inference_mode()``. On CUDA, bfloat16 autocast and
-channels_last are on by default. Checkpoints hold everything needed to continue a run at
-the next epoch with the same results as an uninterrupted one (model, optimizer, scheduler,
-SWA state, history, random-number generators) and load with ``weights_only=True``.
+evaluation runs under ``torch.inference_mode()``. channels_last is on by default (on CPU too:
+oneDNN's convolutions, pooling and BatchNorm are about 1.3x faster in that layout, see
+docs/performance.md); bfloat16 autocast is on by default on CUDA (``amp: true`` on a CPU with
+native bf16 roughly doubles a CPU epoch once combined with channels_last). Checkpoints hold
+everything needed to continue a run at the next epoch with the same results as an uninterrupted
+one (model, optimizer, scheduler, SWA state, history, random-number generators) and load with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -164,7 +167,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp if cfg.amp is not None else cuda
-        self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type in ("cuda", "cpu")
         self.generator = torch.Generator().manual_seed(cfg.seed)  # batch order and augmentation
         self.data = data if data is not None else build_data(cfg, self.device)
         # The global RNG is the caller's: the model is initialized, and each epoch runs (dropout, attack
@@ -262,8 +265,8 @@ class Trainer:
             x = train.x[idx]
             if self.augment is not None:
                 x = self.augment(x, self.generator)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            if self.channels_last:  # not x.contiguous(...): with one channel that keeps NCHW strides
+                x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
             yield x, train.y[idx]
 
     def train_epoch(self) -> tuple[float, float, int, dict[str, float]]:
