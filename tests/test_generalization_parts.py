@@ -142,7 +142,7 @@ def test_circle_loss_default_gamma_is_finite_with_gradients():
     y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(2))
     loss = circle_loss(f, y)
     loss.backward()
-    assert torch.isfinite(loss) and float(loss) > 0
+    assert torch.isfinite(loss) and loss.item() > 0
     assert torch.isfinite(f.grad).all() and float(f.grad.abs().sum()) > 0
 
 
@@ -226,3 +226,105 @@ def test_diagnostic_plots_write_pngs(tmp_path):
         dg.image_grid({"clean": x, "fgsm": x}, y, {"clean": y}, tmp_path / "g2.png")
     xy = np.random.default_rng(0).normal(size=(6, 2))
     assert dg.embedding_plot(xy, LABELS, tmp_path / "u.png", domains=["a"] * 3 + ["b"] * 3).stat().st_size > 1000
+
+
+# ------------------------------------------------------------------ freezing (pure level)
+def _tiny_resnet():
+    from trainables.core.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("resnet18", in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,), width=4)
+
+
+def _sgd_steps(model, frozen, steps=3):
+    from trainables.core.transfer import keep_frozen_in_eval, trainable_parameters
+
+    opt = torch.optim.SGD(trainable_parameters(model), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        model.train()
+        keep_frozen_in_eval(frozen)
+        x, y = torch.rand(16, 1, 8, 8, generator=g) * 2, torch.randint(0, 10, (16,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_freeze_trunk_keeps_backbone_params_and_bn_buffers_bit_identical():
+    from trainables.core.transfer import apply_freeze
+
+    model = _tiny_resnet()
+    trunk, head = _state(model.backbone), _state(model.head)
+    assert any("running_mean" in k for k in trunk)
+    _sgd_steps(model, apply_freeze(model, "trunk"))
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, trunk[k]), k
+    assert not torch.equal(model.head.weight, head["weight"])
+
+
+def test_freeze_all_but_last_block_trains_only_the_last_block_and_head():
+    from trainables.core.transfer import apply_freeze, last_block
+
+    model = _tiny_resnet()
+    block = last_block(model.backbone)
+    assert type(block).__name__ in ("BasicBlock", "Bottleneck")
+    block_ids = {id(t) for t in list(block.parameters()) + list(block.buffers())}
+    before = {k: v.clone() for k, v in model.backbone.state_dict(keep_vars=True).items()}
+    live = model.backbone.state_dict(keep_vars=True)
+    _sgd_steps(model, apply_freeze(model, "all_but_last_block"))
+    changed_block = frozen_same = 0
+    for k, v in before.items():
+        now = live[k]
+        if id(now) in block_ids:
+            changed_block += not torch.equal(now, v)
+        else:
+            assert torch.equal(now, v), k
+            frozen_same += 1
+    assert changed_block > 0 and frozen_same > 0
+
+
+def test_freeze_none_trains_everything_and_unknown_mode_is_an_error():
+    from trainables.core.transfer import apply_freeze
+
+    model = _tiny_resnet()
+    first = model.backbone[0].weight.clone()
+    _sgd_steps(model, apply_freeze(model, "none"))
+    assert not torch.equal(model.backbone[0].weight, first)
+    with pytest.raises(ValueError, match="choose one of"):
+        apply_freeze(model, "everything")
+
+
+def test_per_class_subset_draws_k_of_each_class_reproducibly():
+    from trainables.core.data import Split
+    from trainables.core.transfer import per_class_subset
+
+    y = torch.arange(10).repeat(7)
+    split = Split(torch.arange(70, dtype=torch.float32).view(70, 1, 1, 1), y)
+    a, b = per_class_subset(split, 5, seed=3), per_class_subset(split, 5, seed=3)
+    assert torch.equal(a.x, b.x)
+    assert torch.bincount(a.y).tolist() == [5] * 10
+    assert torch.equal(split.y[a.x.flatten().long()], a.y)  # labels travel with their images
+    assert not torch.equal(a.x, per_class_subset(split, 5, seed=4).x)
+    with pytest.raises(ValueError, match="fewer than finetune_per_class = 8"):
+        per_class_subset(split, 8)
+
+
+def test_load_weights_roundtrip_and_mismatch(tmp_path):
+    from trainables.core.models import build_model
+    from trainables.core.transfer import load_weights
+
+    src = _tiny_resnet()
+    torch.save({"model": src.state_dict(), "epoch": 1}, tmp_path / "ckpt.pt")
+    dst = build_model("resnet18", in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,), width=4)
+    load_weights(dst, tmp_path / "ckpt.pt")
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v)
+    wide = build_model("resnet18", in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,), width=8)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_weights(wide, tmp_path / "ckpt.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_weights(wide, tmp_path / "absent.pt")
