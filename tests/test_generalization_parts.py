@@ -328,3 +328,20 @@ def test_load_weights_roundtrip_and_mismatch(tmp_path):
         load_weights(wide, tmp_path / "ckpt.pt")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_weights(wide, tmp_path / "absent.pt")
+
+
+def test_color_jitter_is_per_sample_seeded_and_rgb_only():
+    from trainables.core.jitter import color_jitter
+
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    a = color_jitter(x, 0.4, torch.Generator().manual_seed(1))
+    assert torch.equal(a, color_jitter(x, 0.4, torch.Generator().manual_seed(1)))
+    assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
+    ratio = (a / x.clamp_min(1e-3)).mean((1, 2, 3))
+    assert ratio.std() > 0.01  # each sample its own factors
+    assert torch.equal(color_jitter(x, 0.0), x)
+    gray = x[:, :1].expand(-1, 3, -1, -1)
+    g = color_jitter(gray, 0.4, torch.Generator().manual_seed(1))
+    assert torch.allclose(g[:, 0], g[:, 1], atol=1e-6)  # a gray image stays gray: saturation has nothing to act on
+    with pytest.raises(ValueError, match="RGB"):
+        color_jitter(torch.rand(2, 1, 4, 4), 0.2)
