@@ -262,3 +262,32 @@ def describe() -> str:
         levels = "one level" if not c.has_severity else "severity 1..5: " + ", ".join(map(str, c.levels))
         lines.append(f"{c.name}: {c.doc} ({levels})")
     return "\n".join(lines)
+
+
+def load_domain(name: str, *, channels: int | None = None, size: int | None = None, device="cpu",
+                split_seed: int = 0, **load_kwargs):
+    """``load_data`` for any dataset name, corruption domains included.
+
+    A domain is its base dataset with every split corrupted at the base's native size (so a domain
+    is the same images whoever evaluates it), then converted to ``channels`` / ``size``. The random
+    draws are seeded by ``split_seed``, the seed that already fixes which samples validate: every
+    trial of a search sees the same domain whatever its training seed. The domain keeps the base's
+    normalization statistics (the model normalizes inside, with its source's statistics).
+    """
+    from dataclasses import replace
+
+    from .data import Split, convert, load_data
+
+    domain = parse_name(name)
+    if domain.corruption is None:
+        return load_data(name, channels=channels, size=size, device=device, split_seed=split_seed, **load_kwargs)
+    base = load_data(domain.dataset, split_seed=split_seed, **load_kwargs)  # native size, CPU
+
+    def make(split: Split, tag: str) -> Split:
+        x = convert(corrupt(split.x, domain, seed=split_seed, tag=tag), channels, size)
+        return Split(x.to(device), split.y.to(device))
+
+    return replace(base, info=replace(base.info, name=domain.canonical), train=make(base.train, "train"),
+                   val=make(base.val, "val"), test=make(base.test, "test"),
+                   source=f"{base.source} + {domain.corruption}" + (f"@{domain.severity}" if domain.severity else "")
+                   + " (generated here)")
