@@ -230,7 +230,7 @@ def test_diagnostic_plots_write_pngs(tmp_path):
 
 # ------------------------------------------------------------------ freezing (pure level)
 def _tiny_resnet():
-    from trainables.core.models import build_model
+    from trainables.core.train import build_model
 
     torch.manual_seed(0)
     return build_model("resnet18", in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,), width=4)
@@ -314,7 +314,7 @@ def test_per_class_subset_draws_k_of_each_class_reproducibly():
 
 
 def test_load_weights_roundtrip_and_mismatch(tmp_path):
-    from trainables.core.models import build_model
+    from trainables.core.train import build_model
     from trainables.core.transfer import load_weights
 
     src = _tiny_resnet()

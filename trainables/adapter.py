@@ -18,6 +18,7 @@ from ray import tune
 
 from trainables.core import TrainConfig, Trainer
 from trainables.core.train import Evaluator
+from trainables.core.finetune import make_trainer
 from trainables.objective import OBJECTIVE_KEY, score
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -35,7 +36,7 @@ def run_trial(config: dict, final_metrics: FinalMetrics | None = None, evaluator
     # As many torch threads as CPUs given to this trial: more would fight the trials beside it.
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    trainer = Trainer(config_from_trial(config), evaluators=evaluators)  # Ray hides GPUs not assigned to this trial
+    trainer = make_trainer(config_from_trial(config), evaluators=evaluators)  # Ray hides GPUs not assigned to this trial
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:

@@ -9,16 +9,19 @@ Labels must mean the same thing: the targets' label spaces must equal the source
 
 from __future__ import annotations
 
+import contextlib
+from functools import lru_cache
+
 import torch
 
 from .corruptions import load_domain, metric_name, parse_name
-from .data import DATASETS
+from .data import DATASETS, Split
+from .registry import register
 
 
 def label_space(name: str) -> str:
     """What a dataset's labels mean (``digits`` for digits / MNIST / SVHN); a domain keeps its base's."""
-    info = DATASETS[parse_name(name).dataset]
-    return getattr(info, "label_space", "") or info.name
+    return DATASETS[parse_name(name).dataset].labels
 
 
 def check_targets(source: str, targets) -> list[str]:
@@ -37,29 +40,55 @@ def check_targets(source: str, targets) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=8)
+def _target(name: str, channels: int, size: int, device: str, split_seed: int, data_dir, download: bool) -> Split:
+    """A target's test split, loaded once per process (a fine-tuning phase rebuilds the evaluators)."""
+    return load_domain(name, channels=channels, size=size, device=device, split_seed=split_seed,
+                       data_dir=data_dir, download=download).test
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, split: Split, batch_size: int = 1024, autocast=None) -> float:
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=split.y.device)
+    for i in range(0, len(split), batch_size):
+        with autocast or contextlib.nullcontext():
+            correct += (model(split.x[i : i + batch_size]).argmax(1) == split.y[i : i + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / max(1, len(split))
+
+
 class CrossDomainEval:
-    """``__call__(model) -> {xdomain_acc_<target>: accuracy}`` on every target's test split."""
+    """A per-epoch evaluator: ``xdomain_acc_<target>`` of the reported model on every target's test split."""
 
     def __init__(self, source: str, targets, *, channels: int, size: int, device="cpu", split_seed: int = 0,
                  data_dir=None, download: bool = False, batch_size: int = 1024):
         self.names = check_targets(source, targets)
         self.metrics = [metric_name(t) for t in self.names]
         self.batch_size = batch_size
-        self.splits = [load_domain(t, channels=channels, size=size, device=device, split_seed=split_seed,
-                                   data_dir=data_dir, download=download).test for t in self.names]
+        self.splits = [_target(t, channels, size, str(device), split_seed, data_dir, download) for t in self.names]
 
-    @torch.inference_mode()
-    def __call__(self, model: torch.nn.Module, autocast=None) -> dict[str, float]:
-        import contextlib
+    def measure(self, model: torch.nn.Module, autocast=None) -> dict[str, float]:
+        return {m: accuracy(model, s, self.batch_size, autocast) for m, s in zip(self.metrics, self.splits)}
 
-        was_training = model.training
-        model.eval()
-        out = {}
-        for metric, split in zip(self.metrics, self.splits):
-            correct = torch.zeros((), dtype=torch.long, device=split.y.device)
-            for i in range(0, len(split), self.batch_size):
-                with autocast or contextlib.nullcontext():
-                    correct += (model(split.x[i : i + self.batch_size]).argmax(1) == split.y[i : i + self.batch_size]).sum()
-            out[metric] = correct.item() / max(1, len(split))
-        model.train(was_training)
-        return out
+    def __call__(self, trainer) -> dict[str, float]:
+        return self.measure(trainer.eval_model(), trainer.autocast())
+
+
+# ---------------------------------------------------------------- the xdomain_eval switch (eval_datasets set or not)
+@register("xdomain_eval", "on")
+def xdomain_eval_on(shape, device, *, dataset: str, eval_datasets: tuple[str, ...], split_seed: int,
+                    data_dir: str | None, download: bool, eval_batch_size: int) -> CrossDomainEval:
+    channels, size, _ = shape
+    return CrossDomainEval(dataset, eval_datasets, channels=channels, size=size, device=device, split_seed=split_seed,
+                           data_dir=data_dir, download=download, batch_size=eval_batch_size)
+
+
+@register("xdomain_eval", "off")
+def xdomain_eval_off(shape, device) -> None:
+    return None
+
+
+def xdomain_metric_names(eval_datasets) -> tuple[str, ...]:
+    return tuple(metric_name(t) for t in eval_datasets)

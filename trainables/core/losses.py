@@ -106,6 +106,28 @@ def l1(*, l1: float) -> Term | None:
     return Term("l1", l1, penalty)
 
 
+@register("term", "circle")
+def circle(*, circle_weight: float, circle_m: float, circle_gamma: float) -> Term | None:
+    """Circle loss (Sun et al. 2020) on the L2-normalized penultimate features (see ``circle``)."""
+    if not circle_weight:
+        return None
+    from .circle import CircleLoss
+
+    loss = CircleLoss(circle_m, circle_gamma)
+    return Term("circle", circle_weight, lambda out, y, model: loss(out.features, y))
+
+
+# the Circle section: m and gamma act only when its weight is on
+@register("circle", "on")
+def circle_on(*, circle_m: float, circle_gamma: float) -> None:
+    return None
+
+
+@register("circle", "off")
+def circle_off() -> None:
+    return None
+
+
 def build_terms(cfg: Any) -> list[Term]:
     """Every registered term the config switches on, in registration order."""
     return [t for t in (build("term", name, cfg) for name in TERMS) if t is not None]

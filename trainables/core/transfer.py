@@ -20,17 +20,14 @@ import torch
 from torch import nn
 
 from .data import Split
+from .registry import register, registry
 
-# mode -> fn(model) -> the modules whose parameters are frozen
-FREEZE: dict[str, Callable[[nn.Module], list[nn.Module]]] = {}
+FREEZE = registry("freeze")  # mode -> fn(model) -> the modules whose parameters are frozen
+FreezeFn = Callable[[nn.Module], list[nn.Module]]
 
 
 def register_freeze(name: str):
-    def wrap(fn):
-        FREEZE[name] = fn
-        return fn
-
-    return wrap
+    return register("freeze", name)
 
 
 def _has_params(m: nn.Module) -> bool:
@@ -64,9 +61,18 @@ def freeze_all_but_last_block(model: nn.Module) -> list[nn.Module]:
 
 
 def frozen_modules(model: nn.Module, mode: str) -> list[nn.Module]:
-    if mode not in FREEZE:
-        raise ValueError(f"unknown freeze '{mode}'; choose one of: {', '.join(FREEZE)}")
-    return FREEZE[mode](model)
+    return FREEZE.lookup(mode)(model)
+
+
+# the fine-tuning section: its fields act only when ``finetune_dataset`` is set
+@register("finetune", "on")
+def finetune_on(*, finetune_per_class: int, finetune_epochs: int, finetune_lr: float, freeze: str) -> None:
+    return None
+
+
+@register("finetune", "off")
+def finetune_off() -> None:
+    return None
 
 
 def apply_freeze(model: nn.Module, mode: str) -> list[nn.Module]:
