@@ -78,15 +78,16 @@ class CrossDomainEval:
 
 # ---------------------------------------------------------------- the xdomain_eval switch (eval_datasets set or not)
 @register("xdomain_eval", "on")
-def xdomain_eval_on(shape, device, *, dataset: str, eval_datasets: tuple[str, ...], split_seed: int,
-                    data_dir: str | None, download: bool, eval_batch_size: int) -> CrossDomainEval:
+def xdomain_eval_on(source: str, shape, device, loading: dict, batch_size: int, *,
+                    eval_datasets: tuple[str, ...]) -> CrossDomainEval:
+    """``loading``: the source's ``split_seed``, ``data_dir`` and ``download`` (targets load like it)."""
     channels, size, _ = shape
-    return CrossDomainEval(dataset, eval_datasets, channels=channels, size=size, device=device, split_seed=split_seed,
-                           data_dir=data_dir, download=download, batch_size=eval_batch_size)
+    return CrossDomainEval(source, eval_datasets, channels=channels, size=size, device=device, batch_size=batch_size,
+                           **loading)
 
 
 @register("xdomain_eval", "off")
-def xdomain_eval_off(shape, device) -> None:
+def xdomain_eval_off(source: str, shape, device, loading: dict, batch_size: int) -> None:
     return None
 
 

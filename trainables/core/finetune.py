@@ -27,22 +27,24 @@ import torch
 from .config import TrainConfig
 from .crossdomain import _target, accuracy
 from .data import load_data
+from .registry import build
 from .train import Trainer
-from .transfer import apply_freeze, load_weights, per_class_subset
+from .transfer import FinetunePlan, apply_freeze, load_weights, per_class_subset
 
 TRANSFER_FIELDS = ("finetune_dataset", "finetune_per_class", "finetune_epochs", "finetune_lr", "freeze")
 NOT_IN_FINETUNING = ("swa", "swa_start", "swa_lr", "warmup_epochs", "init_from", "pretrained")
 
 
-def phase_configs(cfg: TrainConfig) -> tuple[TrainConfig | None, TrainConfig | None]:
-    """(pretraining config or None, fine-tuning config or None) of a run's config."""
-    if cfg.finetune_dataset is None:
-        return cfg, None
+def phase_configs(cfg: TrainConfig) -> tuple[TrainConfig | None, TrainConfig | None, FinetunePlan | None]:
+    """(pretraining config or None, fine-tuning config or None, the fine-tuning plan) of a run's config."""
+    plan = build("finetune", "on" if cfg.finetune_dataset else "off", cfg, cfg.finetune_dataset)
+    if plan is None:
+        return cfg, None, None
     explicit = {k: v for k, v in cfg.explicit().items() if k not in TRANSFER_FIELDS}
-    pre_epochs = cfg.epochs - cfg.finetune_epochs
+    pre_epochs = cfg.epochs - plan.epochs
     pre = TrainConfig.from_dict({**explicit, "epochs": pre_epochs}) if pre_epochs > 0 else None
     fine = {k: v for k, v in explicit.items() if k not in NOT_IN_FINETUNING}
-    return pre, TrainConfig.from_dict({**fine, "epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr})
+    return pre, TrainConfig.from_dict({**fine, "epochs": plan.epochs, "lr": plan.lr}), plan
 
 
 class TransferTrainer(Trainer):
@@ -50,7 +52,7 @@ class TransferTrainer(Trainer):
 
     def __init__(self, config: TrainConfig | dict, data=None, **hooks):
         plan = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-        pre, self.fine_cfg = phase_configs(plan)
+        pre, self.fine_cfg, self.ft = phase_configs(plan)
         self.plan, self.frozen, self.before = plan, [], float("nan")
         if self.fine_cfg is not None:
             hooks["evaluators"] = [*hooks.get("evaluators", ()), self._target_accuracy]
@@ -64,7 +66,7 @@ class TransferTrainer(Trainer):
     def _target_split(self):
         c, s, _ = self.data.shape
         p = self.plan
-        return _target(p.finetune_dataset, c, s, str(self.device), p.split_seed, p.data_dir, p.download)
+        return _target(self.ft.dataset, c, s, str(self.device), p.split_seed, p.data_dir, p.download)
 
     def _target_accuracy(self, trainer) -> dict[str, float]:
         out = {"finetune_acc": accuracy(self.eval_model(), self._target_split(), self.cfg.eval_batch_size,
@@ -83,10 +85,10 @@ class TransferTrainer(Trainer):
         p = self.plan
         c, s, _ = self.data.shape
         self.before = accuracy(self.model, self._target_split(), self.cfg.eval_batch_size)
-        target = load_data(p.finetune_dataset, data_dir=p.data_dir, download=p.download, val_fraction=p.val_fraction,
+        target = load_data(self.ft.dataset, data_dir=p.data_dir, download=p.download, val_fraction=p.val_fraction,
                            split_seed=p.split_seed, channels=c, size=s, device=self.device)
-        self.data = replace(self.data, train=per_class_subset(target.train, p.finetune_per_class, seed=p.seed))
-        self.frozen = apply_freeze(self.model, p.freeze)
+        self.data = replace(self.data, train=per_class_subset(target.train, self.ft.per_class, seed=p.seed))
+        self.frozen = apply_freeze(self.model, self.ft.freeze)
         self.train_mode = self._frozen_train_mode
         self.epoch, self.phase = 0, 1
         self._build(self.fine_cfg)

@@ -201,7 +201,10 @@ class Trainer:
         self.swa = build("swa", _on_off(cfg.swa), cfg, self.model, self.optimizer, cfg.epochs)
         self.augment = build("augment", _on_off(cfg.augment), cfg, self.data.shape[-1], self.hflip)
         robust = build("robust_eval", _on_off(cfg.eval_eps), cfg, cfg.eval_batch_size, cfg.seed)
-        xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, self.data.shape, self.device)
+        loading = {"split_seed": cfg.split_seed, "data_dir": cfg.data_dir, "download": cfg.download}
+        xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, cfg.dataset, self.data.shape, self.device,
+                        loading, cfg.eval_batch_size)
+        self.finetune = build("finetune", _on_off(cfg.finetune_dataset), cfg, cfg.finetune_dataset)  # a FinetunePlan (finetune.py runs it)
         self.evaluators: list[Evaluator] = [e for e in (robust, xdomain) if e] + self.extra_evaluators
         self.finalizers: list[Finalizer] = ([finalize_swa] if self.swa else []) + self.extra_finalizers
 

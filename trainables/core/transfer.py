@@ -13,6 +13,7 @@ is kept in eval mode for the whole phase. What is frozen:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -64,14 +65,25 @@ def frozen_modules(model: nn.Module, mode: str) -> list[nn.Module]:
     return FREEZE.lookup(mode)(model)
 
 
-# the fine-tuning section: its fields act only when ``finetune_dataset`` is set
+@dataclass(frozen=True)
+class FinetunePlan:
+    """The fine-tuning section of a config (its fields act only when ``finetune_dataset`` is set)."""
+
+    dataset: str
+    per_class: int
+    epochs: int
+    lr: float
+    freeze: str
+
+
 @register("finetune", "on")
-def finetune_on(*, finetune_per_class: int, finetune_epochs: int, finetune_lr: float, freeze: str) -> None:
-    return None
+def finetune_on(dataset: str, *, finetune_per_class: int, finetune_epochs: int, finetune_lr: float,
+                freeze: str) -> FinetunePlan:
+    return FinetunePlan(dataset, finetune_per_class, finetune_epochs, finetune_lr, freeze)
 
 
 @register("finetune", "off")
-def finetune_off() -> None:
+def finetune_off(dataset: None) -> None:
     return None
 
 
