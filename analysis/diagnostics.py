@@ -235,3 +235,59 @@ def embedding_plot(xy: np.ndarray, labels, out: str | Path, *, domains: Sequence
         a.set_yticks([])
     fig.suptitle(title or "UMAP of penultimate features", fontsize="small")
     return _save(fig, out)
+
+
+# ------------------------------------------------------------------ from a trial's saved predictions
+def from_predictions(source, out: str | Path, *, n_bins: int = 10, umap: bool = True,
+                     class_names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Every diagnostic from ``predictions.pt`` (``trainables.core.predictions.collect``) into ``out``.
+
+    Per domain: the scalar diagnostics (returned, and written to ``diagnostics.json``), a confusion
+    matrix; for all domains: one risk-coverage figure, the clean / FGSM / PGD / noise grid and, with
+    ``umap``, the penultimate features by class and by domain.
+    """
+    import json
+
+    data = torch.load(source, map_location="cpu", weights_only=True) if isinstance(source, (str, Path)) else source
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, curves = {}, {}
+    for name, d in data["domains"].items():
+        diag = diagnose(d["scores"], d["labels"], n_bins=n_bins)
+        results[name] = diag.metrics()
+        curves[name] = diag.risk_coverage
+        safe = name.replace(":", "_").replace("@", "_")
+        confusion_plot(diag.confusion, out / f"confusion_{safe}.png", class_names=class_names,
+                       title=f"{name}: accuracy {diag.accuracy:.3f}")
+    risk_coverage_plot(curves, out / "risk_coverage.png")
+    grid = data["grid"]
+    image_grid(grid["images"], grid["labels"], grid["preds"], out / "adversarial_grid.png", class_names=class_names,
+               title=f"true / predicted: clean, FGSM, PGD, uniform noise at eps {data['eps']:.3g}")
+    if umap:
+        from .embedding import project
+
+        feats = np.concatenate([d["features"].float().numpy() for d in data["domains"].values()])
+        labels = np.concatenate([d["feature_labels"].numpy() for d in data["domains"].values()])
+        domains = [n for n, d in data["domains"].items() for _ in range(len(d["feature_labels"]))]
+        embedding_plot(project(feats), labels, out / "umap_class_domain.png", domains=domains)
+    (out / "diagnostics.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m analysis.diagnostics predictions.pt OUT [--bins 10] [--no-umap]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m analysis.diagnostics", description=main.__doc__)
+    ap.add_argument("predictions")
+    ap.add_argument("out")
+    ap.add_argument("--bins", type=int, default=10)
+    ap.add_argument("--no-umap", action="store_true")
+    args = ap.parse_args(argv)
+    for name, m in from_predictions(args.predictions, args.out, n_bins=args.bins, umap=not args.no_umap).items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if not k.startswith("class")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -204,7 +204,8 @@ class Trainer:
         loading = {"split_seed": cfg.split_seed, "data_dir": cfg.data_dir, "download": cfg.download}
         xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, cfg.dataset, self.data.shape, self.device,
                         loading, cfg.eval_batch_size)
-        self.finetune = build("finetune", _on_off(cfg.finetune_dataset), cfg, cfg.finetune_dataset)  # a FinetunePlan (finetune.py runs it)
+        # the fine-tuning section as a FinetunePlan (or None); finetune.TransferTrainer runs it
+        self.finetune = build("finetune", _on_off(cfg.finetune_dataset), cfg, cfg.finetune_dataset)
         self.evaluators: list[Evaluator] = [e for e in (robust, xdomain) if e] + self.extra_evaluators
         self.finalizers: list[Finalizer] = ([finalize_swa] if self.swa else []) + self.extra_finalizers
 
