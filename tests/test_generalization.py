@@ -15,9 +15,10 @@ from trainables.core import data as data_mod
 from trainables.core.finetune import TransferTrainer, make_trainer
 from trainables.families import FAMILIES
 
-RESNET = {**{k: v for k, v in TINY.items() if k != "filters"}, "model": "resnet18", "width": 4}
+RESNET = {**{k: v for k, v in TINY.items() if k != "filters"}, "model": "resnet18", "width": 4,
+          "max_train_samples": 200, "batch_size": 32}
 FINETUNE = {**RESNET, "epochs": 3, "finetune_dataset": "digits:rotate@4", "finetune_per_class": 5,
-            "finetune_epochs": 1, "finetune_lr": 0.5, "batch_size": 16}
+            "finetune_epochs": 1, "finetune_lr": 0.5}
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +32,7 @@ def _no_download(monkeypatch):
 # ---------------------------------------------------------------- cross-domain evaluation
 def test_k_targets_report_k_cross_domain_metrics_every_epoch():
     targets = ["digits:rotate", "digits:invert", "digits:gaussian_noise@5"]
-    cfg = {**TINY, "epochs": 3, "eval_datasets": targets}
+    cfg = {**TINY, "epochs": 3, "eval_datasets": targets, "max_train_samples": 600}
     result = train(cfg)
     names = ["xdomain_acc_digits_rotate_3", "xdomain_acc_digits_invert", "xdomain_acc_digits_gaussian_noise_5"]
     for m in result.history:
@@ -294,7 +295,7 @@ def test_saved_predictions_draw_every_diagnostic(tmp_path):
     from analysis.diagnostics import from_predictions
     from trainables.generalization import PREDICTIONS_FILE, save_predictions
 
-    trainer = make_trainer({**TINY, "epochs": 1, "eval_datasets": ["digits:invert"]})
+    trainer = make_trainer({**TINY, "epochs": 1, "eval_datasets": ["digits:invert"], "max_train_samples": 300})
     trainer.fit()
     path = save_predictions(trainer, tmp_path)
     assert path.name == PREDICTIONS_FILE
