@@ -2,7 +2,7 @@
 
 Three parts, each through the core (``trainables.core.train`` / ``make_trainer``: what a search trial runs):
 
-- ``matrix``: source -> target accuracy. Sources: Fashion-MNIST and two of its corruption domains;
+- ``matrix``: source -> target accuracy. Sources: Fashion-MNIST and its rotated domain;
   targets: Fashion-MNIST and seven corruption domains, each evaluated every epoch by ``eval_datasets``
   (the table is the last epoch's ``xdomain_acc_*``). The clean source's checkpoint is kept for ``finetune``.
 - ``finetune``: from that checkpoint, fine-tune on k in {10, 50, 100} labelled samples per class of a target
@@ -44,14 +44,15 @@ BASE = {
     "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "scheduler": "onecycle", "augment": False,
     "epochs": 3, "max_train_samples": 20000, "device": "cpu", "seed": 0, "eval_batch_size": 2000,
 }
-SOURCES = ["fashion_mnist", "fashion_mnist:rotate@3", "fashion_mnist:gaussian_noise@3"]
+SOURCES = ["fashion_mnist", "fashion_mnist:rotate@3"]
 TARGETS = ["fashion_mnist", "fashion_mnist:rotate@3", "fashion_mnist:shear@3", "fashion_mnist:translate@3",
            "fashion_mnist:gaussian_noise@3", "fashion_mnist:blur@3", "fashion_mnist:contrast@4", "fashion_mnist:invert"]
-FINETUNE_TARGETS = ["fashion_mnist:rotate@4", "fashion_mnist:invert"]
+FINETUNE_TARGETS = ["fashion_mnist:rotate@4"]
 KS = (10, 50, 100)
 FREEZES = ("trunk", "all_but_last_block")
-CIRCLE_WEIGHTS = (0.0, 0.005, 0.02)
+CIRCLE_WEIGHTS = (0.0, 0.01)
 EPS = 0.1
+FT_EPOCHS, FT_LR = 8, 0.05
 
 
 def log(msg: str) -> None:
@@ -110,7 +111,7 @@ def run_finetune(results: dict) -> None:
             for k in KS:
                 cfg = {**{k2: v for k2, v in BASE.items() if k2 not in ("scheduler", "epochs")}, "scheduler": "cosine",
                        "init_from": str(ckpt), "finetune_dataset": target, "finetune_per_class": k, "freeze": freeze,
-                       "finetune_epochs": 10, "epochs": 10, "finetune_lr": 0.01, "batch_size": 32}
+                       "finetune_epochs": FT_EPOCHS, "epochs": FT_EPOCHS, "finetune_lr": FT_LR, "batch_size": 32}
                 t0 = time.perf_counter()
                 trainer = make_trainer(cfg)
                 result = trainer.fit()
@@ -120,7 +121,8 @@ def run_finetune(results: dict) -> None:
                 table.append(row)
                 log(f"  {target:24s} {freeze:18s} k={k:3d}: {row['before']:.4f} -> {row['after']:.4f} "
                     f"(source val {row['source_val_after']:.4f})")
-    results["finetune"] = {"rows": table, "epochs": 10, "lr": 0.01, "optimizer": "sgd (nesterov), cosine",
+    results["finetune"] = {"rows": table, "epochs": FT_EPOCHS, "lr": FT_LR, "batch_size": 32,
+                           "optimizer": "sgd (nesterov), cosine",
                            "note": "k labelled samples per class of the target's training split; "
                                    "accuracy on the target's test split"}
 

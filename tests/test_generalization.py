@@ -4,6 +4,7 @@ Circle loss in training, the homework's options, and the config paths of its fie
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -305,3 +306,42 @@ def test_saved_predictions_draw_every_diagnostic(tmp_path):
     assert results["digits"]["acc"] == pytest.approx(trainer.history[-1]["test_acc"])
     for png in ("confusion_digits.png", "confusion_digits_invert.png", "risk_coverage.png", "adversarial_grid.png"):
         assert (tmp_path / "diag" / png).stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- init_from: search:NAME
+def test_init_from_search_name_resolves_to_that_searchs_best_checkpoint(tmp_path, monkeypatch):
+    from analysis import records
+    from search.errors import SearchError
+    from search.runner import SearchMeta, resolve_init_from
+    from spaces.study import parse_study
+
+    study = parse_study("name: s\nfamily: generalization\ndataset: digits\nfixed:\n  init_from: search:prev\n"
+                        "  finetune_dataset: digits:invert\n  finetune_epochs: 2\nsearch:\n"
+                        "  finetune_per_class: {type: choice, values: [5, 10]}\nbudget: {max_epochs: 2, grace_period: 1}\n")
+    meta = SearchMeta("now", str(tmp_path / "runs" / "now" / "study.yaml"), "sqlite:///x.db", "run", "tpe", 2, None,
+                      str(tmp_path / "runs"))
+    calls = []
+
+    def info(name, uri):
+        calls.append(name)
+        if name != "prev":
+            raise records.SearchNotFound(f"no search named '{name}'")
+        return name
+
+    def download(found, dst):
+        path = Path(dst) / "checkpoint.pt"  # as MLflow downloads best_model/checkpoint.pt into dst
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"weights")
+        return path
+
+    monkeypatch.setattr(records, "search_info", info)
+    monkeypatch.setattr(records, "download_checkpoint", download)
+    resolved = resolve_init_from(study, meta)
+    path = Path(resolved.fixed["init_from"])
+    assert path.is_file() and path.parts[-3:] == ("init_from", "prev", "checkpoint.pt")
+    assert resolve_init_from(study, meta).fixed["init_from"] == str(path) and calls == ["prev"]  # downloaded once
+    other = study.model_copy(update={"fixed": {**study.fixed, "init_from": "search:absent"}})
+    with pytest.raises(SearchError, match="fixed.init_from: no search named 'absent'"):
+        resolve_init_from(other, meta)
+    with pytest.raises(FileNotFoundError, match="resolves search:NAME"):
+        make_trainer({**FINETUNE, "init_from": "search:prev"})

@@ -127,6 +127,9 @@ def per_class_subset(split: Split, k: int, seed: int = 0) -> Split:
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a trainer checkpoint's model weights (or a bare state dict) into ``model``; shapes must match."""
+    if str(path).startswith("search:"):
+        raise FileNotFoundError(f"init_from {path}: `search run` resolves search:NAME to that search's best model; "
+                                "outside a search, download it with analysis.records.download_checkpoint")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"init_from: no checkpoint at {path}")
