@@ -263,6 +263,17 @@ def from_predictions(source, out: str | Path, *, n_bins: int = 10, umap: bool = 
     grid = data["grid"]
     image_grid(grid["images"], grid["labels"], grid["preds"], out / "adversarial_grid.png", class_names=class_names,
                title=f"true / predicted: clean, FGSM, PGD, uniform noise at eps {data['eps']:.3g}")
+    if "pgd_sweep" in data:
+        results["pgd_sweep"] = {f"pgd{k}_acc": float(v) for k, v in data["pgd_sweep"].items()}
+        fig = _figure(4.8, 3.4)
+        ax = fig.add_subplot()
+        steps = sorted(data["pgd_sweep"])
+        ax.plot(steps, [data["pgd_sweep"][s] for s in steps], "o-", color="tab:red")
+        ax.set_xlabel("PGD iterations")
+        ax.set_ylabel(f"accuracy at eps {data['eps']:.3g}")
+        ax.set_ylim(0, 1)
+        ax.set_title("PGD-iterations sweep")
+        _save(fig, out / "pgd_sweep.png")
     if umap:
         from .embedding import project
 
@@ -284,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bins", type=int, default=10)
     ap.add_argument("--no-umap", action="store_true")
     args = ap.parse_args(argv)
-    for name, m in from_predictions(args.predictions, args.out, n_bins=args.bins, umap=not args.no_umap).items():
+    found = from_predictions(args.predictions, args.out, n_bins=args.bins, umap=not args.no_umap)
+    for name, m in found.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if not k.startswith("class")))
     return 0
 

@@ -302,9 +302,13 @@ def test_saved_predictions_draw_every_diagnostic(tmp_path):
     assert path.name == PREDICTIONS_FILE
     assert torch.load(path, weights_only=True)["grid"]["images"]["pgd"].shape[0] == 8
     results = from_predictions(path, tmp_path / "diag", umap=False)
-    assert set(results) == {"digits", "digits:invert"}
+    assert set(results) == {"digits", "digits:invert", "pgd_sweep"}
     assert results["digits"]["acc"] == pytest.approx(trainer.history[-1]["test_acc"])
-    for png in ("confusion_digits.png", "confusion_digits_invert.png", "risk_coverage.png", "adversarial_grid.png"):
+    sweep = results["pgd_sweep"]
+    assert list(sweep) == ["pgd1_acc", "pgd2_acc", "pgd4_acc", "pgd7_acc", "pgd10_acc"]
+    assert sweep["pgd10_acc"] <= sweep["pgd1_acc"] + 0.02 and sweep["pgd1_acc"] <= results["digits"]["acc"]
+    for png in ("confusion_digits.png", "confusion_digits_invert.png", "risk_coverage.png", "adversarial_grid.png",
+                "pgd_sweep.png"):
         assert (tmp_path / "diag" / png).stat().st_size > 1000
 
 

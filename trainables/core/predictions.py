@@ -9,14 +9,17 @@ trial's copy reaches MLflow with its weights and the report draws from it.
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 
 import torch
 
-from .attacks import eval_mode, fgsm, pgd, random_noise
+from .attacks import eval_mode, fgsm, pgd, random_noise, robust_accuracy
 from .corruptions import parse_name
 from .data import Split
 
 GRID_SAMPLES = 8
+PGD_SWEEP = (1, 2, 4, 7, 10)  # the homework's PGD-iterations sweep
+SWEEP_SAMPLES = 500
 FEATURE_SAMPLES = 300  # per domain, for the UMAP by class and by domain
 
 
@@ -37,7 +40,8 @@ def collect(model: torch.nn.Module, domains: dict[str, Split], *, eps: float, pg
             pgd_step_size: float | None = None, seed: int = 0, batch_size: int = 1024) -> dict:
     """``domains``: name -> split (the first is the source). Scores and labels of every sample; features of
     ``FEATURE_SAMPLES`` per domain; the first ``GRID_SAMPLES`` source samples clean, FGSM, PGD and noisy at
-    ``eps`` with the model's predictions."""
+    ``eps`` with the model's predictions; PGD accuracy at ``eps`` for 1, 2, 4, 7 and 10 steps (first 500 source
+    samples, a sample counting when correct clean and attacked)."""
     out = {"domains": {}, "eps": float(eps)}
     g = torch.Generator().manual_seed(seed)
     for name, split in domains.items():
@@ -55,4 +59,8 @@ def collect(model: torch.nn.Module, domains: dict[str, Split], *, eps: float, pg
     with torch.no_grad(), eval_mode(model):
         preds = {k: model(v).argmax(1).cpu() for k, v in images.items()}
     out["grid"] = {"images": {k: v.cpu() for k, v in images.items()}, "labels": y.cpu(), "preds": preds}
+    xs, ys = source.x[:SWEEP_SAMPLES], source.y[:SWEEP_SAMPLES]
+    out["pgd_sweep"] = {steps: robust_accuracy(model, (xs, ys), partial(pgd, eps=eps, steps=steps,
+                                                                         step_size=pgd_step_size, generator=gen),
+                                               batch_size) for steps in PGD_SWEEP}
     return out
