@@ -208,20 +208,39 @@ class TrainConfig(BaseModel):
     def _stem(cls, v):
         return _one_of(v, registry("stem"), "stem")
 
-    @field_validator("dataset", "finetune_dataset")
+    @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, v):
         """A registered dataset or a corruption domain of one (``fashion_mnist:rotate@3``)."""
-        if v is not None:
-            parse_name(v, registry("dataset"))
+        parse_name(v, registry("dataset"))
         return v
 
-    @field_validator("eval_datasets")
+    @field_validator("eval_datasets", "finetune_dataset")
     @classmethod
-    def _eval_datasets(cls, v):
-        for name in v:
+    def _targets(cls, v, info: ValidationInfo):
+        """Targets: datasets or domains whose labels mean what the source's mean (checked here, at their key)."""
+        from .crossdomain import check_targets
+
+        if v is None:
+            return v
+        names = [v] if isinstance(v, str) else list(v)
+        for name in names:
             parse_name(name, registry("dataset"))
-        return tuple(v)
+        if "dataset" in info.data:
+            check_targets(info.data["dataset"], names)
+        return v if isinstance(v, str) else tuple(v)
+
+    @field_validator("color_jitter")
+    @classmethod
+    def _rgb_only(cls, v, info: ValidationInfo):
+        from .data import dataset_info
+
+        if v > 0 and "dataset" in info.data:
+            channels = info.data.get("channels") or dataset_info(info.data["dataset"]).channels
+            if channels != 3:
+                raise ValueError(f"color_jitter needs RGB images: '{info.data['dataset']}' has {channels} channel(s) "
+                                 "(set channels: 3, or drop color_jitter)")
+        return v
 
     @field_validator("milestone_fractions")
     @classmethod
@@ -278,20 +297,14 @@ class TrainConfig(BaseModel):
         return self
 
     def _check_domains(self) -> None:
-        """Targets share the source's label space; fine-tuning fits the run; RGB-only options see RGB."""
-        from .crossdomain import check_targets
+        """Fine-tuning fits in the run; pretrained weights fit the model and see RGB."""
         from .data import dataset_info
 
-        check_targets(self.dataset, self.eval_datasets)
         if self.finetune_dataset is not None:
-            check_targets(self.dataset, [self.finetune_dataset])
             if self.finetune_epochs > self.epochs or (self.finetune_epochs == self.epochs and not self.init_from):
                 raise ValueError(f"finetune_epochs ({self.finetune_epochs}) are the last epochs of the run: they must "
                                  f"be < epochs ({self.epochs}), or = epochs with init_from (no pretraining)")
         channels = self.channels or dataset_info(self.dataset).channels
-        if self.color_jitter > 0 and channels != 3:
-            raise ValueError(f"color_jitter needs RGB images: '{self.dataset}' has {channels} channel(s) "
-                             "(set channels: 3, or drop color_jitter)")
         if self.pretrained == "imagenet":
             wrong = [f"{k} {getattr(self, k)} (needs {v})" for k, v in
                      (("model", "resnet18"), ("stem", "imagenet"), ("width", 64), ("batchnorm", True))
