@@ -59,13 +59,17 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def load() -> dict:
-    return json.loads(JSON.read_text()) if JSON.exists() else {}
-
-
-def save(results: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    JSON.write_text(json.dumps(results, indent=1))
+def save(results: dict, parts) -> None:
+    """Merge this run's parts into the results file (parts may run in separate processes)."""
+    (RESULTS / "generalization").mkdir(parents=True, exist_ok=True)
+    merged = json.loads(JSON.read_text()) if JSON.exists() else {}
+    for key in list(parts) + (["diagnostics"] if "matrix" in parts else []):
+        if key in results:
+            merged[key] = results[key]
+    merged.setdefault("wall_s", {}).update(results.get("wall_s", {}))
+    JSON.write_text(json.dumps(merged, indent=1))
+    for part in parts:  # a copy per part: a concurrent writer of the merged file cannot lose it
+        (RESULTS / "generalization" / f"{part}.json").write_text(json.dumps(results.get(part), indent=1))
 
 
 def run_matrix(results: dict) -> None:
@@ -158,14 +162,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    results = load()
+    results = {}
     t0 = time.perf_counter()
     try:
         for part in args.parts:
             log(f"{part}:")
             {"matrix": run_matrix, "finetune": run_finetune, "circle": run_circle}[part](results)
             results.setdefault("wall_s", {})[part] = round(time.perf_counter() - t0, 1)
-            save(results)
+            save(results, [part])
     except DatasetNotFound as e:
         log(f"skipped: {e}")
         return 0
