@@ -156,11 +156,53 @@ def run_circle(results: dict) -> None:
                                  "clean and attacked; UMAPs in bench/results/generalization/"}
 
 
+def markdown(results: dict) -> str:
+    """The results as the Markdown tables of docs/generalization.md."""
+    out = []
+    m = results.get("matrix")
+    if m:
+        short = [t.replace("fashion_mnist:", "").replace("fashion_mnist", "clean") for t in m["targets"]]
+        out += ["| source \\ target | " + " | ".join(short) + " |", "|---" * (len(short) + 1) + "|"]
+        for src, row in m["accuracy"].items():
+            out.append(f"| {src} | " + " | ".join(f"{row[t]:.3f}" for t in m["targets"]) + " |")
+        out.append("")
+    d = results.get("diagnostics", {}).get("fashion_mnist")
+    if d:
+        out += ["| clean source, test split | acc | macro P | macro R | macro F1 | top-2 | top-3 | top-5 | ECE (10 bins) "
+                "| AURC | sel. acc @80 % | @90 % |", "|---" * 12 + "|",
+                f"| | {d['acc']:.4f} | {d['macro_precision']:.4f} | {d['macro_recall']:.4f} | {d['macro_f1']:.4f} "
+                f"| {d['top2_acc']:.4f} | {d['top3_acc']:.4f} | {d['top5_acc']:.4f} | {d['ece_10bins']:.4f} "
+                f"| {d['aurc']:.4f} | {d['sel_acc_cov80']:.4f} | {d['sel_acc_cov90']:.4f} |", ""]
+    f = results.get("finetune")
+    if f:
+        out += ["| target | frozen | k per class | before | after | source val acc after |", "|---" * 6 + "|"]
+        out += [f"| {r['target']} | {r['freeze']} | {r['k']} | {r['before']:.4f} | {r['after']:.4f} "
+                f"| {r['source_val_after']:.4f} |" for r in f["rows"]]
+        out.append("")
+    c = results.get("circle")
+    if c:
+        eps = c["eps"]
+        out += [f"| loss | test acc | clean acc (1000 val) | FGSM @{eps} | PGD-10 @{eps} | noise σ .. rotate targets "
+                "| train_circle |", "|---" * 7 + "|"]
+        for w, r in c["rows"].items():
+            name = "CE" if float(w) == 0 else f"CE + {w} x Circle"
+            out.append(f"| {name} | {r.get('test_acc', float('nan')):.4f} | {r.get('clean_acc', float('nan')):.4f} "
+                       f"| {r.get(f'fgsm_acc_eps{eps}', float('nan')):.4f} | {r.get(f'pgd_acc_eps{eps}', float('nan')):.4f} "
+                       f"| {r.get('xdomain_acc_fashion_mnist_gaussian_noise_3', float('nan')):.4f} / "
+                       f"{r.get('xdomain_acc_fashion_mnist_rotate_3', float('nan')):.4f} "
+                       f"| {r.get('train_circle', float('nan')):.2f} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="*", default=["matrix", "finetune", "circle"])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--markdown", action="store_true", help="print the saved results as Markdown tables and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(JSON.read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     results = {}
     t0 = time.perf_counter()
