@@ -182,7 +182,7 @@ def markdown(results: dict) -> str:
     c = results.get("circle")
     if c:
         eps = c["eps"]
-        out += [f"| loss | test acc | clean acc (1000 val) | FGSM @{eps} | PGD-10 @{eps} | noise σ .. rotate targets "
+        out += [f"| loss | test acc | clean acc (1000 val) | FGSM @{eps} | PGD-10 @{eps} | gaussian_noise@3 / rotate@3 "
                 "| train_circle |", "|---" * 7 + "|"]
         for w, r in c["rows"].items():
             name = "CE" if float(w) == 0 else f"CE + {w} x Circle"
@@ -190,7 +190,7 @@ def markdown(results: dict) -> str:
                        f"| {r.get(f'fgsm_acc_eps{eps}', float('nan')):.4f} | {r.get(f'pgd_acc_eps{eps}', float('nan')):.4f} "
                        f"| {r.get('xdomain_acc_fashion_mnist_gaussian_noise_3', float('nan')):.4f} / "
                        f"{r.get('xdomain_acc_fashion_mnist_rotate_3', float('nan')):.4f} "
-                       f"| {r.get('train_circle', float('nan')):.2f} |")
+                       + (f"| {r['train_circle']:.1f} |" if "train_circle" in r else "| — |"))
     return "\n".join(out)
 
 
