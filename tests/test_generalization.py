@@ -66,7 +66,7 @@ def test_target_accuracy_is_that_of_the_corrupted_test_split():
     ({"finetune_per_class": 3}, "`finetune_per_class` has no effect"),
     ({"model": "cnn", "stem": "imagenet"}, "`stem` has no effect"),
     ({"model": "resnet18", "pretrained": "imagenet", "filters": None}, "pretrained: imagenet loads"),
-    ({"scheduler": "cosine", "milestones": [0.5]}, "`milestones` has no effect"),
+    ({"scheduler": "cosine", "milestone_fractions": [0.5]}, "`milestone_fractions` has no effect"),
     ({"adv_prob": 0.5}, "`adv_prob` has no effect"),
 ])
 def test_invalid_generalization_configs_say_why(bad, says):
@@ -227,7 +227,7 @@ def test_adv_prob_trains_on_about_that_share_of_adversarial_batches(monkeypatch)
 
 
 def test_multistep_decays_at_the_milestone_fractions():
-    result = train({**TINY, "epochs": 8, "scheduler": "multistep", "milestones": [0.25, 0.75], "gamma": 0.1,
+    result = train({**TINY, "epochs": 8, "scheduler": "multistep_fraction", "milestone_fractions": [0.25, 0.75], "gamma": 0.1,
                     "lr": 0.1})
     lrs = [round(m["lr"], 6) for m in result.history]
     assert lrs == [0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.001, 0.001]
@@ -314,7 +314,7 @@ def test_saved_predictions_draw_every_diagnostic(tmp_path):
 
 # ---------------------------------------------------------------- init_from: search:NAME
 def test_init_from_search_name_resolves_to_that_searchs_best_checkpoint(tmp_path, monkeypatch):
-    from analysis import records
+    import records
     from search.errors import SearchError
     from search.runner import SearchMeta, resolve_init_from
     from spaces.study import parse_study

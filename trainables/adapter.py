@@ -17,8 +17,8 @@ import torch
 from ray import tune
 
 from trainables.core import TrainConfig, Trainer
-from trainables.core.train import Evaluator
 from trainables.core.finetune import make_trainer
+from trainables.core.train import Evaluator
 from trainables.objective import OBJECTIVE_KEY, score
 
 CHECKPOINT_FILE = "checkpoint.pt"

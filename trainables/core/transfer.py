@@ -129,7 +129,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a trainer checkpoint's model weights (or a bare state dict) into ``model``; shapes must match."""
     if str(path).startswith("search:"):
         raise FileNotFoundError(f"init_from {path}: `search run` resolves search:NAME to that search's best model; "
-                                "outside a search, download it with analysis.records.download_checkpoint")
+                                "outside a search, download it with records.download_checkpoint")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"init_from: no checkpoint at {path}")
