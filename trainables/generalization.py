@@ -34,7 +34,8 @@ def save_predictions(trainer: Trainer, folder: Path) -> Path:
     targets = list(plan.eval_datasets) + ([plan.finetune_dataset] if plan.finetune_dataset else [])
     for name in dict.fromkeys(targets):
         domains[name] = load_data(name, data_dir=plan.data_dir, download=plan.download, split_seed=plan.split_seed,
-                                  channels=c, size=s, device=trainer.device).test
+                                  channels=c, size=s, device=trainer.device, classes=plan.classes,
+                                  class_groups=plan.class_groups).test
     found = collect(trainer.eval_model(), domains, eps=grid_eps(plan), pgd_steps=plan.eval_pgd_steps,
                     pgd_step_size=plan.eval_pgd_step_size, seed=plan.seed, batch_size=plan.eval_batch_size)
     path = folder / PREDICTIONS_FILE

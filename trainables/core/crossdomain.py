@@ -41,10 +41,12 @@ def check_targets(source: str, targets) -> list[str]:
 
 
 @lru_cache(maxsize=8)
-def _target(name: str, channels: int, size: int, device: str, split_seed: int, data_dir, download: bool) -> Split:
-    """A target's test split, loaded once per process (a fine-tuning phase rebuilds the evaluators)."""
+def _target(name: str, channels: int, size: int, device: str, split_seed: int, data_dir, download: bool,
+            classes=None, class_groups=None) -> Split:
+    """A target's test split, loaded once per process (a fine-tuning phase rebuilds the evaluators); the
+    source's class subset (``classes`` / ``class_groups``) applies to it too, so labels keep one meaning."""
     return load_domain(name, channels=channels, size=size, device=device, split_seed=split_seed,
-                       data_dir=data_dir, download=download).test
+                       data_dir=data_dir, download=download, classes=classes, class_groups=class_groups).test
 
 
 @torch.inference_mode()
@@ -63,11 +65,12 @@ class CrossDomainEval:
     """A per-epoch evaluator: ``xdomain_acc_<target>`` of the reported model on every target's test split."""
 
     def __init__(self, source: str, targets, *, channels: int, size: int, device="cpu", split_seed: int = 0,
-                 data_dir=None, download: bool = False, batch_size: int = 1024):
+                 data_dir=None, download: bool = False, batch_size: int = 1024, classes=None, class_groups=None):
         self.names = check_targets(source, targets)
         self.metrics = [metric_name(t) for t in self.names]
         self.batch_size = batch_size
-        self.splits = [_target(t, channels, size, str(device), split_seed, data_dir, download) for t in self.names]
+        self.splits = [_target(t, channels, size, str(device), split_seed, data_dir, download, classes, class_groups)
+                       for t in self.names]
 
     def measure(self, model: torch.nn.Module, autocast=None) -> dict[str, float]:
         return {m: accuracy(model, s, self.batch_size, autocast) for m, s in zip(self.metrics, self.splits)}
@@ -80,7 +83,7 @@ class CrossDomainEval:
 @register("xdomain_eval", "on")
 def xdomain_eval_on(source: str, shape, device, loading: dict, batch_size: int, *,
                     eval_datasets: tuple[str, ...]) -> CrossDomainEval:
-    """``loading``: the source's ``split_seed``, ``data_dir`` and ``download`` (targets load like it)."""
+    """``loading``: the source's ``split_seed``, ``data_dir``, ``download`` and class subset (targets load like it)."""
     channels, size, _ = shape
     return CrossDomainEval(source, eval_datasets, channels=channels, size=size, device=device, batch_size=batch_size,
                            **loading)

@@ -401,7 +401,8 @@ def load_data(
 
         return load_domain(name, data_dir=data_dir, download=download, val_fraction=val_fraction,
                            split_seed=split_seed, channels=channels, size=size,
-                           max_train_samples=max_train_samples, device=device)
+                           max_train_samples=max_train_samples, device=device, classes=classes,
+                           class_groups=class_groups)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
     info = DATASETS[name]

@@ -66,7 +66,8 @@ class TransferTrainer(Trainer):
     def _target_split(self):
         c, s, _ = self.data.shape
         p = self.plan
-        return _target(self.ft.dataset, c, s, str(self.device), p.split_seed, p.data_dir, p.download)
+        return _target(self.ft.dataset, c, s, str(self.device), p.split_seed, p.data_dir, p.download, p.classes,
+                       p.class_groups)
 
     def _target_accuracy(self, trainer) -> dict[str, float]:
         out = {"finetune_acc": accuracy(self.eval_model(), self._target_split(), self.cfg.eval_batch_size,
@@ -86,7 +87,8 @@ class TransferTrainer(Trainer):
         c, s, _ = self.data.shape
         self.before = accuracy(self.model, self._target_split(), self.cfg.eval_batch_size)
         target = load_data(self.ft.dataset, data_dir=p.data_dir, download=p.download, val_fraction=p.val_fraction,
-                           split_seed=p.split_seed, channels=c, size=s, device=self.device)
+                           split_seed=p.split_seed, channels=c, size=s, device=self.device, classes=p.classes,
+                           class_groups=p.class_groups)
         self.data = replace(self.data, train=per_class_subset(target.train, self.ft.per_class, seed=p.seed))
         self.frozen = apply_freeze(self.model, self.ft.freeze)
         self.train_mode = self._frozen_train_mode

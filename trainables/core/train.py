@@ -201,7 +201,8 @@ class Trainer:
         self.swa = build("swa", _on_off(cfg.swa), cfg, self.model, self.optimizer, cfg.epochs)
         self.augment = build("augment", _on_off(cfg.augment), cfg, self.data.shape[-1], self.hflip)
         robust = build("robust_eval", _on_off(cfg.eval_eps), cfg, cfg.eval_batch_size, cfg.seed)
-        loading = {"split_seed": cfg.split_seed, "data_dir": cfg.data_dir, "download": cfg.download}
+        loading = {"split_seed": cfg.split_seed, "data_dir": cfg.data_dir, "download": cfg.download,
+                   "classes": cfg.classes, "class_groups": cfg.class_groups}
         xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, cfg.dataset, self.data.shape, self.device,
                         loading, cfg.eval_batch_size)
         # the fine-tuning section as a FinetunePlan (or None); finetune.TransferTrainer runs it
