@@ -285,8 +285,25 @@ def from_predictions(source, out: str | Path, *, n_bins: int = 10, umap: bool = 
     return results
 
 
+def predictions_from_checkpoint(path: str | Path, eps: float = 0.1) -> dict:
+    """What ``predictions.pt`` holds, computed from a trainer checkpoint (e.g. a search's ``best_model/checkpoint.pt``,
+    which is the best epoch's and may lack the last epoch's ``predictions.pt``): the source's test split and
+    every ``eval_datasets`` target of the checkpoint's config, converted like the run converted them."""
+    from trainables.core import load_data, load_model
+    from trainables.core.predictions import collect
+
+    model, cfg = load_model(path)
+    kw = dict(data_dir=cfg.data_dir, split_seed=cfg.split_seed, classes=cfg.classes, class_groups=cfg.class_groups)
+    source = load_data(cfg.dataset, channels=cfg.channels, size=cfg.image_size, **kw).test
+    c, s = source.x.shape[1], source.x.shape[-1]
+    domains = {cfg.dataset: source}
+    for name in dict.fromkeys(cfg.eval_datasets):
+        domains[name] = load_data(name, channels=c, size=s, **kw).test
+    return collect(model, domains, eps=cfg.adv_eps or (max(cfg.eval_eps) if cfg.eval_eps else eps), seed=cfg.seed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m analysis.diagnostics predictions.pt OUT [--bins 10] [--no-umap]``."""
+    """``python -m analysis.diagnostics predictions.pt|checkpoint.pt OUT [--bins 10] [--no-umap]``."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m analysis.diagnostics", description=main.__doc__)
@@ -295,7 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bins", type=int, default=10)
     ap.add_argument("--no-umap", action="store_true")
     args = ap.parse_args(argv)
-    found = from_predictions(args.predictions, args.out, n_bins=args.bins, umap=not args.no_umap)
+    source = torch.load(args.predictions, map_location="cpu", weights_only=True)
+    if "model" in source:  # a trainer checkpoint: compute its predictions first
+        source = predictions_from_checkpoint(args.predictions)
+    found = from_predictions(source, args.out, n_bins=args.bins, umap=not args.no_umap)
     for name, m in found.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if not k.startswith("class")))
     return 0

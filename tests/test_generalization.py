@@ -349,3 +349,14 @@ def test_init_from_search_name_resolves_to_that_searchs_best_checkpoint(tmp_path
         resolve_init_from(other, meta)
     with pytest.raises(FileNotFoundError, match="resolves search:NAME"):
         make_trainer({**FINETUNE, "init_from": "search:prev"})
+
+
+def test_diagnostics_from_a_checkpoint_without_saved_predictions(tmp_path):
+    from analysis.diagnostics import from_predictions, predictions_from_checkpoint
+
+    trainer = make_trainer({**TINY, "epochs": 1, "eval_datasets": ["digits:invert"], "max_train_samples": 300})
+    trainer.fit()
+    found = predictions_from_checkpoint(trainer.save_checkpoint(tmp_path / "best.pt"))
+    assert list(found["domains"]) == ["digits", "digits:invert"]
+    results = from_predictions(found, tmp_path / "diag", umap=False)
+    assert results["digits"]["acc"] == pytest.approx(trainer.history[-1]["test_acc"])

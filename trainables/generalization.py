@@ -3,8 +3,9 @@ fine-tune (one monotonic step count), and the final model's predictions saved fo
 
 At the last epoch it writes ``predictions.pt`` beside the checkpoint (``trainables.core.predictions``):
 scores and labels on the source's test split and on every target's, features for the UMAP, and a
-clean / FGSM / PGD / noise sample grid. The best trial's copy is logged to MLflow with its weights
-(``best_model/``); ``python -m analysis.diagnostics predictions.pt OUT`` draws every diagnostic.
+clean / FGSM / PGD / noise sample grid, a PGD-iterations sweep. ``best_model/`` in MLflow is the best
+epoch's checkpoint (it holds this file when that epoch is the last); ``python -m analysis.diagnostics
+predictions.pt|checkpoint.pt OUT`` draws every diagnostic from either.
 """
 
 from __future__ import annotations
