@@ -217,6 +217,29 @@ def storage_path(storage: str | Path) -> str:
     return text if "://" in text else str(Path(text).resolve())
 
 
+INIT_FROM_SEARCH = "search:"
+
+
+def resolve_init_from(study: Study, meta: SearchMeta) -> Study:
+    """``fixed: {init_from: search:NAME}``: the best model of the earlier search NAME, downloaded once
+    beside this search's study copy (trials on other machines need that folder shared, like ``--storage``)."""
+    ref = study.fixed.get("init_from")
+    if not (isinstance(ref, str) and ref.startswith(INIT_FROM_SEARCH)):
+        return study
+    name = ref.removeprefix(INIT_FROM_SEARCH)
+    dst = Path(meta.study_path).parent / "init_from" / name
+    path = dst / Path(records.BEST_CHECKPOINT).name  # where MLflow puts the downloaded file
+    if not path.is_file():
+        try:
+            info = records.search_info(name, meta.tracking_uri)
+        except records.SearchNotFound as e:
+            raise SearchError(f"fixed.init_from: {e}") from None
+        path = records.download_checkpoint(info, dst)
+        if path is None:
+            raise SearchError(f"fixed.init_from: search '{name}' has no best model checkpoint to start from")
+    return study.model_copy(update={"fixed": {**study.fixed, "init_from": str(Path(path).resolve())}})
+
+
 def assemble_tuner(*, family: str, cpus: float, gpus: float, name: str, storage: str, metric: str, mode: str,
                    max_failures: int, callbacks: list, searcher=None, scheduler=None, param_space=None,
                    num_samples: int = 1, max_concurrent: int | None = None, time_budget_s: float | None = None):
@@ -246,6 +269,7 @@ def make_searcher(study: Study, sampler: str):
     """Optuna behind Tune; with nsga2 it optimizes both objectives (each trial's last epoch)."""
     from ray.tune.search.optuna import OptunaSearch
 
+    study = resolve_init_from(study, meta)
     metric, mode = objective_metric(study), study.objective.mode
     extra = {OBJECTIVE_KEY: study.objective.model_dump()} if study.objective.constraint else None
     if sampler == "nsga2":

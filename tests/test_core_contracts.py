@@ -146,6 +146,10 @@ TEST_VALUES = {
     "eval_eps": (0.05,), "eval_pgd_steps": 3, "eval_samples": 32, "crop_padding": 1,
     "mu_t": 12.0, "sigma_t": 2.0, "regnet_loss": "simplified", "kurtosis_factor": 0.5, "kurtosis_penalty": "square",
     "milestones": (2, 4),
+    "stem": "imagenet", "milestone_fractions": (0.3,), "adv_prob": 0.5, "eval_pgd_step_size": 0.01, "color_jitter": 0.2,
+    "eval_datasets": ("digits:invert",), "circle_weight": 0.1, "circle_m": 0.3, "circle_gamma": 64.0,
+    "finetune_dataset": "digits:rotate@2", "finetune_per_class": 3, "finetune_epochs": 1, "finetune_lr": 0.02,
+    "freeze": "all_but_last_block",
 }
 GIVEN = {"activation"}  # declared by backbones, received as the built activation factory
 
@@ -184,6 +188,10 @@ def test_every_declared_field_reaches_its_component(switch, entry, field, digits
         config["adv_eps"] = TEST_VALUES["adv_eps"]
     if field not in GIVEN and (field != switch or kind == "term"):
         config[field] = value
+    if field == "color_jitter":
+        config["channels"] = 3  # colour jitter is for RGB images only
+    if switch == "finetune_dataset" and field != "finetune_epochs":
+        config["finetune_epochs"] = 1  # the fine-tuning epochs are the last of the run's 3
     config = {k: v for k, v in config.items() if k in acting_fields(config)}
     Trainer(TrainConfig.from_dict(config), data=digits)
     assert field in received, f"{kind} '{entry}' was never built with '{field}'"

@@ -17,6 +17,7 @@ import torch
 from ray import tune
 
 from trainables.core import TrainConfig, Trainer
+from trainables.core.finetune import make_trainer
 from trainables.core.train import Evaluator
 from trainables.objective import OBJECTIVE_KEY, score
 
@@ -24,18 +25,20 @@ CHECKPOINT_FILE = "checkpoint.pt"
 NON_TRAINING_KEYS = {OBJECTIVE_KEY}  # keys the search layer adds that are not training parameters
 
 FinalMetrics = Callable[[Trainer, dict[str, float]], dict[str, float]]
+FinalFiles = Callable[[Trainer, Path], None]  # writes files into the last checkpoint's folder
 
 
 def config_from_trial(config: dict) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in config.items() if k not in NON_TRAINING_KEYS})
 
 
-def run_trial(config: dict, final_metrics: FinalMetrics | None = None, evaluators: Iterable[Evaluator] = ()) -> None:
+def run_trial(config: dict, final_metrics: FinalMetrics | None = None, evaluators: Iterable[Evaluator] = (),
+              final_files: FinalFiles | None = None) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
     # As many torch threads as CPUs given to this trial: more would fight the trials beside it.
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    trainer = Trainer(config_from_trial(config), evaluators=evaluators)  # Ray hides GPUs not assigned to this trial
+    trainer = make_trainer(config_from_trial(config), evaluators=evaluators)  # Ray hides GPUs not assigned to this trial
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -43,12 +46,15 @@ def run_trial(config: dict, final_metrics: FinalMetrics | None = None, evaluator
     spec = config.get(OBJECTIVE_KEY)
 
     def report(metrics, trainer):
-        if final_metrics is not None and trainer.epoch == trainer.cfg.epochs:
+        last = trainer.step == getattr(trainer, "total_epochs", trainer.cfg.epochs)  # over every phase
+        if final_metrics is not None and last:
             metrics = {**metrics, **final_metrics(trainer, metrics)}
         if spec:
             metrics = {**metrics, "objective": score(metrics, spec)}
         with tempfile.TemporaryDirectory() as d:
             trainer.save_checkpoint(Path(d) / CHECKPOINT_FILE)
+            if final_files is not None and last:
+                final_files(trainer, Path(d))  # kept with the checkpoint: the best trial's go to MLflow
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     trainer.fit(report)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 from trainables.core.adversarial import metric_name
 from trainables.core.config import ConfigError, TrainConfig
+from trainables.core.crossdomain import xdomain_metric_names
 from trainables.core.losses import build_terms
 from trainables.core.registry import Registry
 
@@ -44,7 +45,16 @@ def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
     terms = tuple(f"train_{t.name}" for t in build_terms(cfg)) if cfg is not None else ()
     eval_eps = cfg.eval_eps if cfg is not None else tuple(config.get("eval_eps") or ())
     robust = ("clean_acc",) + robust_metric_names(eval_eps) if eval_eps else ()
-    return EPOCH_METRICS + terms + robust
+    targets = cfg.eval_datasets if cfg is not None else tuple(config.get("eval_datasets") or ())
+    finetune = cfg.finetune_dataset if cfg is not None else config.get("finetune_dataset")
+    return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + (("finetune_acc",) if finetune else ())
+
+
+def _xdomain_names(targets) -> tuple[str, ...]:
+    try:
+        return xdomain_metric_names(targets)
+    except ValueError:  # a bad name: validation reports it at its key
+        return ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,12 @@ register_family(Family(
     "adversarial", "trainables.adversarial:train_adversarial",
     "adversarial training (FGSM-RS, PGD-AT, GAIRAT) with clean / FGSM / PGD / noise accuracy per eps, "
     "and an independent torchattacks check of the final model",
+))
+register_family(Family(
+    "generalization", "trainables.generalization:train_generalization",
+    "cross-domain accuracy every epoch (eval_datasets: datasets and corruption domains), freeze and fine-tune "
+    "on k samples per class of a target (finetune_*), Circle loss, the homework's ResNet options; saves the "
+    "final model's predictions for the diagnostics (analysis.diagnostics)",
 ))
 
 class RegNetFamily(Family):

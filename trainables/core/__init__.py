@@ -2,6 +2,7 @@
 
 from .config import SWITCHES, ConfigError, TrainConfig, acting_fields
 from .data import DATASETS, DatasetNotFound, load_data
+from .finetune import TransferTrainer, make_trainer
 from .losses import LOSSES, TERMS, Term
 from .models import ACTIVATIONS, BACKBONES, HEADS, MODELS, Head, Network, StepOutput
 from .registry import REGISTRIES, register, registry
@@ -11,4 +12,4 @@ __all__ = ["train", "Trainer", "TrainResult", "TrainConfig", "ConfigError", "eva
            "load_data", "DatasetNotFound", "CheckpointError", "DATASETS", "MODELS", "BACKBONES", "HEADS", "LOSSES", "TERMS",
            "Term",
            "ACTIVATIONS", "build_model", "Network", "Head", "StepOutput", "register", "registry", "REGISTRIES",
-           "SWITCHES", "acting_fields"]
+           "SWITCHES", "acting_fields", "make_trainer", "TransferTrainer"]

@@ -98,9 +98,34 @@ def no_adversary(model, loss_fn, generator=None) -> StepFn:
     return _clean(model, loss_fn)
 
 
+def _sometimes(adv_step: StepFn, clean_step: StepFn, prob: float, generator=None) -> StepFn:
+    """The homework's mixing: each batch is adversarial with probability ``prob``, else clean."""
+    if prob >= 1:
+        return adv_step
+
+    def step(x, y, epoch):
+        take = torch.rand((), generator=generator).item() < prob
+        return adv_step(x, y, epoch) if take else clean_step(x, y, epoch)
+
+    return step
+
+
+@register("adv_mode", "fgsm")
+def fgsm_plain(model, loss_fn, generator=None, *, adv_eps: float, adv_beta: float, adv_prob: float) -> StepFn:
+    """Goodfellow et al.'s FGSM training: no random start, one signed step of eps."""
+    if adv_beta == 0:
+        return _clean(model, loss_fn)
+    combine = _combine(model, loss_fn, adv_beta)
+
+    def fgsm_step(x, y, epoch):
+        return combine(x, fgsm(model, x, y, adv_eps, random_start=False, step_size=adv_eps), y)
+
+    return _sometimes(fgsm_step, _clean(model, loss_fn), adv_prob, generator)
+
+
 @register("adv_mode", "fgsm_rs")
 def fgsm_rs(model, loss_fn, generator=None, *, adv_eps: float, adv_step_size: float | None,
-            adv_beta: float) -> StepFn:
+            adv_beta: float, adv_prob: float) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
     combine, step = _combine(model, loss_fn, adv_beta), default_step_size("fgsm_rs", adv_eps, 1, adv_step_size)
@@ -108,12 +133,12 @@ def fgsm_rs(model, loss_fn, generator=None, *, adv_eps: float, adv_step_size: fl
     def fgsm_rs_step(x, y, epoch):
         return combine(x, fgsm(model, x, y, adv_eps, random_start=True, step_size=step, generator=generator), y)
 
-    return fgsm_rs_step
+    return _sometimes(fgsm_rs_step, _clean(model, loss_fn), adv_prob, generator)
 
 
 @register("adv_mode", "pgd")
 def pgd_at(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, adv_step_size: float | None,
-           adv_beta: float) -> StepFn:
+           adv_beta: float, adv_prob: float) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
     combine, step = _combine(model, loss_fn, adv_beta), default_step_size("pgd", adv_eps, adv_steps, adv_step_size)
@@ -121,12 +146,12 @@ def pgd_at(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, ad
     def pgd_step(x, y, epoch):
         return combine(x, pgd(model, x, y, adv_eps, steps=adv_steps, step_size=step, generator=generator), y)
 
-    return pgd_step
+    return _sometimes(pgd_step, _clean(model, loss_fn), adv_prob, generator)
 
 
 @register("adv_mode", "gairat")
 def gairat(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, adv_step_size: float | None,
-           adv_beta: float, gairat_lambda: float, gairat_burn_in: int) -> StepFn:
+           adv_beta: float, adv_prob: float, gairat_lambda: float, gairat_burn_in: int) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
     combine = _combine(model, loss_fn, adv_beta)
@@ -137,7 +162,7 @@ def gairat(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, ad
         weights = gairat_weights(kappa, adv_steps, gairat_lambda) if epoch >= gairat_burn_in else None
         return combine(x, x_adv, y, weights)
 
-    return gairat_step
+    return _sometimes(gairat_step, _clean(model, loss_fn), adv_prob, generator)
 
 
 def make_batch_loss(cfg, model: torch.nn.Module, loss_fn, generator=None) -> StepFn:
@@ -158,7 +183,7 @@ def metric_name(attack: str, eps: float) -> str:
 def robust_metrics(model: torch.nn.Module, split, cfg: Any) -> dict[str, float]:
     """``RobustEval`` with the config's ``eval_*`` fields, on ``split``."""
     return RobustEval(tuple(cfg.eval_eps), cfg.eval_pgd_steps, cfg.eval_samples, cfg.eval_batch_size,
-                      cfg.seed).measure(model, split)
+                      cfg.seed, getattr(cfg, "eval_pgd_step_size", None)).measure(model, split)
 
 
 @dataclass(frozen=True)
@@ -170,6 +195,7 @@ class RobustEval:
     eval_samples: int
     batch_size: int
     seed: int
+    pgd_step_size: float | None = None  # None: 2.5 eps / steps
 
     def __call__(self, trainer) -> dict[str, float]:
         return self.measure(trainer.eval_model(), trainer.data.val)
@@ -195,7 +221,8 @@ class RobustEval:
         out = {"clean_acc": len(y) / n}
         attacks = {
             "fgsm": lambda eps: partial(fgsm, eps=eps),
-            "pgd": lambda eps: partial(pgd, eps=eps, steps=self.eval_pgd_steps, generator=gen),
+            "pgd": lambda eps: partial(pgd, eps=eps, steps=self.eval_pgd_steps, step_size=self.pgd_step_size,
+                                       generator=gen),
             "noise": lambda eps: lambda m, a, b: random_noise(a, eps, gen),
         }
         for eps in self.eval_eps:
@@ -225,8 +252,8 @@ Evaluator = Callable[[Any], dict[str, float]]
 
 @register("robust_eval", "on")
 def robust_eval_on(batch_size: int, seed: int, *, eval_eps: tuple[float, ...], eval_pgd_steps: int,
-                   eval_samples: int) -> RobustEval:
-    return RobustEval(tuple(eval_eps), eval_pgd_steps, eval_samples, batch_size, seed)
+                   eval_samples: int, eval_pgd_step_size: float | None) -> RobustEval:
+    return RobustEval(tuple(eval_eps), eval_pgd_steps, eval_samples, batch_size, seed, eval_pgd_step_size)
 
 
 @register("robust_eval", "off")

@@ -13,12 +13,15 @@ from typing import Any, Callable, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import adversarial as _adversarial  # noqa: F401 - registers the adversarial modes and robust_eval
+from . import crossdomain as _crossdomain  # noqa: F401 - registers the xdomain_eval switch
 from . import data as _data  # noqa: F401 - registers the datasets and the augment switch
 from . import losses as _losses  # noqa: F401 - registers losses and batch terms
 from . import models as _models  # noqa: F401 - registers backbones, heads, activations
 from . import optim as _optim  # noqa: F401 - registers optimizers, schedulers, SWA
 from . import shakeshake as _shakeshake  # noqa: F401 - registers the Shake-Shake backbone
-from .data import DATASETS, class_subset_map
+from . import transfer as _transfer  # noqa: F401 - registers the finetune switch and the freeze modes
+from .corruptions import parse_name
+from .data import class_subset_map, dataset_info
 from .registry import registry
 from .regnet import KURTOSIS_PENALTIES, REGNET_LOSSES  # importing it registers the gaussian head and its terms
 
@@ -69,12 +72,18 @@ SWITCHES: dict[str, Switch] = {
     "swa": Switch("swa", **ON_OFF),
     "augment": Switch("augment", **ON_OFF),
     "eval_eps": Switch("robust_eval", key=_on_off, when=None),
+    "pretrained": Switch("pretrained"),
+    "eval_datasets": Switch("xdomain_eval", key=_on_off, when=None),
+    "finetune_dataset": Switch("finetune", key=_on_off, when=None),
+    "freeze": Switch("freeze"),
+    "circle_weight": Switch("circle", key=_on_off, when=None),
 }
 # Fields the training loop itself reads: they act whatever else is chosen, even if a builder declares them.
 LOOP_FIELDS = frozenset({
     "dataset", "data_dir", "download", "val_fraction", "split_seed", "max_train_samples", "image_size", "channels",
     "epochs", "batch_size", "eval_batch_size", "seed", "device", "amp", "channels_last", "grad_clip",
     "model", "head", "loss", "optimizer", "scheduler", "adv_mode", "swa", "augment", "eval_eps", "lr",
+    "pretrained", "eval_datasets", "finetune_dataset", "circle_weight", "init_from",
 })
 
 
@@ -100,6 +109,10 @@ class TrainConfig(BaseModel):
     class_groups: tuple[tuple[int, ...], ...] | None = Field(None, description="label = index of the group holding "
                                                              "the class; classes outside every group dropped")
 
+    # cross-domain evaluation: datasets or corruption domains (fashion_mnist:rotate@3), each reported every epoch
+    eval_datasets: tuple[str, ...] = ()
+    color_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="RGB only: brightness, contrast, saturation x U[1-s, 1+s]")
+
     # model = backbone + head
     model: str = "cnn"
     head: str = "linear"
@@ -115,6 +128,8 @@ class TrainConfig(BaseModel):
     regnet_loss: str = Field("covariance", description="covariance (KL with full Sigma_O) or simplified (diagonal)")
     kurtosis_factor: float = Field(0.2, ge=0.0, description="F_k, weight of the kurtosis term (thesis: 0.2)")
     kurtosis_penalty: str = Field("linear", description="penalty(K - 3): linear (as printed), abs or square")
+    stem: str = Field("cifar", description="ResNet stem: cifar (3x3, stride 1) or imagenet (7x7 stride 2 + max-pool)")
+    pretrained: str = Field("none", description="imagenet: torchvision's ResNet-18 weights (needs RGB, imagenet stem)")
 
     # loss: a per-sample term + batch-level terms
     loss: str = "cross_entropy"
@@ -122,6 +137,9 @@ class TrainConfig(BaseModel):
     focal_alpha: float = Field(1.0, gt=0.0)
     focal_gamma: float = Field(2.0, ge=0.0)
     l1: float = Field(0.0, ge=0.0, description="weight of the L1 batch term")
+    circle_weight: float = Field(0.0, ge=0.0, description="weight of the Circle-loss batch term (0: off)")
+    circle_m: float = Field(0.25, ge=0.0, le=1.0, description="Circle loss relaxation margin m (paper: 0.25)")
+    circle_gamma: float = Field(256.0, gt=0.0, description="Circle loss scale gamma (paper: 256)")
 
     # optimization
     optimizer: str = "sgd"
@@ -136,6 +154,8 @@ class TrainConfig(BaseModel):
                                         "at which the lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     min_lr: float = Field(1e-5, ge=0.0, description="cosine's final lr (seed 003: 1e-5)")
+    milestone_fractions: tuple[float, ...] = Field((0.5, 0.75), description="multistep_fraction: lr x gamma at these "
+                                                   "fractions of the run (the homework: 0.5, 0.75)")
     plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)
     plateau_patience: int = Field(5, ge=0)
     warmup_epochs: int = Field(0, ge=0)
@@ -151,11 +171,21 @@ class TrainConfig(BaseModel):
     adv_beta: float = Field(1.0, ge=0.0, le=1.0, description="weight of the adversarial loss vs the clean loss")
     gairat_lambda: float = -1.0
     gairat_burn_in: int = Field(0, ge=0, description="epochs of plain PGD-AT before GAIRAT reweighting")
+    adv_prob: float = Field(1.0, gt=0.0, le=1.0, description="per-batch probability of training on the adversarial batch")
 
     # robustness evaluation, reported every epoch
     eval_eps: tuple[float, ...] = ()
     eval_pgd_steps: int = Field(20, gt=0)
     eval_samples: int = Field(1000, gt=0, description="validation samples used for the robust evaluation")
+    eval_pgd_step_size: float | None = Field(None, gt=0.0, description="evaluation PGD step (default 2.5 eps / steps)")
+
+    # transfer: start from weights, then fine-tune on k labelled samples per class of a target domain
+    init_from: str | None = Field(None, description="a checkpoint path (a trainer checkpoint or a state dict)")
+    finetune_dataset: str | None = Field(None, description="fine-tune on this dataset / domain after pretraining")
+    finetune_per_class: int = Field(10, gt=0, description="k labelled target samples per class")
+    finetune_epochs: int = Field(5, gt=0, description="the last epochs of the run, spent fine-tuning")
+    finetune_lr: float = Field(0.01, gt=0.0)
+    freeze: str = Field("trunk", description="frozen while fine-tuning: trunk | all_but_last_block | none")
 
     # loop
     epochs: int = Field(10, gt=0)
@@ -166,12 +196,58 @@ class TrainConfig(BaseModel):
     amp: bool | None = Field(None, description="bfloat16 autocast; default on for CUDA")
     channels_last: bool | None = Field(None, description="default on for CUDA and CPU")
 
-    @field_validator("dataset", "model", "head", "activation", "loss", "optimizer", "scheduler", "adv_mode")
+    @field_validator("model", "head", "activation", "loss", "optimizer", "scheduler", "adv_mode", "pretrained",
+                     "freeze")
     @classmethod
     def _registered(cls, v, info: ValidationInfo):
         """Names checked against the live registries, so a newly registered entry is valid at once."""
-        kind = "dataset" if info.field_name == "dataset" else SWITCHES[info.field_name].kind
-        return _one_of(v, registry(kind), info.field_name)
+        return _one_of(v, registry(SWITCHES[info.field_name].kind), info.field_name)
+
+    @field_validator("stem")
+    @classmethod
+    def _stem(cls, v):
+        return _one_of(v, registry("stem"), "stem")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v):
+        """A registered dataset or a corruption domain of one (``fashion_mnist:rotate@3``)."""
+        parse_name(v, registry("dataset"))
+        return v
+
+    @field_validator("eval_datasets", "finetune_dataset")
+    @classmethod
+    def _targets(cls, v, info: ValidationInfo):
+        """Targets: datasets or domains whose labels mean what the source's mean (checked here, at their key)."""
+        from .crossdomain import check_targets
+
+        if v is None:
+            return v
+        names = [v] if isinstance(v, str) else list(v)
+        for name in names:
+            parse_name(name, registry("dataset"))
+        if "dataset" in info.data:
+            check_targets(info.data["dataset"], names)
+        return v if isinstance(v, str) else tuple(v)
+
+    @field_validator("color_jitter")
+    @classmethod
+    def _rgb_only(cls, v, info: ValidationInfo):
+        from .data import dataset_info
+
+        if v > 0 and "dataset" in info.data:
+            channels = info.data.get("channels") or dataset_info(info.data["dataset"]).channels
+            if channels != 3:
+                raise ValueError(f"color_jitter needs RGB images: '{info.data['dataset']}' has {channels} channel(s) "
+                                 "(set channels: 3, or drop color_jitter)")
+        return v
+
+    @field_validator("milestone_fractions")
+    @classmethod
+    def _milestone_fractions(cls, v):
+        if not v or any(not 0.0 < f < 1.0 for f in v):
+            raise ValueError("milestone_fractions are fractions of the run, each in (0, 1)")
+        return tuple(sorted(v))
 
     @field_validator("regnet_loss", "kurtosis_penalty")
     @classmethod
@@ -216,8 +292,27 @@ class TrainConfig(BaseModel):
         if self.adv_mode != "none" and self.adv_eps <= 0:
             raise ValueError(f"adv_mode '{self.adv_mode}' needs adv_eps > 0")
         if self.classes is not None or self.class_groups is not None:
-            class_subset_map(DATASETS[self.dataset].num_classes, self.classes, self.class_groups)  # raises if invalid
+            class_subset_map(dataset_info(self.dataset).num_classes, self.classes, self.class_groups)  # raises if invalid
+        self._check_domains()
         return self
+
+    def _check_domains(self) -> None:
+        """Fine-tuning fits in the run; pretrained weights fit the model and see RGB."""
+        from .data import dataset_info
+
+        if self.finetune_dataset is not None:
+            if self.finetune_epochs > self.epochs or (self.finetune_epochs == self.epochs and not self.init_from):
+                raise ValueError(f"finetune_epochs ({self.finetune_epochs}) are the last epochs of the run: they must "
+                                 f"be < epochs ({self.epochs}), or = epochs with init_from (no pretraining)")
+        channels = self.channels or dataset_info(self.dataset).channels
+        if self.pretrained == "imagenet":
+            wrong = [f"{k} {getattr(self, k)} (needs {v})" for k, v in
+                     (("model", "resnet18"), ("stem", "imagenet"), ("width", 64), ("batchnorm", True))
+                     if getattr(self, k) != v]
+            if channels != 3:
+                wrong.append(f"channels {channels} (needs 3: the weights expect RGB)")
+            if wrong:
+                raise ValueError("pretrained: imagenet loads torchvision's ResNet-18; this config has " + ", ".join(wrong))
 
     # ------------------------------------------------------------ construction helpers
     @classmethod

@@ -52,6 +52,11 @@ class DatasetInfo:
     hflip: bool  # is a horizontal flip label-preserving?
     loader: Callable[[Path | None, bool], "RawSplits"] = field(repr=False, compare=False)
     how_to_get: str = ""
+    label_space: str = ""  # what the labels mean; datasets sharing it can be each other's domains (default: name)
+
+    @property
+    def labels(self) -> str:
+        return self.label_space or self.name
 
 
 @dataclass
@@ -92,6 +97,13 @@ DATASETS = registry("dataset")  # name -> DatasetInfo
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
     return register("dataset", info.name, info)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The info of a dataset, or of a corruption domain's base (same classes, size and statistics)."""
+    from .corruptions import parse_name
+
+    return DATASETS[parse_name(name, DATASETS).dataset]
 
 
 def default_data_dir() -> Path:
@@ -291,7 +303,7 @@ def _load_digits(data_dir: Path | None, download: bool) -> RawSplits:
 
 register_dataset(DatasetInfo(
     "digits", 1, 8, 10, (0.3, ), (0.37, ), hflip=False, loader=_load_digits,
-    how_to_get="it ships with scikit-learn: pip install scikit-learn",
+    how_to_get="it ships with scikit-learn: pip install scikit-learn", label_space="digits",
 ))
 register_dataset(DatasetInfo(
     "fashion_mnist", 1, 28, 10, (0.2860,), (0.3530,), hflip=True,
@@ -303,11 +315,13 @@ register_dataset(DatasetInfo(
     "mnist", 1, 28, 10, (0.1307,), (0.3081,), hflip=False, loader=_mnist_like("mnist", "MNIST"),
     how_to_get="put the four MNIST idx files (train-images-idx3-ubyte.gz, ...) in the data dir "
     "(--data-dir / data_dir / $ROBUST_SEARCH_DATA), or set download: true (torchvision download).",
+    label_space="digits",
 ))
 register_dataset(DatasetInfo(
     "svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), hflip=False, loader=_load_svhn,
     how_to_get="put train_32x32.mat and test_32x32.mat in the data dir "
     "(--data-dir / data_dir / $ROBUST_SEARCH_DATA), or set download: true (torchvision download).",
+    label_space="digits",
 ))
 register_dataset(DatasetInfo(
     "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), hflip=True, loader=_load_cifar10,
@@ -374,13 +388,21 @@ def load_data(
     classes: Sequence[int] | None = None,
     class_groups: Sequence[Sequence[int]] | None = None,
 ) -> DataBundle:
-    """Load a registered dataset into memory as train / val / test tensors on ``device``.
+    """Load a registered dataset (or a corruption domain of one) into memory as train / val / test tensors.
 
     The validation split is held out of the shipped training set by ``split_seed``;
     the test split is the shipped one and is never used for model selection.
     ``classes`` / ``class_groups`` keep a subset of the classes, relabelled (``subset_info`` gives the
     bundle's ``info`` with the new class count); ``max_train_samples`` counts the kept samples.
+    A name like ``fashion_mnist:rotate@3`` loads the base dataset and corrupts it (``corruptions.load_domain``).
     """
+    if ":" in str(name):
+        from .corruptions import load_domain
+
+        return load_domain(name, data_dir=data_dir, download=download, val_fraction=val_fraction,
+                           split_seed=split_seed, channels=channels, size=size,
+                           max_train_samples=max_train_samples, device=device, classes=classes,
+                           class_groups=class_groups)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
     info = DATASETS[name]
@@ -483,12 +505,18 @@ Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
 
 @register("augment", "on")
-def augment_on(image_size: int, hflip: bool, *, crop_padding: int | None) -> Augment | None:
-    """Random crops (``crop_padding``: default 4 from 32 px, 2 from 16 px, else 0) and the dataset's flips."""
+def augment_on(image_size: int, hflip: bool, *, crop_padding: int | None, color_jitter: float) -> Augment | None:
+    """Random crops (``crop_padding``: default 4 from 32 px, 2 from 16 px, else 0), the dataset's flips and,
+    for RGB data, colour jitter of strength ``color_jitter`` (the config rejects it for grayscale)."""
     pad = crop_padding if crop_padding is not None else (4 if image_size >= 32 else 2 if image_size >= 16 else 0)
-    if not (pad or hflip):
+    if not (pad or hflip or color_jitter):
         return None
-    return lambda x, generator: augment(x, crop_padding=pad, hflip=hflip, generator=generator)
+    if not color_jitter:
+        return lambda x, generator: augment(x, crop_padding=pad, hflip=hflip, generator=generator)
+    from .jitter import color_jitter as jitter
+
+    return lambda x, generator: jitter(augment(x, crop_padding=pad, hflip=hflip, generator=generator), color_jitter,
+                                       generator)
 
 
 @register("augment", "off")

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .registry import build, register, registry
+from .registry import build, config_fields, register, registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES = registry("loss")
@@ -104,6 +104,28 @@ def l1(*, l1: float) -> Term | None:
         return sum(p.abs().sum() for p in model.parameters() if p.dim() > 1 and p.requires_grad)
 
     return Term("l1", l1, penalty)
+
+
+@register("term", "circle")
+def circle(*, circle_weight: float, circle_m: float, circle_gamma: float) -> Term | None:
+    """Circle loss (Sun et al. 2020) on the L2-normalized penultimate features (see ``circle``): built by
+    the ``circle`` switch (its ``on`` entry declares m and gamma, so they act only with a weight)."""
+    given = {"circle_weight": circle_weight, "circle_m": circle_m, "circle_gamma": circle_gamma}
+    entry = registry("circle").lookup("on" if circle_weight else "off")
+    return entry(**{f: given[f] for f in config_fields(entry)})
+
+
+@register("circle", "on")
+def circle_on(*, circle_weight: float, circle_m: float, circle_gamma: float) -> Term:
+    from .circle import CircleLoss
+
+    loss = CircleLoss(circle_m, circle_gamma)
+    return Term("circle", circle_weight, lambda out, y, model: loss(out.features, y))
+
+
+@register("circle", "off")
+def circle_off() -> None:
+    return None
 
 
 def build_terms(cfg: Any) -> list[Term]:

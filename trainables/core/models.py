@@ -148,7 +148,23 @@ def build_network(cfg: Any, *, in_channels: int, num_classes: int, image_size: i
     act = build("activation", cfg.activation, cfg)
     backbone = build("backbone", cfg.model, cfg, in_channels, image_size, activation=act)
     head = build("head", cfg.head, cfg, backbone.out_features, num_classes)
+    stats = build("pretrained", cfg.pretrained, cfg, backbone)  # the weights' own normalization, if any
+    mean, std = stats if stats is not None else (mean, std)
     return Network(backbone, head, mean, std)
+
+
+@register("pretrained", "none")
+def not_pretrained(backbone: nn.Module) -> None:
+    return None
+
+
+@register("pretrained", "imagenet")
+def imagenet_weights(backbone: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """torchvision's ResNet-18 ImageNet weights into the backbone; the model then normalizes like ImageNet."""
+    from .pretrained import IMAGENET_MEAN, IMAGENET_STD, copy_backbone, imagenet_resnet18_state
+
+    copy_backbone(imagenet_resnet18_state(), backbone)
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 # ---------------------------------------------------------------- configurable CNN
@@ -208,8 +224,22 @@ class Bottleneck(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-def _resnet(block, depths, in_channels: int, width: int, batchnorm: bool, act: ActivationFactory) -> nn.Module:
-    layers = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=not batchnorm), _norm(batchnorm, width), act()]
+@register("stem", "cifar")
+def cifar_stem(in_channels: int, width: int, batchnorm: bool, act: ActivationFactory) -> list[nn.Module]:
+    """3x3 convolution, stride 1: small images (32 px and below) keep their resolution."""
+    return [nn.Conv2d(in_channels, width, 3, 1, 1, bias=not batchnorm), _norm(batchnorm, width), act()]
+
+
+@register("stem", "imagenet")
+def imagenet_stem(in_channels: int, width: int, batchnorm: bool, act: ActivationFactory) -> list[nn.Module]:
+    """7x7 convolution, stride 2, then 3x3 max-pool, stride 2 (He et al.; torchvision's layout): 4x smaller maps."""
+    return [nn.Conv2d(in_channels, width, 7, 2, 3, bias=not batchnorm), _norm(batchnorm, width), act(),
+            nn.MaxPool2d(3, 2, 1)]
+
+
+def _resnet(block, depths, in_channels: int, width: int, batchnorm: bool, act: ActivationFactory,
+            stem: str = "cifar") -> nn.Module:
+    layers = registry("stem").lookup(stem)(in_channels, width, batchnorm, act)
     cin = width
     for i, n in enumerate(depths):
         planes = width * 2**i
@@ -221,21 +251,21 @@ def _resnet(block, depths, in_channels: int, width: int, batchnorm: bool, act: A
 
 
 @register("backbone", "resnet18")
-def resnet18(in_channels: int, image_size: int, *, width: int, batchnorm: bool,
-             activation: ActivationFactory) -> nn.Module:
-    return _resnet(BasicBlock, (2, 2, 2, 2), in_channels, width, batchnorm, activation)
+def resnet18(in_channels: int, image_size: int, *, width: int, batchnorm: bool, activation: ActivationFactory,
+             stem: str) -> nn.Module:
+    return _resnet(BasicBlock, (2, 2, 2, 2), in_channels, width, batchnorm, activation, stem)
 
 
 @register("backbone", "resnet34")
-def resnet34(in_channels: int, image_size: int, *, width: int, batchnorm: bool,
-             activation: ActivationFactory) -> nn.Module:
-    return _resnet(BasicBlock, (3, 4, 6, 3), in_channels, width, batchnorm, activation)
+def resnet34(in_channels: int, image_size: int, *, width: int, batchnorm: bool, activation: ActivationFactory,
+             stem: str) -> nn.Module:
+    return _resnet(BasicBlock, (3, 4, 6, 3), in_channels, width, batchnorm, activation, stem)
 
 
 @register("backbone", "resnet50")
-def resnet50(in_channels: int, image_size: int, *, width: int, batchnorm: bool,
-             activation: ActivationFactory) -> nn.Module:
-    return _resnet(Bottleneck, (3, 4, 6, 3), in_channels, width, batchnorm, activation)
+def resnet50(in_channels: int, image_size: int, *, width: int, batchnorm: bool, activation: ActivationFactory,
+             stem: str) -> nn.Module:
+    return _resnet(Bottleneck, (3, 4, 6, 3), in_channels, width, batchnorm, activation, stem)
 
 
 # ---------------------------------------------------------------- VGG-A (VGG-11)

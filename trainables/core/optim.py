@@ -115,6 +115,15 @@ def multistep(optimizer, epochs: int, steps_per_epoch: int, *, milestones: tuple
     return lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma), True
 
 
+@register("scheduler", "multistep_fraction")
+def multistep_fraction(optimizer, epochs: int, steps_per_epoch: int, *, milestone_fractions: tuple[float, ...],
+                       gamma: float):
+    """lr times ``gamma`` at fractions of the run, counted in epochs (the homework: 0.5 and 0.75). ``multistep``
+    counts iterations (the RegNet thesis's schedule); this one scales with the run's length."""
+    at = sorted({max(1, round(f * epochs)) for f in milestone_fractions})
+    return lr_scheduler.MultiStepLR(optimizer, milestones=at, gamma=gamma), False
+
+
 @register("scheduler", "plateau")
 def plateau(optimizer, epochs: int, steps_per_epoch: int, *, plateau_factor: float, plateau_patience: int):
     """Steps on the validation loss at the end of each epoch."""

@@ -92,7 +92,8 @@ def _check_signature(kind: str, name: str, fn: Callable) -> None:
 
 
 KINDS = ("dataset", "backbone", "head", "activation", "loss", "term", "optimizer", "scheduler", "adv_mode",
-         "swa", "augment", "robust_eval")
+         "swa", "augment", "robust_eval",
+         "stem", "pretrained", "xdomain_eval", "finetune", "freeze", "circle")
 REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
 
 

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import update_bn
 
 from .adversarial import make_batch_loss
 from .config import TrainConfig
-from .data import DATASETS, DataBundle, DatasetInfo, Split, load_data, norm_stats, subset_info
+from .data import DataBundle, DatasetInfo, Split, dataset_info, load_data, norm_stats, subset_info
 from .losses import build_terms
 from .models import Network
 from .models import build_network as _build_network
@@ -201,7 +201,13 @@ class Trainer:
         self.swa = build("swa", _on_off(cfg.swa), cfg, self.model, self.optimizer, cfg.epochs)
         self.augment = build("augment", _on_off(cfg.augment), cfg, self.data.shape[-1], self.hflip)
         robust = build("robust_eval", _on_off(cfg.eval_eps), cfg, cfg.eval_batch_size, cfg.seed)
-        self.evaluators: list[Evaluator] = ([robust] if robust else []) + self.extra_evaluators
+        loading = {"split_seed": cfg.split_seed, "data_dir": cfg.data_dir, "download": cfg.download,
+                   "classes": cfg.classes, "class_groups": cfg.class_groups}
+        xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, cfg.dataset, self.data.shape, self.device,
+                        loading, cfg.eval_batch_size)
+        # the fine-tuning section as a FinetunePlan (or None); finetune.TransferTrainer runs it
+        self.finetune = build("finetune", _on_off(cfg.finetune_dataset), cfg, cfg.finetune_dataset)
+        self.evaluators: list[Evaluator] = [e for e in (robust, xdomain) if e] + self.extra_evaluators
         self.finalizers: list[Finalizer] = ([finalize_swa] if self.swa else []) + self.extra_finalizers
 
     def new_phase(self, **overrides) -> None:
@@ -442,7 +448,9 @@ def train(config: TrainConfig | dict | None = None, *, on_epoch: EpochCallback |
         cfg = config.with_overrides(**overrides) if overrides else config
     else:
         cfg = TrainConfig.from_dict(config, **overrides)
-    trainer = Trainer(cfg, data=data)
+    from .finetune import make_trainer
+
+    trainer = make_trainer(cfg, data=data)
     if resume_from is not None:
         trainer.load_checkpoint(resume_from)
     return trainer.fit(on_epoch)
@@ -477,7 +485,7 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[Network, TrainCon
     """
     state = read_checkpoint(path, device, needs=("model", "config", "epoch"))
     cfg = TrainConfig.from_dict(state["config"], strict=False)  # a record of what ran, older ones included
-    info = subset_info(DATASETS[cfg.dataset], cfg.classes, cfg.class_groups)
+    info = subset_info(dataset_info(cfg.dataset), cfg.classes, cfg.class_groups)
     with torch.random.fork_rng(devices=[]):  # weight initialization would consume the caller's RNG
         model = network_for(cfg, info, cfg.channels or info.channels, cfg.image_size or info.size)
     weights = state["model"]

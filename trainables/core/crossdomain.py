@@ -1,0 +1,98 @@
+"""Cross-domain evaluation: the accuracy of the model being trained on other datasets, every epoch.
+
+Each target in ``eval_datasets`` (a dataset or a corruption domain) is loaded once, converted
+to the source's channels and size, and evaluated on its test split (a domain the model never
+trains on) as ``xdomain_acc_<metric-safe name>``. The model normalizes inside with its
+*source's* statistics, so a target is seen exactly as a deployed source model would see it.
+Labels must mean the same thing: the targets' label spaces must equal the source's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+
+import torch
+
+from .corruptions import load_domain, metric_name, parse_name
+from .data import DATASETS, Split
+from .registry import register
+
+
+def label_space(name: str) -> str:
+    """What a dataset's labels mean (``digits`` for digits / MNIST / SVHN); a domain keeps its base's."""
+    return DATASETS[parse_name(name).dataset].labels
+
+
+def check_targets(source: str, targets) -> list[str]:
+    """The targets' canonical names; ValueError if a name is bad, repeated, or its labels mean something else."""
+    src_space = label_space(source)
+    out = []
+    for t in targets:
+        canonical = parse_name(t).canonical
+        space = label_space(t)
+        if space != src_space:
+            raise ValueError(f"eval target '{t}' has labels of '{space}', the source '{source}' of '{src_space}': "
+                             "cross-domain accuracy needs the same label space")
+        if canonical in out:
+            raise ValueError(f"eval target '{t}' is listed twice")
+        out.append(canonical)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _target(name: str, channels: int, size: int, device: str, split_seed: int, data_dir, download: bool,
+            classes=None, class_groups=None) -> Split:
+    """A target's test split, loaded once per process (a fine-tuning phase rebuilds the evaluators); the
+    source's class subset (``classes`` / ``class_groups``) applies to it too, so labels keep one meaning."""
+    return load_domain(name, channels=channels, size=size, device=device, split_seed=split_seed,
+                       data_dir=data_dir, download=download, classes=classes, class_groups=class_groups).test
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, split: Split, batch_size: int = 1024, autocast=None) -> float:
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=split.y.device)
+    for i in range(0, len(split), batch_size):
+        with autocast or contextlib.nullcontext():
+            correct += (model(split.x[i : i + batch_size]).argmax(1) == split.y[i : i + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / max(1, len(split))
+
+
+class CrossDomainEval:
+    """A per-epoch evaluator: ``xdomain_acc_<target>`` of the reported model on every target's test split."""
+
+    def __init__(self, source: str, targets, *, channels: int, size: int, device="cpu", split_seed: int = 0,
+                 data_dir=None, download: bool = False, batch_size: int = 1024, classes=None, class_groups=None):
+        self.names = check_targets(source, targets)
+        self.metrics = [metric_name(t) for t in self.names]
+        self.batch_size = batch_size
+        self.splits = [_target(t, channels, size, str(device), split_seed, data_dir, download, classes, class_groups)
+                       for t in self.names]
+
+    def measure(self, model: torch.nn.Module, autocast=None) -> dict[str, float]:
+        return {m: accuracy(model, s, self.batch_size, autocast) for m, s in zip(self.metrics, self.splits)}
+
+    def __call__(self, trainer) -> dict[str, float]:
+        return self.measure(trainer.eval_model(), trainer.autocast())
+
+
+# ---------------------------------------------------------------- the xdomain_eval switch (eval_datasets set or not)
+@register("xdomain_eval", "on")
+def xdomain_eval_on(source: str, shape, device, loading: dict, batch_size: int, *,
+                    eval_datasets: tuple[str, ...]) -> CrossDomainEval:
+    """``loading``: the source's ``split_seed``, ``data_dir``, ``download`` and class subset (targets load like it)."""
+    channels, size, _ = shape
+    return CrossDomainEval(source, eval_datasets, channels=channels, size=size, device=device, batch_size=batch_size,
+                           **loading)
+
+
+@register("xdomain_eval", "off")
+def xdomain_eval_off(source: str, shape, device, loading: dict, batch_size: int) -> None:
+    return None
+
+
+def xdomain_metric_names(eval_datasets) -> tuple[str, ...]:
+    return tuple(metric_name(t) for t in eval_datasets)

@@ -1,0 +1,130 @@
+"""Pretrain, then fine-tune on k labelled target samples per class: one run, one monotonic step count.
+
+``epochs`` counts every epoch of the run (what a search's budget and ASHA see); with
+``finetune_dataset`` set, the last ``finetune_epochs`` of them fine-tune:
+
+1. pretraining: ``epochs - finetune_epochs`` epochs on ``dataset`` (none when that is 0, which
+   needs ``init_from``), from ``init_from``'s weights when given;
+2. fine-tuning: ``freeze`` applied (frozen parts keep requires_grad off and stay in eval mode,
+   so their BatchNorm statistics cannot move), a fresh optimizer of the same kind over the
+   trainable parameters at ``finetune_lr`` with the same scheduler over the phase (no SWA or
+   warm-up), on ``finetune_per_class`` samples of each class of the target's training split
+   (drawn by ``seed``). Validation and test stay the source's (forgetting shows in ``val_acc``).
+
+Every epoch of both phases reports ``finetune_acc``: accuracy on the target's test split (so
+the value at the last pretraining epoch is the "before"); fine-tuning epochs also report
+``finetune_acc_before``. ``epoch`` (the trainer's ``step``) keeps counting across the phases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .crossdomain import _target, accuracy
+from .data import load_data
+from .registry import build
+from .train import Trainer
+from .transfer import FinetunePlan, apply_freeze, load_weights, per_class_subset
+
+TRANSFER_FIELDS = ("finetune_dataset", "finetune_per_class", "finetune_epochs", "finetune_lr", "freeze")
+NOT_IN_FINETUNING = ("swa", "swa_start", "swa_lr", "warmup_epochs", "init_from", "pretrained")
+
+
+def phase_configs(cfg: TrainConfig) -> tuple[TrainConfig | None, TrainConfig | None, FinetunePlan | None]:
+    """(pretraining config or None, fine-tuning config or None, the fine-tuning plan) of a run's config."""
+    plan = build("finetune", "on" if cfg.finetune_dataset else "off", cfg, cfg.finetune_dataset)
+    if plan is None:
+        return cfg, None, None
+    explicit = {k: v for k, v in cfg.explicit().items() if k not in TRANSFER_FIELDS}
+    pre_epochs = cfg.epochs - plan.epochs
+    pre = TrainConfig.from_dict({**explicit, "epochs": pre_epochs}) if pre_epochs > 0 else None
+    fine = {k: v for k, v in explicit.items() if k not in NOT_IN_FINETUNING}
+    return pre, TrainConfig.from_dict({**fine, "epochs": plan.epochs, "lr": plan.lr}), plan
+
+
+class TransferTrainer(Trainer):
+    """A ``Trainer`` that starts from ``init_from`` and runs the fine-tuning phase after pretraining."""
+
+    def __init__(self, config: TrainConfig | dict, data=None, **hooks):
+        plan = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        pre, self.fine_cfg, self.ft = phase_configs(plan)
+        self.plan, self.frozen, self.before = plan, [], float("nan")
+        if self.fine_cfg is not None:
+            hooks["evaluators"] = [*hooks.get("evaluators", ()), self._target_accuracy]
+        super().__init__(pre or self.fine_cfg, data, **hooks)
+        if plan.init_from:
+            load_weights(self.model, plan.init_from)
+        if pre is None:
+            self.enter_finetune()
+
+    # ------------------------------------------------------------ the target
+    def _target_split(self):
+        c, s, _ = self.data.shape
+        p = self.plan
+        return _target(self.ft.dataset, c, s, str(self.device), p.split_seed, p.data_dir, p.download, p.classes,
+                       p.class_groups)
+
+    def _target_accuracy(self, trainer) -> dict[str, float]:
+        out = {"finetune_acc": accuracy(self.eval_model(), self._target_split(), self.cfg.eval_batch_size,
+                                        self.autocast())}
+        if self.phase == 1:
+            out["finetune_acc_before"] = self.before
+        return out
+
+    def _frozen_train_mode(self, model: torch.nn.Module) -> None:
+        model.train()
+        for m in self.frozen:
+            m.eval()
+
+    def enter_finetune(self) -> None:
+        """Freeze, swap the training set for the k-shot target subset, and start the fine-tuning phase."""
+        p = self.plan
+        c, s, _ = self.data.shape
+        self.before = accuracy(self.model, self._target_split(), self.cfg.eval_batch_size)
+        target = load_data(self.ft.dataset, data_dir=p.data_dir, download=p.download, val_fraction=p.val_fraction,
+                           split_seed=p.split_seed, channels=c, size=s, device=self.device, classes=p.classes,
+                           class_groups=p.class_groups)
+        self.data = replace(self.data, train=per_class_subset(target.train, self.ft.per_class, seed=p.seed))
+        self.frozen = apply_freeze(self.model, self.ft.freeze)
+        self.train_mode = self._frozen_train_mode
+        self.epoch, self.phase = 0, 1
+        self._build(self.fine_cfg)
+
+    # ------------------------------------------------------------ the run and its checkpoints
+    def fit(self, on_epoch=None):
+        if self.phase == 0:
+            result = super().fit(on_epoch)
+            if self.fine_cfg is None or result.status != "completed":
+                return result
+            self.enter_finetune()
+        return super().fit(on_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "finetune_before": self.before}
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("phase", 0) == 1 and self.phase == 0:
+            self.enter_finetune()  # the optimizer state to load is the fine-tuning phase's
+        super().load_checkpoint(path)
+        self.before = float(state.get("finetune_before", self.before))
+
+    @property
+    def total_epochs(self) -> int:
+        return self.plan.epochs
+
+
+def make_trainer(config: TrainConfig | dict, data=None, **hooks) -> Trainer:
+    """The trainer a config needs: a ``TransferTrainer`` with ``init_from`` or ``finetune_dataset``."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    if cfg.init_from or cfg.finetune_dataset:
+        return TransferTrainer(cfg, data, **hooks)
+    return Trainer(cfg, data, **hooks)
+
+
+__all__ = ["TransferTrainer", "make_trainer", "phase_configs"]

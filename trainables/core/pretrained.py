@@ -1,0 +1,73 @@
+"""ImageNet weights from torchvision for our ResNet-18 (``pretrained: imagenet``).
+
+torchvision's ResNet-18 and ours register their layers in the same order (stem conv, stem
+BN, then per block conv1, bn1, conv2, bn2, shortcut conv, shortcut BN), so the backbone's
+tensors are copied in order, each shape checked, whatever the two call their modules. The
+classifier (``fc``) is not copied: the head is built for the dataset's classes. The weights
+expect ImageNet's normalization and RGB input, so a pretrained model normalizes with
+``IMAGENET_MEAN`` / ``IMAGENET_STD`` and sees 3 channels (grayscale data is replicated).
+
+The weights come from torchvision's cache (``$TORCH_HOME/hub/checkpoints``, default
+``~/.cache/torch/hub/checkpoints``), downloaded there on first use; where that cannot happen
+the error says which file to put where.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PretrainedUnavailable(RuntimeError):
+    """The pretrained weights are neither cached nor downloadable; the message says how to get them."""
+
+
+def _weights():
+    from .tv import torchvision
+
+    return torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+
+
+def cache_path() -> Path:
+    """Where torchvision keeps (and we look for) the ResNet-18 ImageNet weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_weights().url).name
+
+
+def imagenet_resnet18_state() -> dict[str, torch.Tensor]:
+    """torchvision's ResNet-18 ImageNet state dict: from the cache, else downloaded into it."""
+    path = cache_path()
+    if not path.is_file():
+        try:
+            torch.hub.download_url_to_file(_weights().url, str(path.with_suffix(".partial")), progress=False)
+            path.with_suffix(".partial").replace(path)
+        except Exception as e:  # noqa: BLE001 - any network / filesystem failure means the same to the user
+            raise PretrainedUnavailable(
+                f"pretrained: imagenet needs torchvision's ResNet-18 weights, which could not be fetched "
+                f"({type(e).__name__}: {e}). Download {_weights().url} on a machine with network access and put it "
+                f"at {path} (or set TORCH_HOME to a folder whose hub/checkpoints holds it)."
+            ) from None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def copy_backbone(src: dict[str, torch.Tensor], backbone: nn.Module, skip_prefix: str = "fc.") -> int:
+    """Copy ``src``'s tensors (except ``skip_prefix``) into ``backbone``'s state, in order; returns how many.
+
+    A shape mismatch, or a different tensor count, is an error.
+    """
+    src_items = [(k, v) for k, v in src.items() if not k.startswith(skip_prefix)]
+    dst = backbone.state_dict()
+    if len(src_items) != len(dst):
+        raise ValueError(f"pretrained weights have {len(src_items)} backbone tensors, the model {len(dst)}: "
+                         "pretrained: imagenet fits resnet18 with the imagenet stem, width 64 and BatchNorm")
+    new = {}
+    for (sk, sv), (dk, dv) in zip(src_items, dst.items()):
+        if sv.shape != dv.shape:
+            raise ValueError(f"pretrained tensor {sk} {tuple(sv.shape)} does not fit {dk} {tuple(dv.shape)}")
+        new[dk] = sv.to(dv.dtype)
+    backbone.load_state_dict(new)
+    return len(new)
