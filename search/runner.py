@@ -269,7 +269,6 @@ def make_searcher(study: Study, sampler: str):
     """Optuna behind Tune; with nsga2 it optimizes both objectives (each trial's last epoch)."""
     from ray.tune.search.optuna import OptunaSearch
 
-    study = resolve_init_from(study, meta)
     metric, mode = objective_metric(study), study.objective.mode
     extra = {OBJECTIVE_KEY: study.objective.model_dump()} if study.objective.constraint else None
     if sampler == "nsga2":
@@ -282,6 +281,7 @@ def make_searcher(study: Study, sampler: str):
 def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
     from ray.tune.schedulers import ASHAScheduler
 
+    study = resolve_init_from(study, meta)
     metric, mode = objective_metric(study), study.objective.mode
     searcher = make_searcher(study, meta.sampler)
     scheduler = None
