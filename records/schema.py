@@ -22,6 +22,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+PARETO = "rs.pareto"
 ROLE, SEARCH, TRIAL_ID, STATE = "rs.role", "rs.search", "rs.trial_id", "rs.state"
 PARENT = "mlflow.parentRunId"
 BEST_TRIAL, BEST_EPOCH, EPOCHS_RUN = "rs.best_trial", "rs.best_epoch", "rs.epochs_run"
@@ -202,5 +203,5 @@ def mark_pareto(client: MlflowClient, parent_run_id: str, runs: dict[str, str], 
     """
     on = set(front)
     for tid, rid in runs.items():
-        client.set_tag(rid, "rs.pareto", str(tid in on).lower())
+        client.set_tag(rid, PARETO, str(tid in on).lower())
     client.set_tag(parent_run_id, "rs.pareto_front", ",".join(sorted(on)))

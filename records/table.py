@@ -23,7 +23,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from . import schema
-from .schema import STATE, TRIAL_ID, StoreNotFound
+from .schema import PARETO, STATE, TRIAL_ID, StoreNotFound
 from .states import OUTCOMES, RANKABLE, outcome
 
 
@@ -192,6 +192,8 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
         row["epochs"] = int(_float(tags.get(schema.EPOCHS_RUN)) or 0)
         row["state"] = tags.get(STATE, "")
         row["outcome"] = outcome(row["state"])
+        if PARETO in tags:  # tagged by a search with ``objective.pareto_with``
+            row["pareto"] = tags[PARETO] == "true"
         finals = {(f"last_{k}" if k in row else k): v for k, v in metrics.items()
                   if not k.startswith("best_") and not k.startswith("at_best.")}
         finals.update({k: v for k, v in metrics.items() if k.startswith("at_best.")})
@@ -200,6 +202,7 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
         row["run_id"] = run.info.run_id
         rows.append(row)
     head = ["trial", *info.space, best_col, "best_epoch", "epochs", "state", "outcome"]
+    head += ["pareto"] if any("pareto" in r for r in rows) else []
     columns = head + sorted(metric_names - set(head), key=_metric_order) + ["run_id"]
     table = pd.DataFrame(rows, columns=columns)
     for p, spec in info.space.items():
@@ -226,6 +229,7 @@ def display(table: pd.DataFrame, top: int | None = None) -> str:
     """The trial table as ``search run`` and ``search show`` print it (the same function for both)."""
     best_col, metric = table.attrs["best_column"], table.attrs["objective"]
     cols = ["trial", *table.attrs["params"], best_col, "best_epoch", "epochs", "state"]
+    cols += ["pareto"] if "pareto" in table else []
     shown = table[cols].rename(columns={best_col: metric})
     shown["best_epoch"] = shown["best_epoch"].astype("string").fillna("-")  # pandas prints <NA> otherwise
     if top is not None:

@@ -485,7 +485,8 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
     table.drop(columns=["run_id"]).to_csv(folder / "trials.csv", index=False)
     client.log_artifact(meta.parent_run_id, str(folder / "trials.csv"))
     if study.objective.pareto_with:
-        mark_pareto(study, table, client, meta.parent_run_id)
+        front = mark_pareto(study, table, client, meta.parent_run_id)
+        table.insert(table.columns.get_loc("outcome") + 1, "pareto", table["trial"].isin(front))  # as show reads it
     client.log_metric(meta.parent_run_id, "search_seconds", seconds)
     client.set_tag(meta.parent_run_id, schema.STATE, "finished")
     client.set_terminated(meta.parent_run_id, "FINISHED")
@@ -509,13 +510,14 @@ def log_best_model(results, best, client, parent_run_id: str) -> None:
     logging.getLogger(__name__).warning("no checkpoint of trial %s at epoch %s: best_model not logged", trial_id, epoch)
 
 
-def mark_pareto(study: Study, table, client, parent_run_id: str) -> None:
-    """The Pareto front over the objective and ``pareto_with``, both at each trial's best epoch."""
+def mark_pareto(study: Study, table, client, parent_run_id: str) -> list[str]:
+    """The Pareto front over the objective and ``pareto_with``, both at each trial's best epoch (its trial ids)."""
     o, pw = study.objective, study.objective.pareto_with
     first = table.attrs["best_column"] if objective_metric(study) == o.metric else schema.at_best_key(o.metric)
     second = schema.best_key(pw.metric) if pw.metric == objective_metric(study) else schema.at_best_key(pw.metric)
     scored = table[table["outcome"].isin(RANKABLE)]
     if scored.empty or first not in scored or second not in scored:
-        return
-    front = scored.loc[pareto_mask(scored, [(first, o.mode), (second, pw.mode)]), "trial"]
-    schema.mark_pareto(client, parent_run_id, dict(zip(table["trial"], table["run_id"])), list(front))
+        return []
+    front = list(scored.loc[pareto_mask(scored, [(first, o.mode), (second, pw.mode)]), "trial"])
+    schema.mark_pareto(client, parent_run_id, dict(zip(table["trial"], table["run_id"])), front)
+    return front

@@ -209,7 +209,9 @@ def test_killed_worker_raylet_trial_continues_on_other_node(cluster, tmp_path):
     lines = [json.loads(x) for x in (experiment / f"trial_{trial_id}" / "result.json").read_text().splitlines()]
     iterations = [r["training_iteration"] for r in lines]
     # The first result after the restart continues from the restored checkpoint's epoch.
-    after = next(i for i, r in enumerate(lines) if i > 0 and r["iterations_since_restore"] == 1)
+    after = next((i for i, r in enumerate(lines) if i > 0 and r["iterations_since_restore"] == 1), None)
+    seen = [(r["training_iteration"], r["iterations_since_restore"]) for r in lines]
+    assert after is not None, f"trial {trial_id} was never restarted: (iteration, since restore) = {seen}"
     restored_from, reached = lines[after]["training_iteration"] - 1, lines[after - 1]["training_iteration"]
     redone = reached - restored_from  # epochs reported before the kill and trained again after it
     assert redone == 0 and iterations == list(range(1, EPOCHS + 1)), iterations

@@ -167,7 +167,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp if cfg.amp is not None else cuda
-        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type in ("cuda", "cpu")
+        self.channels_last = uses_channels_last(cfg, self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # batch order and augmentation
         self.data = data if data is not None else build_data(cfg, self.device)
         # The global RNG is the caller's: the model is initialized, and each epoch runs (dropout, attack
@@ -477,11 +477,16 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu", needs:
     return state
 
 
+def uses_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """The run's memory layout: ``channels_last`` if set, else on for CUDA and CPU (faster on both)."""
+    return cfg.channels_last if cfg.channels_last is not None else device.type in ("cuda", "cpu")
+
+
 def load_model(path: str | Path, device: str = "cpu") -> tuple[Network, TrainConfig]:
     """Rebuild a trained model from a checkpoint (weights only; no pickled code is executed).
 
     The model is the one the run reported: the SWA average for a completed SWA run, else the
-    trained weights. Needs no dataset files and leaves the global random state untouched.
+    trained weights, in the run's memory layout. Needs no dataset files and leaves the global random state untouched.
     """
     state = read_checkpoint(path, device, needs=("model", "config", "epoch"))
     cfg = TrainConfig.from_dict(state["config"], strict=False)  # a record of what ran, older ones included
@@ -496,7 +501,10 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[Network, TrainCon
     except RuntimeError as e:  # weights of another architecture than its config describes
         raise CheckpointError(f"checkpoint {path}: its weights do not fit the model its config describes: "
                               f"{str(e).splitlines()[0]}") from None
-    return model.to(device).eval(), cfg
+    model = model.to(device)
+    if uses_channels_last(cfg, torch.device(device)):  # the run's layout: the same numbers, bit for bit
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval(), cfg
 
 
 def finalize_swa(trainer: Trainer) -> None:
