@@ -17,7 +17,6 @@ changes numerics (bf16) also reports its validation accuracy after the timed epo
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import torch  # noqa: E402
 from core_vs_raw import pick_dataset, raw_epoch  # noqa: E402
+from report import save_result  # noqa: E402
 
 from trainables.core import Trainer  # noqa: E402
 from trainables.core.adversarial import make_batch_loss  # noqa: E402
@@ -168,9 +168,7 @@ def main(argv=None) -> dict:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dataset": dataset,
               "samples_per_epoch": len(y), "threads": torch.get_num_threads(), "reps": args.reps,
               "train": train_result, "val_acc": acc, "eval": eval_result, "target": 1.2}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    save_result(args.json, result)
     return result
 
 

@@ -21,12 +21,13 @@ device name.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from report import save_result  # bench/ is the script's folder, on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -143,9 +144,7 @@ def main(argv=None) -> dict:
         result["precision"] = precision(args)
     if "packing" in what:
         result["packing"] = packing(args)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    save_result(args.json, result)
     return result
 
 

@@ -18,12 +18,13 @@ Repeated over ``--seeds``; printed per seed and as a mean.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import save_result  # bench/ is the script's folder, on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -146,9 +147,7 @@ def main(argv=None) -> dict:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "trials": args.trials,
               "epochs": args.epochs, "seeds": args.seeds, "mean_hypervolume": mean, "ratio_nsga2_vs_tpe": ratio,
               "runs": res}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    save_result(args.json, result)
     return result
 
 

@@ -16,6 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- bench/report.py: generated from bench/results, do not edit by hand -->\n", "<!-- end of generated -->"
 
 
+def save_result(path: str | None, result: dict) -> None:
+    """Write one bench's result as JSON where ``make bench`` (and this module's table) reads it."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2))
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:

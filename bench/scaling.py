@@ -17,12 +17,13 @@ number of trials at once is the cluster's CPUs // resources.cpus (or ``budget.ma
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from report import save_result  # bench/ is the script's folder, on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -96,9 +97,7 @@ def main(argv=None) -> dict:
               f"({per_cpu:.0f} samples per CPU-second)")
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dataset": cfg["dataset"],
               "channels_last": args.channels_last, "layouts": out}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    save_result(args.json, result)
     return result
 
 

@@ -17,11 +17,12 @@ best and total epochs, and the epochs TPE + ASHA consumed until its best-so-far 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import save_result  # bench/ is the script's folder, on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -157,9 +158,7 @@ def main(argv=None) -> dict:
               "tpe_asha_epochs": res["tpe_asha"]["epochs"], "tpe_asha_epochs_to_target": hit,
               "share_of_random_epochs": share, "target_share": 0.25,
               "seconds": {a: r["seconds"] for a, r in res.items()}, "curves": {a: r["curve"] for a, r in res.items()}}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    save_result(args.json, result)
     return result
 
 

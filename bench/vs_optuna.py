@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import save_result  # bench/ is the script's folder, on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))  # after PYTHONPATH: a service_b child imports the service from its own checkout
 
@@ -252,9 +254,7 @@ def main(argv=None) -> dict:
               "baseline_s": med["baseline"], "service_s": med["service"], "ratio": ratio,
               "median_pairwise_ratio": pairwise, "target": 0.7,
               "best": {k: [r["best"] for r in v] for k, v in runs.items()}, "breakdown": bd}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    save_result(args.json, result)
     return result
 
 
