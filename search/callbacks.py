@@ -1,13 +1,18 @@
 """The Tune callback that records every trial in MLflow, from the driver.
 
 All writes happen on the driver: trials finishing at the same time never contend for a
-``sqlite:///`` store. After a resume, the callback finds the child runs that already exist
-(by trial id) instead of opening duplicates. Trial states come from ``records.TrialTracker``.
+``sqlite:///`` store. They happen in order on one writer thread: a trial's next epoch waits for
+the driver to take its result, and it no longer waits for the store's commit too (12 ms per epoch
+on sqlite; bench/vs_optuna.py). Every experiment checkpoint Tune writes flushes the writer first,
+so a resumed search never starts from a point the store has not recorded. After a resume, the
+callback finds the child runs that already exist (by trial id) instead of opening duplicates.
+Trial states come from ``records.TrialTracker``.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from mlflow.entities import Metric
@@ -19,6 +24,8 @@ from records.schema import EPOCHS_RUN, PARENT, RESOURCES, ROLE, SEARCH, STATE, T
 from records.states import TrialTracker
 
 from . import durable
+
+WRITE_METRICS_EVERY_S = 1.0  # how far the UI's curves may lag the trials
 
 
 def requested_resources(trial) -> str:
@@ -39,12 +46,50 @@ class MlflowTrialLogger(tune.Callback):
         self.runs: dict[str, str] = {}
         self.last_beat = 0.0
         self.redone: dict[str, int] = {}
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self._buffered: dict[str, tuple] = {}  # trial id -> (trial, metrics not yet written)
+        self._last_write = 0.0
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment state; clients do not pickle
+        self.flush()
         state = dict(self.__dict__)
-        state["_client"] = None
+        state.update(_client=None, _writer=None, _pending=[], _buffered={})
         state["last_beat"] = 0.0  # a monotonic time means nothing to the next driver: beat at once
         return state
+
+    def _submit(self, write) -> None:
+        """Queue ``write()`` (MLflow calls) on the writer thread; a failed earlier write is raised here."""
+        done = [f for f in getattr(self, "_pending", []) if f.done()]
+        self._pending = [f for f in getattr(self, "_pending", []) if not f.done()]
+        for f in done:
+            f.result()
+        if getattr(self, "_writer", None) is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self._pending.append(self._writer.submit(write))
+
+    def _write_metrics(self, trial_id: str | None = None) -> None:
+        """Queue the buffered epochs' metrics: one batch per run (of one trial, or of all)."""
+        buffered = getattr(self, "_buffered", {})
+        batches = [buffered.pop(t) for t in ([trial_id] if trial_id else list(buffered)) if t in buffered]
+        self._last_write = time.monotonic()
+        if batches:
+            self._submit(lambda: [self.client.log_batch(self._run_for(trial), metrics=m) for trial, m in batches])
+
+    def flush(self) -> None:
+        """Write the buffered metrics, wait for every queued write; raise the first that failed."""
+        self._write_metrics()
+        pending, self._pending = getattr(self, "_pending", []), []
+        for f in pending:
+            f.result()
+
+    def get_state(self):
+        """Called by Tune at each experiment checkpoint: the store catches up first. Nothing else to save."""
+        self.flush()
+        return None
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()
 
     @property
     def client(self) -> MlflowClient:
@@ -89,37 +134,47 @@ class MlflowTrialLogger(tune.Callback):
         return rid
 
     def on_step_begin(self, iteration, trials, **info):
-        """The driver's heartbeat on the parent run: `search ls` tells a live search from a dead driver."""
+        """The driver's heartbeat on the parent run (`search ls` tells a live search from a dead driver), and
+        the epochs' metrics once a second: one store transaction per run, not one per epoch."""
+        if time.monotonic() - getattr(self, "_last_write", 0.0) >= WRITE_METRICS_EVERY_S:
+            self._write_metrics()
         if time.monotonic() - getattr(self, "last_beat", 0.0) >= durable.HEARTBEAT_EVERY_S:
             self.last_beat = time.monotonic()
-            durable.heartbeat(self.client, self.parent_run_id)
+            self._submit(lambda: durable.heartbeat(self.client, self.parent_run_id))
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        known = trial.trial_id in self.runs
-        rid = self._run_for(trial)
-        if known:  # resumed after an interruption: running again
-            self.client.set_tag(rid, STATE, "running")
+        def write():
+            known = trial.trial_id in self.runs
+            rid = self._run_for(trial)
+            if known:  # resumed after an interruption: running again
+                self.client.set_tag(rid, STATE, "running")
+
+        self._submit(write)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """A trial restarted after a failure (a lost node, a crash): count, restored epoch and cause on its run."""
-        rid = self._run_for(trial)
         n = trial.num_failures
         restored = trial.latest_checkpoint_result
         epoch = int(restored.metrics.get("training_iteration", 0)) if restored else 0
         text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
         lines = [x for x in text.strip().splitlines() if x.strip()]
         error = lines[-1] if lines else "unknown error"
-        self.client.set_tag(rid, "rs.restarts", str(n))
-        self.client.set_tag(rid, f"rs.restart_{n}", f"from checkpoint epoch {epoch}: {error[:400]}")
-        self.client.log_text(rid, text[-8000:] or error, f"restarts/restart_{n}.txt")
+
+        def write():
+            rid = self._run_for(trial)
+            self.client.set_tag(rid, "rs.restarts", str(n))
+            self.client.set_tag(rid, f"rs.restart_{n}", f"from checkpoint epoch {epoch}: {error[:400]}")
+            self.client.log_text(rid, text[-8000:] or error, f"restarts/restart_{n}.txt")
+
+        self._submit(write)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.result(trial.trial_id, result)
         t = self.tracker.get(trial.trial_id)
         if t.epoch <= getattr(self, "logged", {}).get(trial.trial_id, 0):  # an epoch trained again after a resume
             redone = self.__dict__.setdefault("redone", {})  # absent from callbacks pickled by older versions
-            redone[trial.trial_id] = redone.get(trial.trial_id, 0) + 1
-            self.client.set_tag(self._run_for(trial), "rs.epochs_redone", str(redone[trial.trial_id]))
+            redone[trial.trial_id] = count = redone.get(trial.trial_id, 0) + 1
+            self._submit(lambda: self.client.set_tag(self._run_for(trial), "rs.epochs_redone", str(count)))
             return
         # A metric named like a parameter (the scheduled `lr`) would share the parameter's column in the UI.
         metrics = schema.as_metrics({f"{k}_epoch" if k in trial.config else k: v for k, v in result.items()}, t.epoch)
@@ -127,27 +182,34 @@ class MlflowTrialLogger(tune.Callback):
             ts = metrics[0].timestamp if metrics else 0
             metrics += [Metric(schema.best_key(self.tracker.metric), t.best, ts, t.epoch),
                         Metric(schema.best_key("epoch"), float(t.best_epoch), ts, t.epoch)]
-        self.client.log_batch(self._run_for(trial), metrics=metrics)
+        self.__dict__.setdefault("_buffered", {}).setdefault(trial.trial_id, (trial, []))[1].extend(metrics)
 
-    def _finish(self, trial, state, status: str) -> None:
-        rid = self._run_for(trial)
+    def _finish(self, trial, state, status: str, error_text: str | None = None) -> None:
+        self._write_metrics(trial.trial_id)
         t = self.tracker.get(trial.trial_id)
-        if t.at_best:
-            self.client.log_batch(rid, metrics=[Metric(schema.at_best_key(k), v, 0, t.best_epoch)
-                                                for k, v in t.at_best.items()])
-        self.client.set_tag(rid, STATE, str(state))
-        self.client.set_tag(rid, EPOCHS_RUN, str(t.epoch))
-        self.client.set_terminated(rid, status)
+        at_best = [Metric(schema.at_best_key(k), v, 0, t.best_epoch) for k, v in (t.at_best or {}).items()]
+        epoch = t.epoch
+
+        def write():
+            rid = self._run_for(trial)
+            if error_text is not None:
+                self.client.log_text(rid, error_text, "error.txt")
+            if at_best:
+                self.client.log_batch(rid, metrics=at_best)
+            self.client.set_tag(rid, STATE, str(state))
+            self.client.set_tag(rid, EPOCHS_RUN, str(epoch))
+            self.client.set_terminated(rid, status)
+
+        self._submit(write)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, self.tracker.finished(trial.trial_id), "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = "unknown error"
+        error, text = "unknown error", None
         if trial.error_file and Path(trial.error_file).is_file():
-            error = Path(trial.error_file).read_text()[-4000:]
-            self.client.log_text(self._run_for(trial), error, "error.txt")
-        self._finish(trial, self.tracker.failed(trial.trial_id, error), "FAILED")
+            error = text = Path(trial.error_file).read_text()[-4000:]
+        self._finish(trial, self.tracker.failed(trial.trial_id, error), "FAILED", error_text=text)
 
 
 class AshaState(tune.Callback):

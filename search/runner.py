@@ -176,6 +176,33 @@ def check_fits(cpus: float, gpus: float) -> None:
                           f"{have.get('CPU', 0):g}.")
 
 
+def open_store_while_ray_starts(uri: str, what: str, address: str | None):
+    """The MLflow store opens on a thread (imports and migrations: ~2 s) while Ray starts (~3 s, mostly
+    waiting on its processes): 0.8 s less per search (bench/vs_optuna.py). Either's error is raised here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-store") as pool:
+        store = pool.submit(doors.open_store, uri, what)
+        init_ray(address)
+        return store.result()
+
+
+def trials_that_fit(cpus: float, gpus: float) -> int:
+    """How many trials the cluster holds at once: the default for ``max_concurrent``.
+
+    Tune's own default with a searcher (Optuna) keeps one trial pending at a time, which on this
+    machine ran the quickstart's trials one after another on two free cores (bench/vs_optuna.py).
+    A cluster that autoscales grows past this only with an explicit ``--max-concurrent``.
+    """
+    import ray
+
+    have = ray.cluster_resources()
+    fits = [have.get("CPU", 0) / cpus] if cpus else []
+    if gpus:
+        fits.append(have.get("GPU", 0) / gpus)
+    return max(1, int(min(fits) + 1e-9)) if fits else 1  # 1 / 0.1 is 9.999...: still 10 trials
+
+
 def trainable_for(family: str, cpus: float, gpus: float):
     """The family's trainable with its resources per trial (CPUs, fractional GPUs)."""
     from ray import tune
@@ -295,7 +322,8 @@ def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
     return assemble_tuner(family=study.family, cpus=study.resources.cpus, gpus=study.resources.gpus, name=meta.name,
                           storage=meta.storage, metric=metric, mode=mode, max_failures=study.budget.max_failures,
                           callbacks=callbacks, searcher=searcher, scheduler=scheduler, num_samples=meta.num_samples,
-                          max_concurrent=meta.max_concurrent, time_budget_s=study.budget.time_budget_s)
+                          max_concurrent=meta.max_concurrent or trials_that_fit(study.resources.cpus, study.resources.gpus),
+                          time_budget_s=study.budget.time_budget_s)
 
 
 def trial_dirname(trial) -> str:
@@ -366,8 +394,7 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     doors.check_address(address)
     # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
     data_source = doors.check_dataset(study.base_config()) if address is None else None
-    client = doors.open_store(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI")
-    init_ray(address)
+    client = open_store_while_ray_starts(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", address)
     check_resources(study)
     parent = schema.start_parent(client, study, name, Path(study_path), sampler=sampler, data_source=data_source)
     (runs / name).mkdir(parents=True)
@@ -423,8 +450,7 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
         raise SearchError(f"{experiment} holds no restorable Ray Tune state (the search never started its trials, "
                           "or --storage names another place)")
     doors.check_address(address)
-    client = doors.open_store(meta.tracking_uri, "tracking_uri")
-    init_ray(address)
+    client = open_store_while_ray_starts(meta.tracking_uri, "tracking_uri", address)
     client.set_tag(meta.parent_run_id, schema.STATE, "running")
     durable.heartbeat(client, meta.parent_run_id)
     # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
@@ -432,6 +458,18 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
         study.family, study.resources.cpus, study.resources.gpus))
     retarget_callbacks(tuner, meta)
     return _fit(tuner, study, meta, runs, client)
+
+
+def flush_records(tuner) -> None:
+    """Tune flushes the MLflow writer when it stops; a second Ctrl-C can cut that short."""
+    from .callbacks import MlflowTrialLogger
+
+    for cb in tuner._local_tuner.get_run_config().callbacks or []:
+        if isinstance(cb, MlflowTrialLogger):
+            try:
+                cb.flush()
+            except Exception:  # noqa: BLE001 - the interruption is what gets reported
+                logging.getLogger(__name__).warning("some trial records were not written", exc_info=True)
 
 
 def retarget_callbacks(tuner, meta: SearchMeta) -> None:
@@ -453,6 +491,7 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
     try:
         results = tuner.fit()
     except BaseException:
+        flush_records(tuner)
         interrupted()
         raise
     seconds = time.monotonic() - t0

@@ -182,6 +182,7 @@ def test_epoch_trained_again_after_resume_is_logged_once(store):
     logger.setup()
     for step in (2, 3):
         logger.on_trial_result(0, [], Trial(), {"training_iteration": step, "val_acc": 0.6 + step / 100, "lr": 0.01})
+    logger.flush()  # what Tune's next experiment checkpoint does
     steps = [m.step for m in client.get_metric_history(child, "val_acc")]
     assert sorted(steps) == [1, 2, 3]
     run = client.get_run(child)

@@ -173,6 +173,7 @@ def store(tmp_path_factory):
             logger.on_trial_error(0, [], trial)
         else:
             logger.on_trial_complete(0, [], trial)
+    logger.on_experiment_end(trials=[])  # Tune's last call: the queued writes are in the store
     return uri, tmp, snapshot
 
 
@@ -315,6 +316,7 @@ def test_pareto_front_uses_values_at_each_trials_best_epoch(tmp_path):
         for epoch, (acc, loss) in enumerate(curve, start=1):
             logger.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc": acc, "val_loss": loss})
         logger.on_trial_complete(0, [], trial)
+    logger.on_experiment_end(trials=[])
     table = records.trials("p-1", uri)
     assert dict(zip(table["trial"], table["at_best.val_loss"])) == pytest.approx({"t1": 0.3, "t2": 0.5})
     mark_pareto(study, table, client, parent)

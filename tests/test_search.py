@@ -80,6 +80,27 @@ def test_search_records_every_trial_in_mlflow(finished_search):
     assert stopped >= 1  # 6 trials, reduction factor 2: ASHA stops some
 
 
+def test_trials_run_side_by_side_on_the_cpus_they_fit(finished_search):
+    """Two 1-CPU trials at once on 2 CPUs. Tune's own default with a searcher keeps one trial pending,
+    which ran the trials of a search one after another (bench/vs_optuna.py found it)."""
+    from records import schema
+
+    _, uri, _ = finished_search
+    client = schema.client_for(uri)
+    runs = schema.child_runs(client, schema.find_parent(client, "tiny-e2e"))
+    spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
+    overlapping = sum(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert overlapping >= 2, spans
+
+
+@pytest.mark.parametrize("cpus, gpus, fits", [(1, 0, 2), (0.5, 0, 4), (0.1, 0, 20), (1, 0.25, 2), (0.25, 0.5, 2),
+                                              (0.25, 1, 1), (2, 0, 1)])
+def test_max_concurrent_defaults_to_the_trials_that_fit(finished_search, cpus, gpus, fits):
+    from search.runner import trials_that_fit
+
+    assert trials_that_fit(cpus, gpus) == fits  # the fixture's Ray: 2 CPUs, 1 GPU
+
+
 def test_run_prints_the_table_show_prints(finished_search, capsys):
     from search.cli import main
 
