@@ -44,10 +44,14 @@ def machine() -> str:
 def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
     """(figure, measured, baseline in the same run, ratio, target, date and load) per result present."""
     out = []
-    if "vs_optuna" in r:
-        v = r["vs_optuna"]
-        out.append(("Whole search vs plain Optuna + pruner + MLflow (quickstart, wall time)",
-                    f"{v['service_s']:.1f} s", f"{v['baseline_s']:.1f} s", f"{v['ratio']:.2f}", "<= 0.7", v["date"]))
+    for key, how in (("vs_optuna", "Ray started by the search"), ("vs_optuna_warm", "Ray head already running"),
+                     ("vs_optuna_long", "Ray started by the search")):
+        if key in r:
+            v = r[key]
+            trials = f"{v['num_samples']} trials" if v.get("num_samples") else "16 trials"
+            out.append((f"Whole search vs plain Optuna + pruner + MLflow (quickstart, {trials}, {how}; wall time)",
+                        f"{v['service_s']:.1f} s", f"{v['baseline_s']:.1f} s", f"{v['ratio']:.2f}", "<= 0.7",
+                        v["date"]))
     if "core_speed" in r:
         c = r["core_speed"]
         for name, t in c["train"].items():

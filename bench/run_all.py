@@ -28,16 +28,20 @@ BENCHES = {
     "scaling": (["--samples", "2048", "--epochs", "1"], ["--quick"]),
     "trial_overhead": ([], ["--quick"]),
     "vs_optuna": ([], ["--quick"]),
+    "vs_optuna_warm": (["--warm-ray"], ["--quick", "--warm-ray"]),
+    "vs_optuna_long": (["--num-samples", "64", "--pairs", "2"], ["--quick", "--num-samples", "12"]),
     "multiobjective": ([], ["--quick"]),
     "search_efficiency": ([], ["--quick"]),
 }
-WRITES_JSON = {"core_speed", "scaling", "vs_optuna", "multiobjective", "search_efficiency"}
+WRITES_JSON = {"core_speed", "scaling", "vs_optuna", "vs_optuna_warm", "vs_optuna_long", "multiobjective",
+               "search_efficiency"}
+MODULE = {"vs_optuna_warm": "vs_optuna", "vs_optuna_long": "vs_optuna"}  # one script, other arguments
 
 
 def run_one(name: str, argv: list[str]) -> None:
     """In this (child) process: call the bench's main and store what it returns."""
     sys.path[:0] = [str(REPO), str(REPO / "bench")]
-    module = __import__(name)
+    module = __import__(MODULE.get(name, name))
     out = RESULTS / f"{name}.json"
     load_before = os.getloadavg()[0]
     if name in WRITES_JSON:

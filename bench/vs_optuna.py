@@ -13,14 +13,23 @@ pair, so machine-load drifts hit both. Printed: each median, the ratio service /
 per-trial overhead, wrap-up, exit), stamped from outside the service's code
 (``bench/_instrument.py``).
 
-    python bench/vs_optuna.py [--pairs 3] [--study spaces/quickstart.yaml] [--quick] [--json PATH]
+``--warm-ray`` measures the service against a Ray head that is already running (``ray start
+--head`` once per session; ``ray.init`` finds it): each search then connects instead of starting
+Ray. The head is started before the first pair and stopped after the last; the baseline does not
+use it. ``--num-samples 64`` shows how the ratio moves once the fixed costs are spread over more trials.
+
+    python bench/vs_optuna.py [--pairs 3] [--study spaces/quickstart.yaml] [--warm-ray] [--num-samples N]
+                              [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -152,6 +161,8 @@ def run_child(arm: str, args, workdir: Path) -> dict:
         cmd += ["--num-samples", str(args.num_samples)]
     if args.baseline_threads:
         cmd += ["--baseline-threads", str(args.baseline_threads)]
+    if kind == "service" and args.ray_address:
+        extra_env = {"RAY_ADDRESS": args.ray_address, **HEAD_ENV, **extra_env}
     env = {**os.environ, **extra_env, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     spawn = time.time()
     t0 = time.perf_counter()
@@ -186,6 +197,45 @@ def run_child(arm: str, args, workdir: Path) -> dict:
     return out
 
 
+# As scripts/dev_cluster.py: the head listens on 127.0.0.1 only, and head and drivers agree on token auth.
+HEAD_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+
+
+@contextlib.contextmanager
+def warm_ray_head(enabled: bool):
+    """``ray start --head --block`` on a free loopback port for the whole bench; yields its address (or None)."""
+    if not enabled:
+        yield None
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray_cli = Path(sys.executable).with_name("ray")
+    cmd = [str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+           "--num-cpus", str(os.cpu_count() or 1), "--include-dashboard=false", "--disable-usage-stats"]
+    env = {**os.environ, **HEAD_ENV}
+    head = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:  # the GCS port answers once the head is up
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if head.poll() is not None or time.time() > deadline:
+                sys.exit(f"ray start --head did not come up (exit {head.poll()})")
+            time.sleep(0.2)
+        time.sleep(2)  # the raylet registers after the GCS answers
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: stopping it stops the processes it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=30)
+        record = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")  # `ray stop` would remove it
+        with contextlib.suppress(OSError):
+            if record.read_text().strip() == address:
+                record.unlink()
+
+
 def service_slots(args) -> int:
     from spaces.study import load_study
 
@@ -206,6 +256,8 @@ def main(argv=None) -> dict:
     p.add_argument("--b-repo", help="a third arm: the service from this checkout (before/after a change)")
     p.add_argument("--b-env", nargs="*", default=[], metavar="KEY=VALUE",
                    help="a third arm: the service with these environment variables")
+    p.add_argument("--warm-ray", action="store_true",
+                   help="the service connects to a Ray head started once before the pairs (ray start --head)")
     p.add_argument("--quick", action="store_true", help="one pair of 6-trial searches (a smoke test)")
     p.add_argument("--json", default=str(REPO / "bench" / "results" / "vs_optuna.json"))
     p.add_argument("--child", choices=["baseline", "service"], help=argparse.SUPPRESS)
@@ -219,7 +271,8 @@ def main(argv=None) -> dict:
     sys.path.insert(0, str(REPO / "bench"))
     arms = ["baseline", "service"] + (["service_b"] if args.b_repo or args.b_env else [])
     runs: dict[str, list[dict]] = {a: [] for a in arms}
-    with tempfile.TemporaryDirectory(prefix="vs_optuna_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vs_optuna_") as tmp, warm_ray_head(args.warm_ray) as address:
+        args.ray_address = address
         for pair in range(args.pairs):
             for arm in (arms if pair % 2 == 0 else arms[::-1]):
                 runs[arm].append(run_child(arm, args, Path(tmp) / f"{pair}_{arm}"))
@@ -238,7 +291,8 @@ def main(argv=None) -> dict:
     bd = {k: median_breakdown(k) for k in runs}
     print(f"\nbaseline (Optuna + SuccessiveHalvingPruner + MLflow, one process, {bd['baseline']['threads']:.0f} "
           f"torch threads): median {med['baseline']:.1f} s")
-    print(f"service (search run, {service_slots(args)} trials at once): median {med['service']:.1f} s")
+    print(f"service (search run, {service_slots(args)} trials at once"
+          f"{', Ray head already running' if args.warm_ray else ''}): median {med['service']:.1f} s")
     print(f"ratio service / baseline: {ratio:.3f}   median per-pair ratio: {pairwise:.3f}   (target <= 0.7)")
     print("\nwhere the seconds go (medians):")
     if "service_b" in runs:
@@ -250,7 +304,7 @@ def main(argv=None) -> dict:
         for k, v in bd[kind].items():
             print(f"    {k:30s} {v:8.2f}")
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "pairs": args.pairs,
-              "study": str(Path(args.study).name), "num_samples": args.num_samples,
+              "study": str(Path(args.study).name), "num_samples": args.num_samples, "warm_ray": args.warm_ray,
               "baseline_s": med["baseline"], "service_s": med["service"], "ratio": ratio,
               "median_pairwise_ratio": pairwise, "target": 0.7,
               "best": {k: [r["best"] for r in v] for k, v in runs.items()}, "breakdown": bd}

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -194,10 +194,7 @@ class MlflowTrialLogger(tune.Callback):
             rid = self._run_for(trial)
             if error_text is not None:
                 self.client.log_text(rid, error_text, "error.txt")
-            if at_best:
-                self.client.log_batch(rid, metrics=at_best)
-            self.client.set_tag(rid, STATE, str(state))
-            self.client.set_tag(rid, EPOCHS_RUN, str(epoch))
+            self.client.log_batch(rid, metrics=at_best, tags=[RunTag(STATE, str(state)), RunTag(EPOCHS_RUN, str(epoch))])
             self.client.set_terminated(rid, status)
 
         self._submit(write)

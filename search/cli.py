@@ -296,7 +296,8 @@ def _check_environment(args) -> None:
 def exit_now(code: int):
     """Stop Ray, flush, and leave without the interpreter's teardown.
 
-    By then every record is written (MLflow and Tune write synchronously); the teardown of torch,
+    By then every record is written (Tune's state synchronously; the MLflow writer is flushed when Tune
+    stops, and again in ``runner._fit`` if Tune was cut short); the teardown of torch,
     Ray, MLflow and pandas modules only costs time: 2-4 s after a search (docs/performance.md).
     """
     ray = sys.modules.get("ray")

@@ -188,3 +188,33 @@ def test_epoch_trained_again_after_resume_is_logged_once(store):
     run = client.get_run(child)
     assert run.data.tags["rs.epochs_redone"] == "1"
     assert "lr_epoch" in run.data.metrics and "lr" not in run.data.metrics  # not the parameter's name
+
+
+def test_a_search_joins_a_running_head_and_passes_over_a_stale_record(tmp_path, monkeypatch, caplog, capsys):
+    """Without --address a search joins the head `ray start` recorded (0.1 s instead of starting Ray); a record
+    left by a head that is gone would make ray.init wait for minutes, so it is passed over with a warning."""
+    import socket
+
+    from search.errors import SearchError
+    from search.runner import running_local_ray
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert running_local_ray() is None  # nothing recorded: a private local Ray
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        live = f"127.0.0.1:{listening.getsockname()[1]}"
+        (tmp_path / "ray" / "ray_current_cluster").parent.mkdir()
+        (tmp_path / "ray" / "ray_current_cluster").write_text(live)
+        assert running_local_ray() == live
+        assert f"using the Ray head already running at {live}" in capsys.readouterr().err
+        monkeypatch.setenv("RAY_ADDRESS", "local")
+        assert running_local_ray() is None
+        monkeypatch.delenv("RAY_ADDRESS")
+    # the head is gone (its port closed), its record stays
+    assert running_local_ray() is None
+    assert "does not answer" in caplog.text
+    monkeypatch.setenv("RAY_ADDRESS", live)
+    with pytest.raises(SearchError, match=r"\$RAY_ADDRESS: no Ray cluster answers"):
+        running_local_ray()
