@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Outcome kinds, in the order reports list them. Only the first three hold a rankable score.
-OUTCOMES = ("completed", "stopped", "ended", "diverged", "failed", "running")
+# "interrupted": left running by a driver that stopped (Ctrl-C, a lost driver; search/durable.py).
+OUTCOMES = ("completed", "stopped", "ended", "diverged", "failed", "interrupted", "running")
 RANKABLE = ("completed", "stopped", "ended")
 DIVERGED_METRIC = "diverged"  # 1.0 on the epoch a run stops at a non-finite training loss
 

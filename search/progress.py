@@ -30,7 +30,7 @@ class LiveProgress(tune.Callback):
         self.start = time.monotonic()
         self.last_print = 0.0
         self.running: set[str] = set()
-        self.counts = {k: 0 for k in OUTCOMES if k != "running"}
+        self.counts = {k: 0 for k in OUTCOMES if k not in ("running", "interrupted")}  # what this driver ends
         self.best: tuple[float, str] | None = None
 
     def __getstate__(self):

@@ -303,12 +303,16 @@ def resolve_init_from(study: Study, meta: SearchMeta) -> Study:
 
 def assemble_tuner(*, family: str, cpus: float, gpus: float, name: str, storage: str, metric: str, mode: str,
                    max_failures: int, callbacks: list, searcher=None, scheduler=None, param_space=None,
-                   num_samples: int = 1, max_concurrent: int | None = None, time_budget_s: float | None = None):
+                   num_samples: int = 1, max_concurrent: int | None = None, time_budget_s: float | None = None,
+                   keep_checkpoints: int = 2):
     """The one Tuner assembly behind ``search run`` and ``search reproduce``.
 
-    Every trial keeps two checkpoints at most: its latest (Ray keeps it for failure-restore and
-    resume whatever ``num_to_keep`` says) and its best epoch's under ``metric`` (the weights
-    logged as ``best_model``; among equal scores Ray keeps the latest such epoch).
+    Every trial keeps ``keep_checkpoints`` + 1 checkpoints at most: its latest (Ray keeps it for
+    failure-restore and resume whatever ``num_to_keep`` says) and its best ones under ``metric``
+    (the best epoch's weights are logged as ``best_model``; among equal scores Ray keeps the latest
+    such epoch). Tune snapshots the whole experiment each time a trial has written ``num_to_keep``
+    checkpoints since the last snapshot (so that its state never names a deleted checkpoint): with
+    1, a snapshot per epoch, 15 % of a 64-trial quickstart's Tuner.fit (docs/performance.md).
     """
     from ray import tune
 
@@ -321,7 +325,7 @@ def assemble_tuner(*, family: str, cpus: float, gpus: float, name: str, storage:
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep_checkpoints, checkpoint_score_attribute=metric,
                                                     checkpoint_score_order=mode)),
     )
 
@@ -357,7 +361,7 @@ def build_tuner(study: Study, meta: SearchMeta, callbacks: list):
                           storage=meta.storage, metric=metric, mode=mode, max_failures=study.budget.max_failures,
                           callbacks=callbacks, searcher=searcher, scheduler=scheduler, num_samples=meta.num_samples,
                           max_concurrent=meta.max_concurrent or trials_that_fit(study.resources.cpus, study.resources.gpus),
-                          time_budget_s=study.budget.time_budget_s)
+                          time_budget_s=study.budget.time_budget_s, keep_checkpoints=study.budget.keep_checkpoints)
 
 
 def trial_dirname(trial) -> str:

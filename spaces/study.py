@@ -68,6 +68,9 @@ class Budget(_Strict):
     time_budget_s: float | None = Field(None, gt=0)
     max_concurrent: int | None = Field(None, gt=0)
     max_failures: int = Field(2, ge=0)
+    # Best checkpoints kept per trial besides its latest; 1 saves disk, and costs Tune one experiment
+    # snapshot per epoch (search/runner.py assemble_tuner).
+    keep_checkpoints: int = Field(2, ge=1, le=100)
 
     @model_validator(mode="after")
     def _grace(self):

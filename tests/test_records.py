@@ -279,7 +279,7 @@ def test_tuner_keeps_the_best_checkpoint_by_the_objective(tmp_path):
                            mode="max", max_failures=3, callbacks=[], param_space={"seed": 0})
     run_config = tuner._local_tuner.get_run_config()
     ck = run_config.checkpoint_config
-    assert (ck.num_to_keep, ck.checkpoint_score_attribute, ck.checkpoint_score_order) == (1, "pgd_acc", "max")
+    assert (ck.num_to_keep, ck.checkpoint_score_attribute, ck.checkpoint_score_order) == (2, "pgd_acc", "max")
     assert run_config.failure_config.max_failures == 3
 
 
