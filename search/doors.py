@@ -136,7 +136,34 @@ def check_dataset(base_config: dict, where: str = "dataset") -> str:
         raise SearchError(f"{key}: {data_dir} is a file, not a folder")
     if base_config.get("download") and data_dir:
         _check_writable_folder(Path(data_dir), "fixed.data_dir")
-    return load_check(name, base_config.get("data_dir"), bool(base_config.get("download")))
+    source = load_check(name, base_config.get("data_dir"), bool(base_config.get("download")))
+    check_other_datasets(base_config, name)
+    return source
+
+
+def check_other_datasets(base_config: dict, main: str) -> None:
+    """The datasets behind ``eval_datasets`` and ``finetune_dataset`` (``mnist:rotate@3`` needs MNIST): each
+    absent one fails here, named by its key, not in every trial at its first epoch."""
+    from trainables.core.corruptions import parse_name
+    from trainables.core.data import DatasetNotFound
+    from trainables.core.data import check_dataset as load_check
+
+    targets = [("eval_datasets", t) for t in base_config.get("eval_datasets") or ()]
+    if base_config.get("finetune_dataset"):
+        targets.append(("finetune_dataset", base_config["finetune_dataset"]))
+    checked = {main}
+    for key, target in targets:
+        try:
+            base = parse_name(target).dataset
+        except ValueError:
+            continue  # the study validator has already said so
+        if base in checked:
+            continue
+        checked.add(base)
+        try:
+            load_check(base, base_config.get("data_dir"), bool(base_config.get("download")))
+        except DatasetNotFound as e:
+            raise type(e)(f"fixed.{key} ({target}): {e}") from None
 
 
 def open_store(uri: str, what: str = "--tracking-uri"):

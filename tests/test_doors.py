@@ -88,6 +88,14 @@ def _fmnist_files(tmp: Path, *, images=(20, 28, 28), labels=(20,), bad: str | No
     return d
 
 
+def _eval_target_absent(tmp: Path) -> Path:
+    """Digits present (it ships with scikit-learn), the cross-domain target's MNIST absent."""
+    p = tmp / "xdomain_absent.yaml"
+    p.write_text((IN / "study_mnist_absent.yaml").read_text().replace("dataset: mnist", "dataset: digits")
+                 .replace("data_dir: DATA_DIR", f"data_dir: {tmp / 'no_data_here'}, eval_datasets: [mnist:rotate@3]"))
+    return p
+
+
 def _mnist_absent(tmp: Path) -> Path:
     p = tmp / "mnist_absent.yaml"
     p.write_text((IN / "study_mnist_absent.yaml").read_text().replace("DATA_DIR", str(tmp / "no_data_here")))
@@ -128,6 +136,8 @@ CASES = [
     ("study_deeply_nested", lambda t: ["validate", str(_deep(t))], "nested too deeply"),
     # data: absent, corrupt, a file where a folder belongs
     ("data_mnist_absent", lambda t: ["run", str(_mnist_absent(t))], "dataset 'mnist' not found"),
+    ("data_eval_target_absent", lambda t: ["run", str(_eval_target_absent(t))],
+     "fixed.eval_datasets (mnist:rotate@3): dataset 'mnist' not found"),
     ("data_dir_is_file", lambda t: ["run", str(_fmnist_study(t, _a_file(t)))], "fixed.data_dir: "),
     ("data_not_gzip", lambda t: ["run", str(_fmnist_study(t, _fmnist_files(t, bad="garbage")))], "BadGzipFile"),
     ("data_truncated_gzip", lambda t: ["run", str(_fmnist_study(t, _fmnist_files(t, bad="truncated_gzip")))],
