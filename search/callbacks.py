@@ -58,28 +58,33 @@ class MlflowTrialLogger(tune.Callback):
         state["last_beat"] = 0.0  # a monotonic time means nothing to the next driver: beat at once
         return state
 
+    def __setstate__(self, state):
+        """Callbacks pickled by older versions lack the attributes added since: start them empty."""
+        self.__dict__.update({"redone": {}, "_writer": None, "_pending": [], "_buffered": {}, "_last_write": 0.0,
+                              **state})
+
     def _submit(self, write) -> None:
         """Queue ``write()`` (MLflow calls) on the writer thread; a failed earlier write is raised here."""
-        done = [f for f in getattr(self, "_pending", []) if f.done()]
-        self._pending = [f for f in getattr(self, "_pending", []) if not f.done()]
-        for f in done:
+        for f in [f for f in self._pending if f.done()]:
+            self._pending.remove(f)
             f.result()
-        if getattr(self, "_writer", None) is None:
+        if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
         self._pending.append(self._writer.submit(write))
 
     def _write_metrics(self, trial_id: str | None = None) -> None:
         """Queue the buffered epochs' metrics: one batch per run (of one trial, or of all)."""
-        buffered = getattr(self, "_buffered", {})
+        buffered = self._buffered
         batches = [buffered.pop(t) for t in ([trial_id] if trial_id else list(buffered)) if t in buffered]
-        self._last_write = time.monotonic()
+        if trial_id is None:  # the once-a-second clock is for all trials' metrics
+            self._last_write = time.monotonic()
         if batches:
             self._submit(lambda: [self.client.log_batch(self._run_for(trial), metrics=m) for trial, m in batches])
 
     def flush(self) -> None:
         """Write the buffered metrics, wait for every queued write; raise the first that failed."""
         self._write_metrics()
-        pending, self._pending = getattr(self, "_pending", []), []
+        pending, self._pending = self._pending, []
         for f in pending:
             f.result()
 
@@ -136,9 +141,9 @@ class MlflowTrialLogger(tune.Callback):
     def on_step_begin(self, iteration, trials, **info):
         """The driver's heartbeat on the parent run (`search ls` tells a live search from a dead driver), and
         the epochs' metrics once a second: one store transaction per run, not one per epoch."""
-        if time.monotonic() - getattr(self, "_last_write", 0.0) >= WRITE_METRICS_EVERY_S:
+        if time.monotonic() - self._last_write >= WRITE_METRICS_EVERY_S:
             self._write_metrics()
-        if time.monotonic() - getattr(self, "last_beat", 0.0) >= durable.HEARTBEAT_EVERY_S:
+        if time.monotonic() - self.last_beat >= durable.HEARTBEAT_EVERY_S:
             self.last_beat = time.monotonic()
             self._submit(lambda: durable.heartbeat(self.client, self.parent_run_id))
 
@@ -172,8 +177,7 @@ class MlflowTrialLogger(tune.Callback):
         self.tracker.result(trial.trial_id, result)
         t = self.tracker.get(trial.trial_id)
         if t.epoch <= getattr(self, "logged", {}).get(trial.trial_id, 0):  # an epoch trained again after a resume
-            redone = self.__dict__.setdefault("redone", {})  # absent from callbacks pickled by older versions
-            redone[trial.trial_id] = count = redone.get(trial.trial_id, 0) + 1
+            self.redone[trial.trial_id] = count = self.redone.get(trial.trial_id, 0) + 1
             self._submit(lambda: self.client.set_tag(self._run_for(trial), "rs.epochs_redone", str(count)))
             return
         # A metric named like a parameter (the scheduled `lr`) would share the parameter's column in the UI.
@@ -182,7 +186,7 @@ class MlflowTrialLogger(tune.Callback):
             ts = metrics[0].timestamp if metrics else 0
             metrics += [Metric(schema.best_key(self.tracker.metric), t.best, ts, t.epoch),
                         Metric(schema.best_key("epoch"), float(t.best_epoch), ts, t.epoch)]
-        self.__dict__.setdefault("_buffered", {}).setdefault(trial.trial_id, (trial, []))[1].extend(metrics)
+        self._buffered.setdefault(trial.trial_id, (trial, []))[1].extend(metrics)
 
     def _finish(self, trial, state, status: str, error_text: str | None = None) -> None:
         self._write_metrics(trial.trial_id)

@@ -124,13 +124,9 @@ def running_local_ray() -> str | None:
     recorded = find_bootstrap_address(None)
     if not recorded:
         return None
-    host, _, port = recorded.rpartition(":")
-    import socket
-
     try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            pass
-    except (OSError, ValueError):
+        doors.check_address(recorded, "ray_current_cluster")
+    except SearchError:
         logging.getLogger(__name__).warning("the Ray head recorded by `ray start` at %s does not answer (a stale "
                                             "/tmp/ray/ray_current_cluster): starting a local Ray instead", recorded)
         return None
