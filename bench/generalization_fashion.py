@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from trainables.core import DatasetNotFound, train  # noqa: E402
 from trainables.core.data import load_data  # noqa: E402
-from trainables.core.finetune import make_trainer  # noqa: E402
+from trainables.core.run import make_trainer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGURES = RESULTS / "generalization"

@@ -11,7 +11,7 @@ from torch import nn
 from trainables.core import TrainConfig, train
 from trainables.core.adversarial import adv_step_size, gairat_weights, make_batch_loss, robust_metrics
 from trainables.core.attacks import fgsm, pgd
-from trainables.core.losses import build_loss
+from trainables.core.registry import build
 from trainables.families import robust_metric_names
 
 TINY = {"dataset": "digits", "filters": [8, 16], "max_train_samples": 256, "device": "cpu",
@@ -59,7 +59,7 @@ def tiny():
 
 def _loss(cfg_overrides, model, x, y, epoch=0, seed=0):
     cfg = TrainConfig.from_dict(TINY, **cfg_overrides)
-    batch_loss = make_batch_loss(cfg, model, build_loss("cross_entropy"),
+    batch_loss = make_batch_loss(cfg, model, build("loss", "cross_entropy", cfg),
                                  generator=torch.Generator().manual_seed(seed))
     loss, out = batch_loss(x, y, epoch)
     return loss, out.scores

@@ -25,9 +25,11 @@ from trainables.core import (
     train,
 )
 from trainables.core import attacks as attacks_mod
+from trainables.core.checkpoint import CheckpointError
 from trainables.core.losses import Term
 from trainables.core.optim import SignSGD
 from trainables.core.registry import config_fields
+from trainables.core.run import make_trainer
 from trainables.core.train import build_data
 from trainables.families import FAMILIES
 
@@ -193,7 +195,7 @@ def test_every_declared_field_reaches_its_component(switch, entry, field, digits
     if switch == "finetune_dataset" and field != "finetune_epochs":
         config["finetune_epochs"] = 1  # the fine-tuning epochs are the last of the run's 3
     config = {k: v for k, v in config.items() if k in acting_fields(config)}
-    Trainer(TrainConfig.from_dict(config), data=digits)
+    make_trainer(TrainConfig.from_dict(config), data=digits)  # the trainer a run of this config gets
     assert field in received, f"{kind} '{entry}' was never built with '{field}'"
     if field in GIVEN:
         assert callable(received[field]) and isinstance(received[field](), nn.Module)
@@ -329,6 +331,28 @@ def test_frozen_trunk_stays_frozen_with_its_batchnorm_in_eval(digits):
     after = trainer.model.backbone.state_dict()
     assert all(torch.equal(trunk[k], after[k]) for k in trunk if "num_batches" not in k)  # BN stats too
     assert any(not torch.equal(a, b) for a, b in zip(head, trainer.model.head.parameters()))
+
+
+def test_a_frozen_part_keeps_its_dropout_off_and_a_trainable_one_keeps_it_on(digits):
+    """One rule for every trainer: a module whose parameters are all frozen trains in eval mode."""
+    trainer = Trainer({**TINY, "dropout": 0.5}, data=digits)
+    dropouts = lambda: [m for m in trainer.model.backbone.modules() if isinstance(m, nn.Dropout)]  # noqa: E731
+    assert dropouts()
+    trainer.train_mode(trainer.model)
+    assert all(m.training for m in dropouts())  # nothing frozen: dropout acts
+    for p in trainer.model.backbone.parameters():
+        p.requires_grad_(False)
+    trainer.train_mode(trainer.model)
+    assert not any(m.training for m in dropouts()) and trainer.model.head.training
+    x = trainer.data.train.x[:8]
+    assert torch.equal(trainer.model.backbone(x), trainer.model.backbone(x))  # a frozen trunk is deterministic
+
+
+def test_init_from_a_truncated_file_is_a_checkpoint_error(tmp_path):
+    bad = tmp_path / "half.pt"
+    bad.write_bytes(b"PK\x03\x04 not a whole zip")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        make_trainer({**TINY, "init_from": str(bad)})
 
 
 def test_evaluators_finalizers_and_a_monotonic_step_across_phases(digits):

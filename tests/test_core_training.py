@@ -109,8 +109,8 @@ def test_swa_averages_and_reports(tiny):
     result = train({**tiny, "epochs": 4, "swa": True, "swa_start": 2, "swa_lr": 0.01},
                    on_epoch=lambda m, t: trainers.append(t))
     trainer = trainers[-1]
-    assert trainer.swa_model.n_averaged.item() == 3  # after epochs 2, 3 and 4
-    assert result.model is trainer.swa_model.module  # the reported model is the average
+    assert trainer.swa.model.n_averaged.item() == 3  # after epochs 2, 3 and 4
+    assert result.model is trainer.swa.model.module  # the reported model is the average
     live = dict(trainer.model.named_parameters())
     assert any(not torch.equal(p, live[n]) for n, p in result.model.named_parameters())
     # the final val/test metrics are those of the averaged model (BatchNorm statistics recomputed)

@@ -13,7 +13,8 @@ from test_data import write_mnist, write_svhn
 
 from trainables.core import ConfigError, TrainConfig, train
 from trainables.core import data as data_mod
-from trainables.core.finetune import TransferTrainer, make_trainer
+from trainables.core.finetune import TransferTrainer
+from trainables.core.run import make_trainer
 from trainables.families import FAMILIES
 
 RESNET = {**{k: v for k, v in TINY.items() if k != "filters"}, "model": "resnet18", "width": 4,

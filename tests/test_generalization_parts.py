@@ -237,13 +237,13 @@ def _tiny_resnet():
 
 
 def _sgd_steps(model, frozen, steps=3):
-    from trainables.core.transfer import keep_frozen_in_eval, trainable_parameters
+    """SGD steps the way the trainer takes them: its default hooks pick the parameters and the modes."""
+    from trainables.core.train import all_trainable, frozen_parts_eval
 
-    opt = torch.optim.SGD(trainable_parameters(model), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD(all_trainable(model), lr=0.5, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        model.train()
-        keep_frozen_in_eval(frozen)
+        frozen_parts_eval(model)
         x, y = torch.rand(16, 1, 8, 8, generator=g) * 2, torch.randint(0, 10, (16,), generator=g)
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()

@@ -17,7 +17,7 @@ import torch
 from ray import tune
 
 from trainables.core import TrainConfig, Trainer
-from trainables.core.finetune import make_trainer
+from trainables.core.run import make_trainer
 from trainables.core.train import Evaluator
 from trainables.objective import OBJECTIVE_KEY, score
 
@@ -46,7 +46,7 @@ def run_trial(config: dict, final_metrics: FinalMetrics | None = None, evaluator
     spec = config.get(OBJECTIVE_KEY)
 
     def report(metrics, trainer):
-        last = trainer.step == getattr(trainer, "total_epochs", trainer.cfg.epochs)  # over every phase
+        last = trainer.step == trainer.total_epochs
         if final_metrics is not None and last:
             metrics = {**metrics, **final_metrics(trainer, metrics)}
         if spec:

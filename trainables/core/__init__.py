@@ -2,11 +2,12 @@
 
 from .config import SWITCHES, ConfigError, TrainConfig, acting_fields
 from .data import DATASETS, DatasetNotFound, load_data
-from .finetune import TransferTrainer, make_trainer
+from .finetune import TransferTrainer
 from .losses import LOSSES, TERMS, Term
 from .models import ACTIVATIONS, BACKBONES, HEADS, MODELS, Head, Network, StepOutput
 from .registry import REGISTRIES, register, registry
-from .train import CheckpointError, Trainer, TrainResult, build_model, evaluate, evaluate_split, load_model, train
+from .run import make_trainer, train
+from .train import CheckpointError, Trainer, TrainResult, build_model, evaluate, evaluate_split, load_model
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainConfig", "ConfigError", "evaluate", "evaluate_split", "load_model",
            "load_data", "DatasetNotFound", "CheckpointError", "DATASETS", "MODELS", "BACKBONES", "HEADS", "LOSSES", "TERMS",

@@ -429,9 +429,5 @@ def format_error(err: dict) -> str:
     return f"{loc}: {msg} (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else f"{loc}: {msg}"
 
 
-def field_names() -> list[str]:
-    return list(TrainConfig.model_fields)
-
-
 __all__ = ["TrainConfig", "ConfigError", "SWITCHES", "Switch", "LOOP_FIELDS", "acting_fields", "inert_problems",
-           "when_hint", "users_of", "field_names"]
+           "when_hint", "users_of"]

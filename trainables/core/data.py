@@ -422,8 +422,7 @@ def load_data(
 
     def make(x, y):
         if mapping is not None:
-            keep = mapping[y] >= 0
-            x, y = x[keep], mapping[y[keep]]
+            x, y = select_classes(x, y, mapping)
         x = convert(to_float(x), channels, size)
         return Split(x.to(device), y.to(device))
 

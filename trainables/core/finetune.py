@@ -5,10 +5,11 @@
 
 1. pretraining: ``epochs - finetune_epochs`` epochs on ``dataset`` (none when that is 0, which
    needs ``init_from``), from ``init_from``'s weights when given;
-2. fine-tuning: ``freeze`` applied (frozen parts keep requires_grad off and stay in eval mode,
-   so their BatchNorm statistics cannot move), a fresh optimizer of the same kind over the
-   trainable parameters at ``finetune_lr`` with the same scheduler over the phase (no SWA or
-   warm-up), on ``finetune_per_class`` samples of each class of the target's training split
+2. fine-tuning: ``freeze`` applied (frozen parts keep requires_grad off, and the base trainer's
+   ``frozen_parts_eval`` keeps them in eval mode, so their BatchNorm statistics cannot move), a
+   fresh optimizer of the same kind over the trainable parameters at ``finetune_lr`` with the
+   same scheduler over the phase (no SWA or warm-up; the base ``Trainer.new_phase``), on
+   ``finetune_per_class`` samples of each class of the target's training split
    (drawn by ``seed``). Validation and test stay the source's (forgetting shows in ``val_acc``).
 
 Every epoch of both phases reports ``finetune_acc``: accuracy on the target's test split (so
@@ -22,8 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .crossdomain import _target, accuracy
 from .data import load_data
@@ -53,10 +53,11 @@ class TransferTrainer(Trainer):
     def __init__(self, config: TrainConfig | dict, data=None, **hooks):
         plan = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         pre, self.fine_cfg, self.ft = phase_configs(plan)
-        self.plan, self.frozen, self.before = plan, [], float("nan")
+        self.plan, self.before = plan, float("nan")
         if self.fine_cfg is not None:
             hooks["evaluators"] = [*hooks.get("evaluators", ()), self._target_accuracy]
         super().__init__(pre or self.fine_cfg, data, **hooks)
+        self.total_epochs = plan.epochs
         if plan.init_from:
             load_weights(self.model, plan.init_from)
         if pre is None:
@@ -76,11 +77,6 @@ class TransferTrainer(Trainer):
             out["finetune_acc_before"] = self.before
         return out
 
-    def _frozen_train_mode(self, model: torch.nn.Module) -> None:
-        model.train()
-        for m in self.frozen:
-            m.eval()
-
     def enter_finetune(self) -> None:
         """Freeze, swap the training set for the k-shot target subset, and start the fine-tuning phase."""
         p = self.plan
@@ -90,10 +86,8 @@ class TransferTrainer(Trainer):
                            split_seed=p.split_seed, channels=c, size=s, device=self.device, classes=p.classes,
                            class_groups=p.class_groups)
         self.data = replace(self.data, train=per_class_subset(target.train, self.ft.per_class, seed=p.seed))
-        self.frozen = apply_freeze(self.model, self.ft.freeze)
-        self.train_mode = self._frozen_train_mode
-        self.epoch, self.phase = 0, 1
-        self._build(self.fine_cfg)
+        apply_freeze(self.model, self.ft.freeze)
+        self.new_phase(self.fine_cfg)
 
     # ------------------------------------------------------------ the run and its checkpoints
     def fit(self, on_epoch=None):
@@ -108,23 +102,11 @@ class TransferTrainer(Trainer):
         return {**super().state_dict(), "finetune_before": self.before}
 
     def load_checkpoint(self, path: str | Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path)
         if state.get("phase", 0) == 1 and self.phase == 0:
             self.enter_finetune()  # the optimizer state to load is the fine-tuning phase's
         super().load_checkpoint(path)
         self.before = float(state.get("finetune_before", self.before))
 
-    @property
-    def total_epochs(self) -> int:
-        return self.plan.epochs
 
-
-def make_trainer(config: TrainConfig | dict, data=None, **hooks) -> Trainer:
-    """The trainer a config needs: a ``TransferTrainer`` with ``init_from`` or ``finetune_dataset``."""
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    if cfg.init_from or cfg.finetune_dataset:
-        return TransferTrainer(cfg, data, **hooks)
-    return Trainer(cfg, data, **hooks)
-
-
-__all__ = ["TransferTrainer", "make_trainer", "phase_configs"]
+__all__ = ["TransferTrainer", "phase_configs"]

@@ -76,11 +76,6 @@ def no_loss() -> LossFn:
     return lambda scores, y: scores.new_zeros(len(y), dtype=torch.float32)
 
 
-def build_loss(name: str, **fields) -> LossFn:
-    """A per-sample loss from its builder with exactly ``fields`` (the trainer builds from the config)."""
-    return LOSSES.lookup(name)(**fields)
-
-
 # ---------------------------------------------------------------- batch-level terms
 TermFn = Callable[[Any, torch.Tensor, torch.nn.Module], torch.Tensor]
 
@@ -133,4 +128,4 @@ def build_terms(cfg: Any) -> list[Term]:
     return [t for t in (build("term", name, cfg) for name in TERMS) if t is not None]
 
 
-__all__ = ["LOSSES", "TERMS", "Term", "LossFn", "build_loss", "build_terms"]
+__all__ = ["LOSSES", "TERMS", "Term", "LossFn", "build_terms"]

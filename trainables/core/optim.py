@@ -146,11 +146,15 @@ class SWA:
     scheduler: SWALR
 
 
+def swa_start_epoch(epochs: int, swa_start: int | None) -> int:
+    """The epoch from which SWA averages: ``swa_start``, else the last 25 % of the run."""
+    return swa_start if swa_start is not None else int(0.75 * epochs)
+
+
 @register("swa", "on")
 def swa_on(model, optimizer, epochs: int, *, swa_start: int | None, swa_lr: float | None, lr: float) -> SWA:
-    """``swa_start`` defaults to the last 25 % of the run, ``swa_lr`` to 0.05 lr."""
-    start = swa_start if swa_start is not None else int(0.75 * epochs)
-    return SWA(start, AveragedModel(model), SWALR(optimizer, swa_lr=swa_lr or lr * 0.05))
+    """``swa_lr`` defaults to 0.05 lr."""
+    return SWA(swa_start_epoch(epochs, swa_start), AveragedModel(model), SWALR(optimizer, swa_lr=swa_lr or lr * 0.05))
 
 
 @register("swa", "off")
@@ -158,4 +162,4 @@ def swa_off(model, optimizer, epochs: int) -> None:
     return None
 
 
-__all__ = ["SignSGD", "SWA", "OPTIMIZERS", "SCHEDULERS"]
+__all__ = ["SignSGD", "SWA", "swa_start_epoch", "OPTIMIZERS", "SCHEDULERS"]

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import read_checkpoint
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -51,7 +53,7 @@ def imagenet_resnet18_state() -> dict[str, torch.Tensor]:
                 f"({type(e).__name__}: {e}). Download {_weights().url} on a machine with network access and put it "
                 f"at {path} (or set TORCH_HOME to a folder whose hub/checkpoints holds it)."
             ) from None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return read_checkpoint(path, needs=())
 
 
 def copy_backbone(src: dict[str, torch.Tensor], backbone: nn.Module, skip_prefix: str = "fc.") -> int:

@@ -24,11 +24,13 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from .adversarial import make_batch_loss
+from .checkpoint import CheckpointError, read_checkpoint
 from .config import TrainConfig
 from .data import DataBundle, DatasetInfo, Split, dataset_info, load_data, norm_stats, subset_info
 from .losses import build_terms
 from .models import Network
 from .models import build_network as _build_network
+from .optim import swa_start_epoch
 from .registry import build
 
 EpochCallback = Callable[[dict[str, float], "Trainer"], Any]
@@ -73,15 +75,10 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
                           std=std)
 
 
-def swa_start_epoch(cfg: TrainConfig) -> int:
-    """The epoch after which SWA averages weights (``swa_start``, or the last 25 % of the run)."""
-    return cfg.swa_start if cfg.swa_start is not None else int(0.75 * cfg.epochs)
-
-
 def swa_final(cfg: TrainConfig, epoch: int) -> bool:
     """Whether the SWA average is the run's model after ``epoch`` epochs: only once it has been completed
     (BatchNorm statistics recomputed) at the last epoch. Before that its BatchNorm buffers are stale."""
-    return cfg.swa and epoch == cfg.epochs and epoch > swa_start_epoch(cfg)
+    return cfg.swa and epoch == cfg.epochs and epoch > swa_start_epoch(cfg.epochs, cfg.swa_start)
 
 
 @torch.inference_mode()
@@ -118,15 +115,14 @@ def all_trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def frozen_bn_eval(model: nn.Module) -> None:
-    """The default ``train_mode`` hook: train mode, except BatchNorm layers whose parameters are all frozen
-    keep their running statistics (eval mode), so a frozen trunk stays exactly frozen."""
+def frozen_parts_eval(model: nn.Module) -> None:
+    """The default ``train_mode`` hook: train mode, except that every module whose parameters are all
+    frozen stays in eval mode, so a frozen part stays exactly frozen (BatchNorm statistics, dropout)."""
     model.train()
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            params = list(m.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                m.eval()
+        params = list(m.parameters())
+        if params and not any(p.requires_grad for p in params):
+            m.eval()
 
 
 @dataclass
@@ -149,7 +145,7 @@ class Trainer:
 
     Hooks (attributes, set at construction or after):
     - ``trainable(model) -> parameters``: what the optimizer trains (freezing); default ``all_trainable``;
-    - ``train_mode(model)``: puts the model in training mode; default ``frozen_bn_eval``;
+    - ``train_mode(model)``: puts the model in training mode; default ``frozen_parts_eval``;
     - ``evaluators``: callables ``(trainer) -> metrics`` run every epoch after validation (the robust
       evaluation is one when ``eval_eps`` is set);
     - ``finalizers``: callables ``(trainer) -> None`` run once after the last epoch, before the final
@@ -161,7 +157,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig | dict, data: DataBundle | None = None, *,
                  trainable: Callable[[nn.Module], Iterable[nn.Parameter]] = all_trainable,
-                 train_mode: Callable[[nn.Module], None] = frozen_bn_eval,
+                 train_mode: Callable[[nn.Module], None] = frozen_parts_eval,
                  evaluators: Iterable[Evaluator] = (), finalizers: Iterable[Finalizer] = ()):
         self.cfg = cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         self.device = pick_device(cfg.device)
@@ -182,6 +178,7 @@ class Trainer:
         self.epoch = 0  # epochs completed in this phase
         self.step = 0  # epochs completed over all phases
         self.phase = 0
+        self.total_epochs = cfg.epochs  # every phase's epochs: the run is over when ``step`` reaches it
         self.history: list[dict[str, float]] = []
         self.status, self.reason = "completed", ""
         self.extra_evaluators, self.extra_finalizers = list(evaluators), list(finalizers)
@@ -205,26 +202,17 @@ class Trainer:
                    "classes": cfg.classes, "class_groups": cfg.class_groups}
         xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, cfg.dataset, self.data.shape, self.device,
                         loading, cfg.eval_batch_size)
-        # the fine-tuning section as a FinetunePlan (or None); finetune.TransferTrainer runs it
-        self.finetune = build("finetune", _on_off(cfg.finetune_dataset), cfg, cfg.finetune_dataset)
         self.evaluators: list[Evaluator] = [e for e in (robust, xdomain) if e] + self.extra_evaluators
         self.finalizers: list[Finalizer] = ([finalize_swa] if self.swa else []) + self.extra_finalizers
 
-    def new_phase(self, **overrides) -> None:
-        """Start another phase on the same model: the config with ``overrides`` (validated), fresh optimizer,
-        scheduler and SWA over the (possibly changed) trainable parameters; ``step`` keeps counting."""
+    def new_phase(self, config: TrainConfig | None = None, **overrides) -> None:
+        """Start another phase on the same model: ``config`` (default: this phase's) with ``overrides``
+        (validated), fresh optimizer, scheduler and SWA over the (possibly changed) trainable parameters;
+        ``step`` keeps counting."""
         self.epoch = 0
         self.phase += 1
-        self._build(self.cfg.with_overrides(**overrides))
-
-    # kept for readers of older code: the SWA pieces
-    @property
-    def swa_model(self):
-        return self.swa.model if self.swa else None
-
-    @property
-    def swa_start(self):
-        return self.swa.start if self.swa else None
+        cfg = config or self.cfg
+        self._build(cfg.with_overrides(**overrides) if overrides else cfg)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.trainable(self.model))
@@ -334,9 +322,6 @@ class Trainer:
             return self.swa.model.module
         return self.model
 
-    def finalize_swa(self):
-        finalize_swa(self)
-
     def _evaluate(self, split: Split) -> dict[str, float]:
         return evaluate_split(self.eval_model(), split, self.cfg.eval_batch_size, self.loss_fn, self.autocast())
 
@@ -434,47 +419,6 @@ class Trainer:
         self.step = state.get("step", self.epoch)
         self.phase = state.get("phase", 0)
         self.history = list(state["history"])
-
-
-def train(config: TrainConfig | dict | None = None, *, on_epoch: EpochCallback | None = None,
-          resume_from: str | Path | None = None, data: DataBundle | None = None, **overrides) -> TrainResult:
-    """Train one model. ``config`` is a ``TrainConfig`` or a dict; keyword overrides are merged in.
-
-    ``on_epoch(metrics, trainer)`` is called after every epoch (return True to stop);
-    ``resume_from`` continues a run from a checkpoint written by ``Trainer.save_checkpoint``.
-    Overrides are validated like the config (a field with no effect is a ``ConfigError``).
-    """
-    if isinstance(config, TrainConfig):
-        cfg = config.with_overrides(**overrides) if overrides else config
-    else:
-        cfg = TrainConfig.from_dict(config, **overrides)
-    from .finetune import make_trainer
-
-    trainer = make_trainer(cfg, data=data)
-    if resume_from is not None:
-        trainer.load_checkpoint(resume_from)
-    return trainer.fit(on_epoch)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is absent, truncated, or not one written by ``Trainer.save_checkpoint``."""
-
-
-def read_checkpoint(path: str | Path, device: str | torch.device = "cpu", needs: tuple[str, ...] = ("model",)) -> dict:
-    """``torch.load(weights_only=True)`` with one clear error for every way a checkpoint file can be unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: {'is a directory' if path.is_dir() else 'no such file'}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated zips, foreign pickles and empty files raise many types
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, or not written by "
-                              f"Trainer.save_checkpoint): {type(e).__name__}: {reason}") from None
-    missing = [k for k in needs if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: not written by Trainer.save_checkpoint")
-    return state
 
 
 def uses_channels_last(cfg: TrainConfig, device: torch.device) -> bool:

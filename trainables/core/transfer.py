@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .checkpoint import read_checkpoint
 from .data import Split
 from .registry import register, registry
 
@@ -88,23 +89,13 @@ def finetune_off(dataset: None) -> None:
 
 
 def apply_freeze(model: nn.Module, mode: str) -> list[nn.Module]:
-    """Set ``requires_grad = False`` on the frozen parts; returns them (for ``keep_frozen_in_eval``)."""
+    """Set ``requires_grad = False`` on the frozen parts and return them (the trainer's ``frozen_parts_eval``
+    then keeps them in eval mode)."""
     frozen = frozen_modules(model, mode)
     for m in frozen:
         for p in m.parameters():
             p.requires_grad_(False)
     return frozen
-
-
-def keep_frozen_in_eval(frozen: list[nn.Module]) -> None:
-    """Call after every ``model.train()``: frozen parts keep their BN statistics and drop nothing."""
-    for m in frozen:
-        m.eval()
-
-
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """What the optimizer sees: a frozen parameter never meets weight decay or momentum."""
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def per_class_subset(split: Split, k: int, seed: int = 0) -> Split:
@@ -133,8 +124,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"init_from: no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    weights = state.get("model", state) if isinstance(state, dict) else state
+    state = read_checkpoint(path, needs=())
+    weights = state.get("model", state)
     own = model.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
