@@ -100,7 +100,8 @@ def final_points(uri: str, parent_run_id: str) -> list[tuple[float, float]]:
 
 
 def run_arm(arm: str, seed: int, args, tmp: Path) -> dict:
-    from search.runner import SAMPLERS, start_search
+    from search.runner import start_search
+    from spaces.samplers import SAMPLERS
 
     sampler = "tpe" if arm == "tpe" else "nsga2"
     if sampler not in SAMPLERS:

@@ -181,7 +181,7 @@ def storage_arg(sp, text: str = "") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .runner import SAMPLERS
+    from spaces.samplers import SAMPLERS
 
     p = _Parser(prog="search", description="Hyperparameter searches on Ray Tune, recorded in MLflow.")
     sub = p.add_subparsers(dest="command", required=True)

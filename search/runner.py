@@ -21,6 +21,7 @@ import yaml
 import records
 from records import schema
 from records.states import RANKABLE, TrialTracker
+from spaces.samplers import SAMPLERS, make_sampler
 from spaces.study import Study, check_sampler, define_by_run, load_study
 from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
@@ -29,7 +30,6 @@ from . import doors, durable
 from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 RUNS_DIR = "runs"
 META_FILE, STUDY_FILE = durable.META_FILE, durable.STUDY_FILE
 
@@ -245,26 +245,6 @@ def resolve_trainable(family: str):
     return getattr(importlib.import_module(module), fn)
 
 
-def make_sampler(name: str, study: Study):
-    import optuna
-
-    seed = study.seed
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "nsga2":
-        # Optuna's default generation (50 trials) is random sampling for most searches run here; a
-        # quarter of the budget leaves about four generations to evolve.
-        population = max(4, min(50, study.budget.num_samples // 4))
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
-    if name == "grid":
-        return optuna.samplers.GridSampler({n: p.grid_values() for n, p in study.search.items()}, seed=seed)
-    raise SearchError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}")
-
-
 def objective_metric(study: Study) -> str:
     return schema.searched_metric(study)
 
@@ -332,7 +312,7 @@ def make_searcher(study: Study, sampler: str):
 
     metric, mode = objective_metric(study), study.objective.mode
     extra = {OBJECTIVE_KEY: study.objective.model_dump()} if study.objective.constraint else None
-    if sampler == "nsga2":
+    if SAMPLERS[sampler].objectives == 2:
         pw = study.objective.pareto_with
         metric, mode = [metric, pw.metric], [mode, pw.mode]
     return OptunaSearch(space=define_by_run(study, extra), metric=metric, mode=mode,
@@ -407,15 +387,13 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     study = load_study(study_path)
     sampler = sampler or study.sampler
     problems = check_sampler(study, sampler)
-    if sampler not in SAMPLERS:
-        problems.append(f"--sampler: unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}")
     for option, value in (("--num-samples", num_samples), ("--max-concurrent", max_concurrent)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             problems.append(f"{option}: must be a whole number >= 1 (got {value!r})")
     if problems:
         raise SearchError("\n".join(problems))
     if num_samples is None:
-        num_samples = study.grid_size() if sampler == "grid" else study.budget.num_samples
+        num_samples = study.grid_size() if SAMPLERS[sampler].finite_space else study.budget.num_samples
     name = doors.check_search_name(name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", "--name")
     runs = doors.check_runs_dir(runs_dir)
     if (runs / name).exists():

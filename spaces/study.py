@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.core.config import SWITCHES, ConfigError, TrainConfig, acting_fields, when_hint
 from trainables.families import FAMILIES
+
+from .samplers import SAMPLERS
 
 
 class StudyError(ValueError):
@@ -149,8 +151,15 @@ class Study(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Param] = Field(default_factory=dict)
     seed: int = 0
-    sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"  # the command line's --sampler overrides it
+    sampler: str = "tpe"  # a name in spaces.samplers.SAMPLERS; the command line's --sampler overrides it
     reproduce: Reproduce = Reproduce()
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"unknown sampler '{v}'; choose one of: {', '.join(SAMPLERS)}")
+        return v
 
     # ------------------------------------------------------------ derived
     def base_config(self) -> dict[str, Any]:
@@ -522,26 +531,26 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
 
 
 def check_sampler(study: Study, sampler: str) -> list[str]:
-    """Problems that only appear with a given sampler: grid needs a finite space; nsga2 (multi-objective)
-    needs a second objective and no early stopping (ASHA ranks trials on one metric).
-
-    (Under the other samplers a ``grid`` parameter is a categorical choice.)
+    """Problems that only appear with a given sampler: one that searches two objectives needs the second
+    one and no early stopping (ASHA ranks trials on one metric); one over a finite space (grid) needs
+    discrete parameters. (Under the other samplers a ``grid`` parameter is a categorical choice.)
     """
-    if sampler == "nsga2":
-        problems = []
+    if sampler not in SAMPLERS:
+        return [f"sampler: unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}"]
+    kind, problems = SAMPLERS[sampler], []
+    if kind.objectives == 2:
         if study.objective.pareto_with is None:
-            problems.append("objective.pareto_with: the nsga2 sampler searches two objectives; name the second "
+            problems.append(f"objective.pareto_with: the {sampler} sampler searches two objectives; name the second "
                             "one here (metric, mode)")
         if study.objective.constraint is not None:
-            problems.append("objective.constraint: not supported with the nsga2 sampler (make it a second "
+            problems.append(f"objective.constraint: not supported with the {sampler} sampler (make it a second "
                             "objective with pareto_with instead)")
         if study.budget.scheduler != "none":
-            problems.append("budget.scheduler: the nsga2 sampler needs 'none' (ASHA stops trials on one metric)")
-        return problems
-    if sampler != "grid":
-        return []
-    return [f"search.{n}: the grid sampler needs choice/grid/int parameters, not '{p.type}'"
-            for n, p in study.search.items() if not p.is_discrete()]
+            problems.append(f"budget.scheduler: the {sampler} sampler needs 'none' (ASHA stops trials on one metric)")
+    if kind.finite_space:
+        problems += [f"search.{n}: the {sampler} sampler needs choice/grid/int parameters, not '{p.type}'"
+                     for n, p in study.search.items() if not p.is_discrete()]
+    return problems
 
 
 # ---------------------------------------------------------------- Optuna define-by-run

@@ -270,3 +270,27 @@ def test_exponent_floats_without_a_dot_are_numbers():
     assert study.search["lr"].low == 1e-4 and study.search["lr"].high == 0.1
     assert study.search["weight_decay"].values == [0, 5e-4, 1e-3]
     assert all(isinstance(c["weight_decay"], (int, float)) for c in ask_configs(study, n=20))
+
+
+def test_sampler_names_come_from_one_registry_read_by_schema_and_cli(tmp_path, capsys):
+    """A sampler registered once is accepted by the study schema, the CLI and the runner; its declared
+    needs (two objectives, a finite space) drive validation, not its name."""
+    from search.cli import build_parser
+    from spaces.samplers import SAMPLERS, Sampler
+
+    study = load_study(SPACES / "quickstart.yaml")
+    SAMPLERS.register("probe_pair", Sampler(lambda s: None, objectives=2, finite_space=True))
+    try:
+        problems = check_sampler(study, "probe_pair")
+        assert any(p.startswith("objective.pareto_with: the probe_pair sampler") for p in problems)
+        assert any("the probe_pair sampler needs choice/grid/int" in p for p in problems) == any(
+            not p.is_discrete() for p in study.search.values())
+        args = build_parser().parse_args(["validate", "x.yaml", "--sampler", "probe_pair"])
+        assert args.sampler == "probe_pair"
+    finally:
+        SAMPLERS.unregister("probe_pair")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((SPACES / "quickstart.yaml").read_text() + "\nsampler: annealing\n")
+    with pytest.raises(StudyError) as e:
+        load_study(bad)
+    assert "sampler" in str(e.value) and "choose one of: tpe, random, grid, cmaes, nsga2" in str(e.value)
