@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -249,3 +251,20 @@ def test_every_problem_is_reported_at_once():
     err = config_error(activation="nope", lr=-1, epochz=3)
     assert len(err.problems) == 3
     assert str(err).count("\n  - ") == 3
+
+
+def test_registration_happens_in_the_package_init_and_kinds_are_those_registered():
+    """Importing any core module registers every component (the package __init__ imports the registering
+    modules, timm's way); no module registers others as a side effect of its own imports."""
+    import subprocess
+    import sys
+
+    probe = ("from trainables.core.registry import kinds, registry\n"
+             "print(sorted(kinds())); print('shakeshake26_2x96d' in registry('backbone'), 'gaussian' in registry('head'))\n"
+             "try:\n    registry('optimiser')\nexcept ValueError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert {"dataset", "backbone", "head", "loss", "term", "optimizer", "scheduler", "freeze"} <= set(eval(out[0]))
+    assert out[1] == "True True"
+    assert out[2].startswith("unknown registry kind 'optimiser'; choose one of: ") and "optimizer" in out[2]
+    config_src = (Path(__file__).resolve().parents[1] / "trainables/core/config.py").read_text()
+    assert "registers" not in config_src.split('"""', 2)[2].split("class ")[0]  # no registration imports there

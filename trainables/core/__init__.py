@@ -1,4 +1,14 @@
-"""The training core: pure PyTorch (no Ray, no MLflow). ``from trainables.core import train``."""
+"""The training core: pure PyTorch (no Ray, no MLflow). ``from trainables.core import train``.
+
+Registration happens here (timm's way): importing these modules registers every component
+(datasets, models, heads, losses and terms, optimizers, schedulers, adversarial modes, evaluators,
+freeze modes), and Python runs this file before any ``trainables.core.X`` import, so the
+registries are whole wherever the core is used.
+"""
+
+# isort: off
+from . import adversarial, crossdomain, data, losses, models, optim, regnet, shakeshake, transfer  # noqa: F401
+# isort: on
 
 from .config import SWITCHES, ConfigError, TrainConfig, acting_fields
 from .data import DATASETS, DatasetNotFound, load_data

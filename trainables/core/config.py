@@ -12,18 +12,10 @@ from typing import Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from . import adversarial as _adversarial  # noqa: F401 - registers the adversarial modes and robust_eval
-from . import crossdomain as _crossdomain  # noqa: F401 - registers the xdomain_eval switch
-from . import data as _data  # noqa: F401 - registers the datasets and the augment switch
-from . import losses as _losses  # noqa: F401 - registers losses and batch terms
-from . import models as _models  # noqa: F401 - registers backbones, heads, activations
-from . import optim as _optim  # noqa: F401 - registers optimizers, schedulers, SWA
-from . import shakeshake as _shakeshake  # noqa: F401 - registers the Shake-Shake backbone
-from . import transfer as _transfer  # noqa: F401 - registers the finetune switch and the freeze modes
 from .corruptions import parse_name
 from .data import class_subset_map, dataset_info
 from .registry import registry
-from .regnet import KURTOSIS_PENALTIES, REGNET_LOSSES  # importing it registers the gaussian head and its terms
+from .regnet import KURTOSIS_PENALTIES, REGNET_LOSSES
 
 
 class ConfigError(ValueError):

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .registry import register, registry
+from .registry import declare, register
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -92,7 +92,7 @@ class DataBundle:
         return tuple(self.train.x.shape[1:])
 
 
-DATASETS = registry("dataset")  # name -> DatasetInfo
+DATASETS = declare("dataset")  # name -> DatasetInfo
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:

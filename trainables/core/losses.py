@@ -18,11 +18,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .registry import build, config_fields, register, registry
+from .registry import build, config_fields, declare, register, registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES = registry("loss")
-TERMS = registry("term")
+LOSSES = declare("loss")
+TERMS = declare("term")
 
 
 @register("loss", "cross_entropy")

@@ -24,11 +24,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .registry import build, register, registry
+from .registry import build, declare, register, registry
 
-BACKBONES = registry("backbone")
-HEADS = registry("head")
-ACTIVATIONS = registry("activation")
+BACKBONES = declare("backbone")
+HEADS = declare("head")
+ACTIVATIONS = declare("activation")
 MODELS = BACKBONES  # the config field is ``model``: a model is named by its backbone
 
 ActivationFactory = Callable[[], nn.Module]

@@ -19,10 +19,10 @@ import torch
 from torch.optim import lr_scheduler
 from torch.optim.swa_utils import SWALR, AveragedModel
 
-from .registry import register, registry
+from .registry import declare, register
 
-OPTIMIZERS = registry("optimizer")
-SCHEDULERS = registry("scheduler")
+OPTIMIZERS = declare("optimizer")
+SCHEDULERS = declare("scheduler")
 
 
 class SignSGD(torch.optim.Optimizer):

@@ -10,9 +10,10 @@ names by hand. Builders never take ``**kwargs``: a field they do not name cannot
     @register("optimizer", "sgd")
     def sgd(params, *, lr, momentum, nesterov, weight_decay): ...
 
-Kinds: dataset, backbone, head, activation, loss, term, optimizer, scheduler, adv_mode,
-swa, augment, robust_eval (see ``KINDS``). ``trainables.families`` keeps its own registry of
-the same class.
+A kind exists once something registers under it (``kinds()`` lists them: dataset, backbone, head,
+loss, optimizer, ...); the modules that register are imported by ``trainables/core/__init__.py``,
+so importing anything from the core registers every component. ``trainables.families`` and
+``spaces.samplers`` keep registries of the same class.
 """
 
 from __future__ import annotations
@@ -91,10 +92,11 @@ def _check_signature(kind: str, name: str, fn: Callable) -> None:
             raise TypeError(f"{kind} '{name}': a builder declares the config fields it uses; no **{p.name}")
 
 
-KINDS = ("dataset", "backbone", "head", "activation", "loss", "term", "optimizer", "scheduler", "adv_mode",
-         "swa", "augment", "robust_eval",
-         "stem", "pretrained", "xdomain_eval", "finetune", "freeze", "circle")
-REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+REGISTRIES: dict[str, Registry] = {}  # kind -> its registry, created by the first registration
+
+
+def kinds() -> tuple[str, ...]:
+    return tuple(REGISTRIES)
 
 
 def registry(kind: str) -> Registry:
@@ -103,9 +105,14 @@ def registry(kind: str) -> Registry:
     return REGISTRIES[kind]
 
 
+def declare(kind: str) -> Registry:
+    """The registry of ``kind``, created on first use: the owning module's handle (``LOSSES = declare("loss")``)."""
+    return REGISTRIES.setdefault(kind, Registry(kind))
+
+
 def register(kind: str, name: str, obj: Any = None):
     """The decorator every component uses: ``@register("loss", "focal")``."""
-    return registry(kind).register(name, obj)
+    return declare(kind).register(name, obj)
 
 
 def build(kind: str, name: str, cfg: Any, *args, **given) -> Any:
@@ -119,4 +126,4 @@ def build(kind: str, name: str, cfg: Any, *args, **given) -> Any:
     return fn(*args, **kwargs)
 
 
-__all__ = ["Registry", "REGISTRIES", "KINDS", "register", "registry", "build", "config_fields"]
+__all__ = ["Registry", "REGISTRIES", "kinds", "declare", "register", "registry", "build", "config_fields"]

@@ -22,9 +22,9 @@ from torch import nn
 
 from .checkpoint import read_checkpoint
 from .data import Split
-from .registry import register, registry
+from .registry import declare, register
 
-FREEZE = registry("freeze")  # mode -> fn(model) -> the modules whose parameters are frozen
+FREEZE = declare("freeze")  # mode -> fn(model) -> the modules whose parameters are frozen
 FreezeFn = Callable[[nn.Module], list[nn.Module]]
 
 
