@@ -8,12 +8,11 @@ the names are read (the CLI's ``--help`` and ``validate`` stay light).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from trainables.core.registry import Registry
 
-if TYPE_CHECKING:
-    from .study import Study
+Study = Any  # a spaces.study.Study (not imported: the study schema imports this module for the names)
 
 
 @dataclass(frozen=True)
