@@ -26,8 +26,8 @@ from .table import (
     SearchInfo,
     SearchNotFound,
     at_common_epoch,
-    best_document,
     best_row,
+    best_trial_record,
     client_for,
     display,
     download_checkpoint,
@@ -38,13 +38,12 @@ from .table import (
     search_info,
     trials,
     typed_param,
-    write_best_yaml,
 )
 
 __all__ = [
     "BEST_CHECKPOINT", "BEST_MODEL", "DEFAULT_TRACKING_URI", "ROLE", "SEARCH", "STATE", "TRIAL_ID", "StoreNotFound",
     "best_key", "child_runs", "find_parent", "tracking_uri", "OUTCOMES", "RANKABLE", "TrialState", "TrialTracker",
-    "decide", "outcome", "NoScore", "RecordError", "SearchInfo", "SearchNotFound", "at_common_epoch", "best_document",
+    "decide", "outcome", "NoScore", "RecordError", "SearchInfo", "SearchNotFound", "at_common_epoch", "best_trial_record",
     "best_row", "client_for", "display", "download_checkpoint", "histories", "list_searches", "rank", "reproductions",
-    "search_info", "trials", "typed_param", "write_best_yaml",
+    "search_info", "trials", "typed_param",
 ]

@@ -314,14 +314,14 @@ def download_checkpoint(info: SearchInfo, dst: str | Path, client: MlflowClient 
     return Path(client.download_artifacts(info.run_id, schema.BEST_CHECKPOINT, str(dst)))
 
 
-def best_document(name: str, uri: str | None = None, *, client: MlflowClient | None = None,
-                  table: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The content of ``best.yaml``: the best trial's full configuration and what reproducing it needs.
+def best_trial_record(name: str, uri: str | None = None, *, client: MlflowClient | None = None,
+                      table: pd.DataFrame | None = None) -> dict[str, Any]:
+    """What ``best.yaml`` is made of (``spaces.exported.exported_from`` makes it): the best trial's full
+    configuration, where its best value was found, and the study document as recorded.
 
-    Schema: ``search, study, family, dataset``; ``objective: {metric, searched, mode, value, trial,
-    epoch}`` (``metric`` the study's metric, ``searched`` the value ranked, ``value`` the best trial's
-    best value at ``epoch``); ``config`` (the trial's training config); ``resources: {cpus, gpus}``,
-    ``max_failures`` (the study's); ``reproduce: {seeds, epochs}``.
+    Keys: ``search, study, family, dataset``; ``objective: {metric, searched, mode, value, trial, epoch}``
+    (``metric`` the study's metric, ``searched`` the value ranked, ``value`` the best trial's best value at
+    ``epoch``); ``config`` (the trial's training config); ``study_doc`` (the study file's mapping).
     """
     client = client or client_for(uri)
     info = search_info(name, uri, client)
@@ -331,31 +331,14 @@ def best_document(name: str, uri: str | None = None, *, client: MlflowClient | N
         raise NoScore(f"search '{name}' has no trial with a '{info.objective}' score to export")
     with tempfile.TemporaryDirectory() as d:
         config = json.loads(Path(client.download_artifacts(best["run_id"], "config.json", d)).read_text())
-    study = info.study_doc
-    resources = study.get("resources") if isinstance(study.get("resources"), dict) else {}
-    budget = study.get("budget") if isinstance(study.get("budget"), dict) else {}
-    reproduce = study.get("reproduce") if isinstance(study.get("reproduce"), dict) else {}
     return {
         "search": name, "study": info.study, "family": info.family, "dataset": info.dataset,
         "objective": {"metric": info.target, "searched": info.objective, "mode": info.mode,
                       "value": float(best[info.best_column]), "trial": str(best["trial"]),
                       "epoch": None if pd.isna(best["best_epoch"]) else int(best["best_epoch"])},
         "config": {k: v for k, v in config.items() if not k.startswith("rs_")},
-        "resources": {"cpus": float(resources.get("cpus", 1.0)), "gpus": float(resources.get("gpus", 0.0))},
-        "max_failures": int(budget.get("max_failures", 2)),
-        "reproduce": {"seeds": list(reproduce.get("seeds") or [0, 1, 2]),
-                      **({"epochs": int(reproduce["epochs"])} if reproduce.get("epochs") else {})},
+        "study_doc": info.study_doc,
     }
-
-
-def write_best_yaml(name: str, out: str | Path, uri: str | None = None, *, client: MlflowClient | None = None,
-                    table: pd.DataFrame | None = None) -> Path:
-    """The one ``best.yaml`` writer (``search run`` and ``search export`` both call it)."""
-    doc = best_document(name, uri, client=client, table=table)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out
 
 
 def reproductions(name: str, uri: str | None = None, client: MlflowClient | None = None) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import pandas as pd
 
 import records
 from records import schema
+from spaces.exported import exported_from, write_exported
 
 from . import durable
 from .errors import SearchError
@@ -54,8 +55,8 @@ def render(table: pd.DataFrame, top: int) -> str:
 
 
 def export_best(name: str, out: str | Path, uri: str | None = None) -> Path:
-    """Write the best trial's configuration as YAML (``records.write_best_yaml``), ready for ``search reproduce``."""
+    """Write the best trial's configuration as YAML (``best.yaml``), ready for ``search reproduce``."""
     try:
-        return records.write_best_yaml(name, out, uri)
+        return write_exported(exported_from(records.best_trial_record(name, uri)), out)
     except records.RecordError as e:
         raise SearchError(str(e)) from None

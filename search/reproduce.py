@@ -10,67 +10,18 @@ test metrics, which ``search report`` of the source search shows.
 from __future__ import annotations
 
 import math
-import re
 import time
 from pathlib import Path
-from typing import Any
 
 from records import schema
 from records.states import TrialTracker
+from spaces.exported import load_exported
 
 from . import doors
 from .callbacks import MlflowTrialLogger
 from .errors import SearchError
 from .progress import LiveProgress
 from .runner import RUNS_DIR, assemble_tuner, check_fits, init_ray, storage_path
-
-
-def load_exported(path: str | Path) -> dict[str, Any]:
-    """Read a ``best.yaml`` written by ``search export``; every problem is a ``StudyError`` line with its line number."""
-    from pydantic import ValidationError
-
-    from spaces.study import Reproduce, StudyError, read_yaml_file, yaml_problems
-    from trainables.core.config import ConfigError, TrainConfig
-    from trainables.families import FAMILIES
-
-    what = "exported configuration"
-    if not Path(path).exists():
-        raise SearchError(f"no such file: {path} (write one with `search export NAME --out {path}`)")
-    text, doc = read_yaml_file(path, what)
-    if not isinstance(doc, dict):
-        got = "an empty file" if doc is None else f"a {type(doc).__name__}"
-        raise StudyError(str(path), [f"(file): a mapping with family, config, ... as `search export` writes it "
-                                     f"(got {got})"], what)
-    problems = yaml_problems(text)
-    for key in ("family", "config"):
-        if key not in doc:
-            problems.add((), f"required key '{key}' is missing (write the file with `search export NAME`)")
-    if "family" in doc and doc["family"] not in FAMILIES:
-        problems.add(("family",), f"unknown family {doc['family']!r}; choose one of: {', '.join(FAMILIES)}")
-    config = doc.get("config")
-    if "config" in doc and not isinstance(config, dict):
-        problems.add(("config",), f"a mapping of training parameters (got {type(config).__name__})")
-    elif isinstance(config, dict):
-        try:
-            TrainConfig.from_dict(config)
-        except ConfigError as e:
-            for line in e.problems:  # "key: why", or "unknown key 'name'; ..."
-                unknown = re.match(r"unknown (?:key|parameter) '([^']+)'", line)
-                key, sep, msg = line.partition(": ")
-                if unknown:
-                    problems.add(("config", unknown.group(1)), line)
-                elif sep and re.fullmatch(r"[\w.]+", key):
-                    problems.add(("config", *key.split(".")), msg)
-                else:
-                    problems.add(("config",), line)
-    try:
-        Reproduce.model_validate(doc.get("reproduce") or {})
-    except ValidationError as e:
-        for err in e.errors():
-            problems.add(("reproduce", *err["loc"]), err["msg"].removeprefix("Value error, "))
-    if problems.items:
-        raise StudyError(str(path), problems.items, what)
-    return doc
 
 
 def summary_metrics(objective: str, reported: set[str]) -> list[str]:
@@ -91,19 +42,13 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
               quiet: bool = False, storage: str | None = None):
     from ray import tune
 
-    from trainables.core import TrainConfig
-
-    doc = load_exported(best)
-    repro = doc.get("reproduce") or {}
-    objective = doc.get("objective") or {}
-    metric, mode = objective.get("metric", "val_acc"), objective.get("mode", "max")
-    resources = doc.get("resources") or {}
-    cpus, gpus = float(resources.get("cpus", 1.0)), float(resources.get("gpus", 0.0))
-    max_failures = int(doc.get("max_failures", 2))
-    seeds = list(seeds or repro.get("seeds") or [0, 1, 2])
-    config = dict(doc["config"])
-    config["epochs"] = epochs or repro.get("epochs") or config.get("epochs", 10)
-    TrainConfig.from_dict(config)  # fail here, not in every trial
+    if not Path(best).exists():
+        raise SearchError(f"no such file: {best} (write one with `search export NAME --out {best}`)")
+    exported = load_exported(best)
+    metric, mode = exported.objective.metric, exported.objective.mode
+    cpus, gpus, max_failures = exported.resources.cpus, exported.resources.gpus, exported.max_failures
+    seeds = list(seeds or exported.reproduce.seeds)
+    config = {**exported.config, "epochs": exported.train_config(epochs).epochs}  # fails here, not in every trial
     doors.check_runs_dir(runs_dir)
     what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
     uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True)
@@ -113,12 +58,12 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     client = doors.open_store(uri, what)
     init_ray(address)
     check_fits(cpus, gpus)
-    source = str(doc.get("search", "export"))
+    source = exported.search
     name = f"{source}-reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
-    exp = schema.experiment_id(client, doc.get("study") or "reproduce")
+    exp = schema.experiment_id(client, exported.study or "reproduce")
     parent = client.create_run(exp, run_name=name, tags={
-        schema.ROLE: "reproduce", schema.SEARCH: name, schema.SOURCE_SEARCH: source, "rs.family": doc["family"],
-        "rs.study": str(doc.get("study", "")), "rs.git_commit": schema.git_commit(), schema.STATE: "running"}).info.run_id
+        schema.ROLE: "reproduce", schema.SEARCH: name, schema.SOURCE_SEARCH: source, "rs.family": exported.family,
+        "rs.study": exported.study, "rs.git_commit": schema.git_commit(), schema.STATE: "running"}).info.run_id
     client.log_batch(parent, params=schema.as_params({
         "seeds": seeds, "epochs": config["epochs"], "objective": metric, "mode": mode, "resources.cpus": cpus,
         "resources.gpus": gpus, "max_failures": max_failures}))
@@ -127,7 +72,7 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     callbacks = [MlflowTrialLogger(uri, parent, name, tracker)]
     if not quiet:
         callbacks.append(LiveProgress(TrialTracker(metric, mode, config["epochs"]), len(seeds)))
-    tuner = assemble_tuner(family=doc["family"], cpus=cpus, gpus=gpus, name=name, storage=storage_path(storage or runs_dir),
+    tuner = assemble_tuner(family=exported.family, cpus=cpus, gpus=gpus, name=name, storage=storage_path(storage or runs_dir),
                            metric=metric, mode=mode, max_failures=max_failures, callbacks=callbacks,
                            param_space={**config, "seed": tune.grid_search(seeds)})
     results = tuner.fit()

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 import records
 from records import schema
 from records.states import RANKABLE, TrialTracker
+from spaces.exported import exported_from, write_exported
 from spaces.samplers import SAMPLERS, make_sampler
 from spaces.study import Study, check_sampler, define_by_run, load_study
 from trainables.families import FAMILIES
@@ -529,9 +529,8 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
         best_value = float(best[table.attrs["best_column"]])
         client.log_metric(meta.parent_run_id, table.attrs["best_column"], best_value)
         log_best_model(results, best, client, meta.parent_run_id)
-        best_yaml = records.write_best_yaml(meta.name, folder / schema.BEST_YAML, meta.tracking_uri, client=client,
-                                            table=table)
-        best_config = yaml.safe_load(best_yaml.read_text())["config"]
+        exported = exported_from(records.best_trial_record(meta.name, meta.tracking_uri, client=client, table=table))
+        best_yaml, best_config = write_exported(exported, folder / schema.BEST_YAML), exported.config
         client.log_artifact(meta.parent_run_id, str(best_yaml))
     table.drop(columns=["run_id"]).to_csv(folder / "trials.csv", index=False)
     client.log_artifact(meta.parent_run_id, str(folder / "trials.csv"))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.core.config import SWITCHES, ConfigError, TrainConfig, acting_fields, when_hint
+from trainables.core.config import SWITCHES, ConfigError, Problem, TrainConfig, acting_fields, render, when_hint
 from trainables.families import FAMILIES
 
 from .samplers import SAMPLERS
@@ -404,7 +404,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _config_problems(config: dict[str, Any]) -> list[str]:
+def _config_problems(config: dict[str, Any]) -> list[Problem]:
     """Value problems of one configuration (whether each field acts is checked over the whole space)."""
     try:
         TrainConfig.from_dict(config, strict=False)
@@ -458,19 +458,18 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
         return
 
     base = study.base_config()
-    for err in _config_problems(base) + family.schema_problems(base):
-        key, sep, msg = err.partition(": ")
-        key = key.split(".")[0]
-        if sep and key == "dataset":
+    for loc, msg in _config_problems(base) + family.schema_problems(base):
+        key = loc[0] if loc else None
+        if key == "dataset":
             problems.add(("dataset",), msg)
-        elif sep and key in study.fixed:
+        elif key in study.fixed:
             problems.add(("fixed", key), msg)
-        elif sep and key == "epochs":
+        elif key == "epochs":
             problems.add(("budget", "max_epochs"), msg)
-        elif sep and key == "config":  # a rule across several parameters
+        elif key is None:  # a rule across several parameters
             problems.add(("fixed",), msg)
         else:
-            problems.add(("fixed",), err)
+            problems.add(("fixed",), render((loc, msg)))
     if problems.items:
         return
 
@@ -496,8 +495,8 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
                 problems.add(where, f"condition {{{key}: {expected}}} never holds: '{key}' {takes}")
         for i, value in enumerate(p.endpoints()):
             where = ("search", name, "values", i) if p.type in ("choice", "grid") else ("search", name)
-            for err in _config_problems({**base, name: value}) + family.schema_problems({name: value}):
-                problems.add(where, err.split(": ", 1)[-1] if err.startswith(name) else err)
+            for loc, msg in _config_problems({**base, name: value}) + family.schema_problems({name: value}):
+                problems.add(where, msg if loc[:1] == (name,) else render((loc, msg)))
         seen.append(name)
     if problems.items:
         return

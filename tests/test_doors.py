@@ -324,7 +324,7 @@ CHECKPOINTS = [
     ("empty", _ckpt_bytes(b""), "is unreadable"),
     ("pickled_code", _ckpt_saved(_NotWeights()), "is unreadable"),
     ("no_config", _ckpt_saved({"model": {}}), "lacks config, epoch"),
-    ("not_a_dict", _ckpt_saved([1, 2, 3]), "lacks model"),
+    ("not_a_dict", _ckpt_saved([1, 2, 3]), "holds a list, not a dict of tensors"),
     ("absent", lambda t: t / "none.pt", "no such file"),
     ("folder", lambda t: t, "is a directory"),
     ("other_model", _ckpt_other_model, "do not fit the model"),

@@ -20,6 +20,7 @@ import yaml
 import records
 from records import schema
 from records.states import TrialTracker, decide
+from spaces.exported import exported_from, write_exported
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,7 +205,7 @@ def test_one_best_trial_under_ties(store, tmp_path, capsys):
     assert list(df["best_epoch"].astype(float).fillna(0)) == [1, 1, 3, 1, 1, 1]
     best = records.best_row(df)
     assert best["trial"] == "t_00002"
-    out = records.write_best_yaml("rec-1", tmp_path / "best.yaml", uri)
+    out = write_exported(exported_from(records.best_trial_record("rec-1", uri)), tmp_path / "best.yaml")
     doc = yaml.safe_load(out.read_text())
     assert doc["objective"] == {"metric": "val_acc", "searched": "val_acc", "mode": "max", "value": 1.0,
                                 "trial": "t_00002", "epoch": 1}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from trainables.core.adversarial import metric_name
-from trainables.core.config import ConfigError, TrainConfig
+from trainables.core.config import ConfigError, Problem, TrainConfig
 from trainables.core.crossdomain import xdomain_metric_names
 from trainables.core.losses import build_terms
 from trainables.core.registry import Registry
@@ -69,13 +69,13 @@ class Family:
         """Metrics reported every epoch by a trial with ``config`` (a dict of training fields)."""
         return core_metrics(config) + tuple(self.extra_metrics(config))
 
-    def schema_problems(self, config: Mapping[str, Any]) -> list[str]:
-        """``field: why`` for each value this family does not allow."""
+    def schema_problems(self, config: Mapping[str, Any]) -> list[Problem]:
+        """(field, why) for each value this family does not allow."""
         out = []
         for key, allowed in self.choices.items():
             if key in config and config[key] not in allowed:
-                out.append(f"{key}: family '{self.name}' does not allow {key} {config[key]!r}; "
-                           f"allowed: {', '.join(map(str, allowed))}")
+                out.append(((key,), f"family '{self.name}' does not allow {key} {config[key]!r}; "
+                                    f"allowed: {', '.join(map(str, allowed))}"))
         return out
 
 
@@ -105,11 +105,11 @@ class RegNetFamily(Family):
     default, as everywhere); the per-sample loss follows the head (``trainables.regnet.loss_for``), so ``loss``
     is not writable."""
 
-    def schema_problems(self, config: Mapping[str, Any]) -> list[str]:
+    def schema_problems(self, config: Mapping[str, Any]) -> list[Problem]:
         out = super().schema_problems(config)
         if "loss" in config:
-            out.append(f"loss: family '{self.name}' sets the loss from the head (none with gaussian: the RegNet "
-                       "terms are the objective; cross_entropy with linear); remove it")
+            out.append((("loss",), f"family '{self.name}' sets the loss from the head (none with gaussian: the "
+                        "RegNet terms are the objective; cross_entropy with linear); remove it"))
         return out
 
     def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:

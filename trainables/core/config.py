@@ -17,13 +17,22 @@ from .data import class_subset_map, dataset_info
 from .registry import registry
 from .regnet import KURTOSIS_PENALTIES, REGNET_LOSSES
 
+Problem = tuple[tuple, str]  # (location: the key path in the config, () for a rule across fields; message)
+
+
+def render(problem: Problem) -> str:
+    """``key: message`` (``config: message`` for a rule across fields): one line a person reads."""
+    loc, msg = problem
+    return f"{'.'.join(map(str, loc)) or 'config'}: {msg}"
+
 
 class ConfigError(ValueError):
-    """A configuration is invalid; the message lists each problem on its own line."""
+    """A configuration is invalid. ``problems`` holds (location, message) pairs, so a caller places each
+    one (a study file at its key's line) without re-parsing text; the message lists one per line."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[Problem]):
         self.problems = problems
-        super().__init__("invalid training config:\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__("invalid training config:\n" + "\n".join(f"  - {render(p)}" for p in problems))
 
 
 def _one_of(value: str, valid, what: str) -> str:
@@ -317,7 +326,7 @@ class TrainConfig(BaseModel):
             if key not in cls.model_fields:
                 near = difflib.get_close_matches(key, cls.model_fields, n=1)
                 hint = f" (did you mean '{near[0]}'?)" if near else ""
-                problems.append(f"unknown key '{key}'{hint}; valid keys: {', '.join(cls.model_fields)}")
+                problems.append(((key,), f"unknown key '{key}'{hint}; valid keys: {', '.join(cls.model_fields)}"))
         try:
             cfg = cls(**{k: v for k, v in d.items() if k in cls.model_fields})
         except ValidationError as e:
@@ -409,17 +418,18 @@ def when_hint(field: str, values: Any) -> str:
     return f"`{field}` has no effect with this configuration"
 
 
-def inert_problems(values: Any, given) -> list[str]:
-    """One line per field in ``given`` that does not act under ``values``: ``field: why; the when: to add``."""
+def inert_problems(values: Any, given) -> list[Problem]:
+    """One problem per field in ``given`` that does not act under ``values``: (field, why; the when: to add)."""
     acting = acting_fields(values)
-    return [f"{f}: {when_hint(f, values)}" for f in given if f in TrainConfig.model_fields and f not in acting]
+    return [((f,), when_hint(f, values)) for f in given if f in TrainConfig.model_fields and f not in acting]
 
 
-def format_error(err: dict) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "config"
+def format_error(err: dict) -> Problem:
+    """A pydantic error as a problem; the value is shown unless the rule spans the whole config."""
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{loc}: {msg} (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else f"{loc}: {msg}"
+    shown = "input" in err and not isinstance(err["input"], dict)
+    return tuple(err["loc"]), f"{msg} (got {err['input']!r})" if shown else msg
 
 
-__all__ = ["TrainConfig", "ConfigError", "SWITCHES", "Switch", "LOOP_FIELDS", "acting_fields", "inert_problems",
-           "when_hint", "users_of"]
+__all__ = ["TrainConfig", "ConfigError", "Problem", "render", "SWITCHES", "Switch", "LOOP_FIELDS", "acting_fields",
+           "inert_problems", "when_hint", "users_of"]
