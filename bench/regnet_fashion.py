@@ -33,20 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainables.core import TrainConfig, train  # noqa: E402
-from trainables.core.attacks import eval_mode, fgsm, pgd, robust_accuracy  # noqa: E402
+from trainables.core.attacks import eval_mode, fgsm, margin_loss, pgd, robust_accuracy  # noqa: E402
 from trainables.core.data import DataBundle, Split  # noqa: E402
 from trainables.core.regnet import gaussianity_metrics  # noqa: E402
 from trainables.core.train import build_data  # noqa: E402
 from trainables.independent_check import gradient_masking_flag  # noqa: E402
 
 EPS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
-
-
-def margin_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """max_{j != y} s_j - s_y per sample: grows as the sample moves toward a wrong class; never saturates."""
-    s = scores.float()
-    other = s.scatter(1, y[:, None], float("-inf")).amax(1)
-    return other - s.gather(1, y[:, None]).squeeze(1)
 
 
 def predict(model, x, bs=1000) -> torch.Tensor:

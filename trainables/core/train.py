@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from .adversarial import make_batch_loss
-from .config import TrainConfig
+from .config import SWITCHES, TrainConfig
 from .data import DataBundle, DatasetInfo, Split, dataset_info, load_data, norm_stats, subset_info
 from .losses import build_terms
 from .models import Network
@@ -199,7 +199,7 @@ class Trainer:
         self.scheduler, self.per_batch = build("scheduler", cfg.scheduler, cfg, self.optimizer, cfg.epochs,
                                                self.steps_per_epoch)
         self.swa = build("swa", _on_off(cfg.swa), cfg, self.model, self.optimizer, cfg.epochs)
-        self.augment = build("augment", _on_off(cfg.augment), cfg, self.data.shape[-1], self.hflip)
+        self.augment = build("augment", SWITCHES["augment"].key(cfg.augment), cfg, self.data.shape[-1], self.hflip)
         robust = build("robust_eval", _on_off(cfg.eval_eps), cfg, cfg.eval_batch_size, cfg.seed)
         loading = {"split_seed": cfg.split_seed, "data_dir": cfg.data_dir, "download": cfg.download,
                    "classes": cfg.classes, "class_groups": cfg.class_groups}
