@@ -151,7 +151,7 @@ TEST_VALUES = {
     "finetune_dataset": "digits:rotate@2", "finetune_per_class": 3, "finetune_epochs": 1, "finetune_lr": 0.02,
     "freeze": "all_but_last_block",
     "kurtosis_estimator": "unbiased", "fgsm_loss": "margin", "pgd_start": "input", "label_smoothing_to": "others",
-    "plateau_threshold": 0.01, "plateau_cooldown": 1,
+    "plateau_threshold": 0.01, "plateau_cooldown": 1, "xdomain_normalize": "own",
 }
 GIVEN = {"activation"}  # declared by backbones, received as the built activation factory
 

@@ -214,3 +214,25 @@ def test_step_schedule_default_period_is_the_seeds_20_epochs(tiny):
         opt.step()
         sched.step()
     assert lrs[19] == 1.0 and math.isclose(lrs[20], cfg.gamma)
+
+
+def test_targets_normalized_with_their_own_statistics(tiny):
+    from trainables.core.crossdomain import CrossDomainEval, accuracy, own_stats
+    from trainables.core.data import Split
+
+    cfg = TrainConfig.from_dict(tiny)
+    model = network_for(cfg, dataset_info("digits"), 1, 8).eval()
+    seen = []
+    model.backbone.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    x, y = torch.rand(12, 1, 8, 8), torch.arange(12) % 10
+    stats = (torch.full((1, 1, 1, 1), 0.5), torch.full((1, 1, 1, 1), 0.2))
+    accuracy(model, Split(x, y), own_stats=stats)
+    assert torch.allclose(seen[-1], (x - 0.5) / 0.2, atol=1e-5)  # the target's own standardization
+    accuracy(model, Split(x, y))
+    assert torch.allclose(seen[-1], (x - model.mean) / model.std, atol=1e-6)  # the source's (default)
+    mean, std = own_stats("svhn", 3, "cpu")
+    assert mean.flatten().tolist() == pytest.approx([0.4377, 0.4438, 0.4728])
+    own = CrossDomainEval("digits", ["digits:invert"], channels=1, size=8, normalize="own")
+    assert own.stats[0] is not None and CrossDomainEval("digits", ["digits:invert"], channels=1, size=8).stats == [None]
+    with pytest.raises(ConfigError, match="xdomain_normalize"):
+        TrainConfig.from_dict({**tiny, "xdomain_normalize": "own"})  # no eval_datasets: it would do nothing

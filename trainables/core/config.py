@@ -32,6 +32,7 @@ from . import shakeshake as _shakeshake  # noqa: F401 - registers the Shake-Shak
 from . import transfer as _transfer  # noqa: F401 - registers the finetune switch and the freeze modes
 from .adversarial import FGSM_LOSSES, PGD_STARTS
 from .corruptions import parse_name
+from .crossdomain import XDOMAIN_NORMALIZATIONS
 from .data import class_subset_map, dataset_info
 from .losses import LABEL_SMOOTHING_TARGETS
 from .registry import registry
@@ -155,6 +156,8 @@ class TrainConfig(BaseModel):
 
     # cross-domain evaluation: datasets or corruption domains (fashion_mnist:rotate@3), each reported every epoch
     eval_datasets: tuple[str, ...] = ()
+    xdomain_normalize: str = Field("source", description="targets normalized with the model's (source) statistics, "
+                                   "or with their own dataset's (own: seeds 000/001)")
     color_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="RGB only: brightness, contrast, saturation x U[1-s, 1+s]")
 
     # model = backbone + head
@@ -316,12 +319,13 @@ class TrainConfig(BaseModel):
         return tuple(sorted(v))
 
     @field_validator("regnet_loss", "kurtosis_penalty", "kurtosis_estimator", "fgsm_loss", "pgd_start",
-                     "label_smoothing_to")
+                     "label_smoothing_to", "xdomain_normalize")
     @classmethod
     def _named_choices(cls, v, info: ValidationInfo):
         names = {"regnet_loss": REGNET_LOSSES, "kurtosis_penalty": KURTOSIS_PENALTIES,
                  "kurtosis_estimator": KURTOSIS_ESTIMATORS, "fgsm_loss": FGSM_LOSSES, "pgd_start": PGD_STARTS,
-                 "label_smoothing_to": LABEL_SMOOTHING_TARGETS}[info.field_name]
+                 "label_smoothing_to": LABEL_SMOOTHING_TARGETS,
+                 "xdomain_normalize": XDOMAIN_NORMALIZATIONS}[info.field_name]
         return _one_of(v, names, info.field_name)
 
     @field_validator("milestones")
