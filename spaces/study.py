@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.core.config import SWITCHES, ConfigError, TrainConfig, acting_fields, when_hint
 from trainables.families import FAMILIES
+
+# ``follows:``: "seed NNN" (one of ../shared/seeds, by its number) and the section, or "own:" and why.
+FOLLOWS = re.compile(r"^(seed \d{3}\b.+|own:\s*\S.*)$", re.DOTALL)
 
 
 class StudyError(ValueError):
@@ -143,6 +146,8 @@ class Study(_Strict):
     family: str
     dataset: str
     description: str = ""
+    follows: str = Field("", description="the seed section the study follows, 'seed 002 section 3.3.3: ...' "
+                         "(docs/seeds.md has each seed's table), or 'own: <why>' for a study of our own")
     objective: Objective = Objective()
     budget: Budget = Budget()
     resources: Resources = Resources()
@@ -151,6 +156,14 @@ class Study(_Strict):
     seed: int = 0
     sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"  # the command line's --sampler overrides it
     reproduce: Reproduce = Reproduce()
+
+    @field_validator("follows")
+    @classmethod
+    def _follows(cls, v: str) -> str:
+        if v and not FOLLOWS.match(v.strip()):
+            raise ValueError("follows names a seed section ('seed 002 section 3.4.3: ...') or says "
+                             "'own: <why>'")
+        return v.strip()
 
     # ------------------------------------------------------------ derived
     def base_config(self) -> dict[str, Any]:

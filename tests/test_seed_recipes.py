@@ -236,3 +236,41 @@ def test_targets_normalized_with_their_own_statistics(tiny):
     assert own.stats[0] is not None and CrossDomainEval("digits", ["digits:invert"], channels=1, size=8).stats == [None]
     with pytest.raises(ConfigError, match="xdomain_normalize"):
         TrainConfig.from_dict({**tiny, "xdomain_normalize": "own"})  # no eval_datasets: it would do nothing
+
+
+def test_seed_003s_three_stage_resnet():
+    from trainables.core.models import build_network
+
+    cfg = TrainConfig.from_dict({"model": "resnet_3stage", "width": 8, "optimizer": "adamw", "device": "cpu"})
+    net = build_network(cfg, in_channels=3, num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert net.backbone.out_features == 32  # 4 x width: three stages
+    stages = [m for m in net.backbone.modules() if m.__class__.__name__ == "BasicBlock"]
+    assert len(stages) == 6 and [b.conv1.stride[0] for b in stages] == [1, 1, 2, 1, 2, 1]
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="stem"):
+        TrainConfig.from_dict({"model": "resnet_3stage", "stem": "imagenet"})  # the seed's 3x3 stem only
+
+
+def test_imagenet_resnet34_weights_load_in_order(tmp_path, monkeypatch):
+    """Seed 004's dataset-specific method fine-tunes torchvision's ImageNet ResNet-34."""
+    from trainables.core import pretrained
+    from trainables.core.tv import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = torchvision.models.resnet34().eval()  # random weights standing in for ImageNet's
+    path = pretrained.cache_path("resnet34")
+    assert path != pretrained.cache_path("resnet18") and str(path).startswith(str(tmp_path))
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    cfg = TrainConfig.from_dict({"dataset": "cifar10", "model": "resnet34", "stem": "imagenet",
+                                 "pretrained": "imagenet", "device": "cpu"})
+    model = network_for(cfg, dataset_info("cifar10"), 3, 32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor(pretrained.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(pretrained.IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        r = reference
+        theirs = r.avgpool(r.layer4(r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1((x - mean) / std)))))))))
+        torch.testing.assert_close(model.features(x), torch.flatten(theirs, 1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="resnet50"):
+        TrainConfig.from_dict({"model": "resnet50", "stem": "imagenet", "pretrained": "imagenet", "channels": 3})

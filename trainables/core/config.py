@@ -35,6 +35,7 @@ from .corruptions import parse_name
 from .crossdomain import XDOMAIN_NORMALIZATIONS
 from .data import class_subset_map, dataset_info
 from .losses import LABEL_SMOOTHING_TARGETS
+from .pretrained import WEIGHTS as PRETRAINED_MODELS
 from .registry import registry
 from .regnet import (  # importing it registers the gaussian head and its terms
     KURTOSIS_ESTIMATORS,
@@ -179,7 +180,8 @@ class TrainConfig(BaseModel):
     kurtosis_estimator: str = Field("population", description="per-batch K: population (the thesis's eq. 2.5, "
                                     "biased low: 2.14 at 6 samples per class) or unbiased (G2 + 3, mean 3)")
     stem: str = Field("cifar", description="ResNet stem: cifar (3x3, stride 1) or imagenet (7x7 stride 2 + max-pool)")
-    pretrained: str = Field("none", description="imagenet: torchvision's ResNet-18 weights (needs RGB, imagenet stem)")
+    pretrained: str = Field("none", description="imagenet: torchvision's ResNet-18 or ResNet-34 weights (needs RGB, "
+                            "imagenet stem)")
 
     # loss: a per-sample term + batch-level terms
     loss: str = "cross_entropy"
@@ -381,12 +383,14 @@ class TrainConfig(BaseModel):
         channels = self.channels or dataset_info(self.dataset).channels
         if self.pretrained == "imagenet":
             wrong = [f"{k} {getattr(self, k)} (needs {v})" for k, v in
-                     (("model", "resnet18"), ("stem", "imagenet"), ("width", 64), ("batchnorm", True))
-                     if getattr(self, k) != v]
+                     (("stem", "imagenet"), ("width", 64), ("batchnorm", True)) if getattr(self, k) != v]
+            if self.model not in PRETRAINED_MODELS:
+                wrong.insert(0, f"model {self.model} (needs one of {', '.join(PRETRAINED_MODELS)})")
             if channels != 3:
                 wrong.append(f"channels {channels} (needs 3: the weights expect RGB)")
             if wrong:
-                raise ValueError("pretrained: imagenet loads torchvision's ResNet-18; this config has " + ", ".join(wrong))
+                raise ValueError("pretrained: imagenet loads torchvision's ImageNet ResNet-18 or -34 weights; "
+                                 "this config has " + ", ".join(wrong))
 
     # ------------------------------------------------------------ construction helpers
     @classmethod
