@@ -263,18 +263,18 @@ def resnet34(in_channels: int, image_size: int, *, width: int, batchnorm: bool, 
     return _resnet(BasicBlock, (3, 4, 6, 3), in_channels, width, batchnorm, activation, stem)
 
 
+@register("backbone", "resnet50")
+def resnet50(in_channels: int, image_size: int, *, width: int, batchnorm: bool, activation: ActivationFactory,
+             stem: str) -> nn.Module:
+    return _resnet(Bottleneck, (3, 4, 6, 3), in_channels, width, batchnorm, activation, stem)
+
+
 @register("backbone", "resnet_3stage")
 def resnet_3stage(in_channels: int, image_size: int, *, width: int, batchnorm: bool,
                   activation: ActivationFactory) -> nn.Module:
     """Seed 003's ResNet for its AdamW run (95.22 %): a 3x3 stem and three stages of two basic blocks at
     width, 2 width and 4 width (64-128-256), global average pooling; features: 4 width."""
     return _resnet(BasicBlock, (2, 2, 2), in_channels, width, batchnorm, activation, "cifar")
-
-
-@register("backbone", "resnet50")
-def resnet50(in_channels: int, image_size: int, *, width: int, batchnorm: bool, activation: ActivationFactory,
-             stem: str) -> nn.Module:
-    return _resnet(Bottleneck, (3, 4, 6, 3), in_channels, width, batchnorm, activation, stem)
 
 
 # ---------------------------------------------------------------- VGG-A (VGG-11)
