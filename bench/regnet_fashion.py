@@ -184,7 +184,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    plot(result, out.with_name("regnet_eps.png"))
+    plot(result, out.with_name(f"{out.stem}_eps.png"))
     print_table(result)
     print(f"wall time {wall:.0f}s; wrote {out}")
     return result

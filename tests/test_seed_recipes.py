@@ -274,3 +274,45 @@ def test_imagenet_resnet34_weights_load_in_order(tmp_path, monkeypatch):
         torch.testing.assert_close(model.features(x), torch.flatten(theirs, 1), atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match="resnet50"):
         TrainConfig.from_dict({"model": "resnet50", "stem": "imagenet", "pretrained": "imagenet", "channels": 3})
+
+
+# ---------------------------------------------------------------- BatchNorm analysis (seed 003, Santurkar et al.)
+def test_landscape_probe_measures_along_the_gradient_and_leaves_the_model_as_it_was(tiny):
+    from trainables.core.landscape import LANDSCAPE_METRICS, probe
+    from trainables.families import FAMILIES
+
+    cfg = TrainConfig.from_dict({**tiny, "landscape_probe": True})
+    torch.manual_seed(0)
+    model = network_for(cfg, dataset_info("digits"), 1, 8).train()
+    x, y = torch.rand(64, 1, 8, 8), torch.arange(64) % 10
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_fn = lambda s, t: F.cross_entropy(s, t, reduction="none")  # noqa: E731
+    found = probe(model, loss_fn, x, y, lr=0.5, multiples=(1.0, 3.0))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # weights and BN statistics
+
+    def at(step):  # an independent computation: a copy of the model moved along -g by hand
+        m = network_for(cfg, dataset_info("digits"), 1, 8)
+        m.load_state_dict(before)
+        m.train()
+        loss = loss_fn(m(x), y).mean()
+        grads = torch.autograd.grad(loss, list(m.parameters()))
+        return m, grads
+
+    m0, g0 = at(0)
+    losses, changes = [], []
+    for mult in (1.0, 3.0):
+        m, _ = at(0)
+        with torch.no_grad():
+            for p, g in zip(m.parameters(), g0):
+                p -= mult * 0.5 * g
+        loss = loss_fn(m(x), y).mean()
+        g1 = torch.autograd.grad(loss, list(m.parameters()))
+        losses.append(loss.item())
+        changes.append(torch.cat([(a - b).flatten() for a, b in zip(g1, g0)]).norm().item())
+    assert found["landscape_loss_range"] == pytest.approx(max(losses) - min(losses), rel=1e-4, abs=1e-6)
+    assert found["landscape_grad_change"] == pytest.approx(max(changes), rel=1e-4)
+    trainer = Trainer({**tiny, "landscape_probe": True, "epochs": 1})
+    trainer.fit()
+    assert set(LANDSCAPE_METRICS) <= set(trainer.history[-1])
+    assert set(LANDSCAPE_METRICS) <= set(FAMILIES["optimization"].metrics({"landscape_probe": True}))
+    assert not set(LANDSCAPE_METRICS) & set(FAMILIES["optimization"].metrics({}))

@@ -25,6 +25,7 @@ from pydantic import (
 from . import adversarial as _adversarial  # noqa: F401 - registers the adversarial modes and robust_eval
 from . import crossdomain as _crossdomain  # noqa: F401 - registers the xdomain_eval switch
 from . import data as _data  # noqa: F401 - registers the datasets and the augment switch
+from . import landscape as _landscape  # noqa: F401 - registers the landscape_probe switch
 from . import losses as _losses  # noqa: F401 - registers losses and batch terms
 from . import models as _models  # noqa: F401 - registers backbones, heads, activations
 from . import optim as _optim  # noqa: F401 - registers optimizers, schedulers, SWA
@@ -122,13 +123,14 @@ SWITCHES: dict[str, Switch] = {
     "finetune_dataset": Switch("finetune", key=_on_off, when=None),
     "freeze": Switch("freeze"),
     "circle_weight": Switch("circle", key=_on_off, when=None),
+    "landscape_probe": Switch("landscape", **ON_OFF),
 }
 # Fields the training loop itself reads: they act whatever else is chosen, even if a builder declares them.
 LOOP_FIELDS = frozenset({
     "dataset", "data_dir", "download", "val_fraction", "split_seed", "max_train_samples", "image_size", "channels",
     "epochs", "batch_size", "eval_batch_size", "seed", "device", "amp", "channels_last", "grad_clip",
     "model", "head", "loss", "optimizer", "scheduler", "adv_mode", "swa", "augment", "eval_eps", "lr",
-    "pretrained", "eval_datasets", "finetune_dataset", "circle_weight", "init_from",
+    "pretrained", "eval_datasets", "finetune_dataset", "circle_weight", "init_from", "landscape_probe",
 })
 
 
@@ -249,6 +251,10 @@ class TrainConfig(BaseModel):
     finetune_epochs: int = Field(5, gt=0, description="the last epochs of the run, spent fine-tuning")
     finetune_lr: float = Field(0.01, gt=0.0)
     freeze: str = Field("trunk", description="frozen while fine-tuning: trunk | all_but_last_block | none")
+
+    # BatchNorm analysis (seed 003, Santurkar et al. 2018): landscape_loss_range / landscape_grad_change per epoch
+    landscape_probe: bool = Field(False, description="measure loss-landscape smoothness and gradient "
+                                  "predictiveness along the gradient at the end of every epoch")
 
     # loop
     epochs: int = Field(10, gt=0)

@@ -93,7 +93,7 @@ def _check_signature(kind: str, name: str, fn: Callable) -> None:
 
 KINDS = ("dataset", "backbone", "head", "activation", "loss", "term", "optimizer", "scheduler", "adv_mode",
          "swa", "augment", "robust_eval",
-         "stem", "pretrained", "xdomain_eval", "finetune", "freeze", "circle")
+         "stem", "pretrained", "xdomain_eval", "finetune", "freeze", "circle", "landscape")
 REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
 
 

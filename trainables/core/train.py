@@ -207,7 +207,8 @@ class Trainer:
                         loading, cfg.eval_batch_size)
         # the fine-tuning section as a FinetunePlan (or None); finetune.TransferTrainer runs it
         self.finetune = build("finetune", _on_off(cfg.finetune_dataset), cfg, cfg.finetune_dataset)
-        self.evaluators: list[Evaluator] = [e for e in (robust, xdomain) if e] + self.extra_evaluators
+        landscape = build("landscape", _on_off(cfg.landscape_probe), cfg)
+        self.evaluators: list[Evaluator] = [e for e in (robust, xdomain, landscape) if e] + self.extra_evaluators
         self.finalizers: list[Finalizer] = ([finalize_swa] if self.swa else []) + self.extra_finalizers
 
     def new_phase(self, **overrides) -> None:
