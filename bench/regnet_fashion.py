@@ -1,12 +1,14 @@
 """RegNet vs cross-entropy on Fashion-MNIST: clean accuracy, FGSM eps in [0, 1] curves, mu_T, masking check.
 
 Same encoder (the configurable CNN, filters 16-32, 256-d features), same data (first ``--train-samples``
-training images), same budget (epochs, batch 200, Adam, cosine) for every model; only the head and the loss
-differ: ``linear`` + cross-entropy, or ``gaussian`` + the RegNet covariance loss (+ F_k (K - 3)).
+training images), same budget (epochs, batch 200, Adam, cosine, no augmentation, as the thesis trained) for every model; only
+the head and the loss differ: ``linear`` + cross-entropy, or ``gaussian`` + the RegNet covariance loss (+ F_k (K - 3)).
 
 Clean accuracy on the first ``--test-samples`` TEST images; attacks on the first ``--eval-samples``:
-- FGSM on the cross-entropy of the scores (the thesis's attack) at each eps: *plain* accuracy (every sample,
-  as the thesis reports) and *robust* accuracy (a sample counts only when clean and perturbed are both right);
+- FGSM on each model's training loss (the thesis's attack, its eq. 2.6: RegNet's L_TOT of the attacked batch of
+  500 images; the cross-entropy for the baseline) at each eps: *plain* accuracy (every sample, as the thesis
+  reports) and *robust* accuracy (a sample counts only when clean and perturbed are both right);
+- FGSM on the cross-entropy of the scores, the attack every other family reports;
 - FGSM on the margin loss max_{j != y} s_j - s_y, which does not saturate: if FGSM-CE leaves a model
   untouched while FGSM-margin breaks it, the CE gradient is masked (it underflows for large mu_T);
 - torchattacks APGD (CE and the scale-invariant DLR loss) at ``--apgd-eps`` on the first seed of each model,
@@ -33,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainables.core import TrainConfig, train  # noqa: E402
-from trainables.core.attacks import eval_mode, fgsm, pgd, robust_accuracy  # noqa: E402
+from trainables.core.adversarial import FGSM_LOSSES  # noqa: E402
+from trainables.core.attacks import eval_mode, pgd, robust_accuracy  # noqa: E402
 from trainables.core.data import DataBundle, Split  # noqa: E402
 from trainables.core.regnet import gaussianity_metrics  # noqa: E402
 from trainables.core.train import build_data  # noqa: E402
@@ -42,24 +45,18 @@ from trainables.independent_check import gradient_masking_flag  # noqa: E402
 EPS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 
-def margin_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """max_{j != y} s_j - s_y per sample: grows as the sample moves toward a wrong class; never saturates."""
-    s = scores.float()
-    other = s.scatter(1, y[:, None], float("-inf")).amax(1)
-    return other - s.gather(1, y[:, None]).squeeze(1)
-
-
 def predict(model, x, bs=1000) -> torch.Tensor:
     with torch.no_grad(), eval_mode(model):
         return torch.cat([model(x[i : i + bs]).argmax(1) for i in range(0, len(x), bs)])
 
 
 def eps_curves(model, x, y, eps_list=EPS) -> dict[str, list[float]]:
-    """Plain and robust accuracy per eps for FGSM on the CE of the scores and FGSM on the margin loss."""
+    """Plain and robust accuracy per eps for FGSM on the training loss (the thesis's), on the CE of the scores and
+    on the margin loss."""
     clean_ok = predict(model, x) == y
-    attacks = {"fgsm": lambda xb, yb, e: fgsm(model, xb, yb, eps=e),
-               "fgsm_margin": lambda xb, yb, e: pgd(model, xb, yb, eps=e, steps=1, step_size=e, random_start=False,
-                                                    loss_fn=margin_loss)}
+    attacks = {"fgsm_training": lambda xb, yb, e: FGSM_LOSSES["training"](model, xb, yb, e),
+               "fgsm": lambda xb, yb, e: FGSM_LOSSES["ce"](model, xb, yb, e),
+               "fgsm_margin": lambda xb, yb, e: FGSM_LOSSES["margin"](model, xb, yb, e)}
     out: dict[str, list[float]] = {}
     for name, attack in attacks.items():
         plain, robust = [], []
@@ -93,7 +90,8 @@ def apgd_check(model, x, y, eps: float, steps: int = 20) -> dict[str, float]:
 def base_config(args) -> dict:
     return {"dataset": "fashion_mnist", "data_dir": args.data_dir, "max_train_samples": args.train_samples,
             "val_fraction": 0.02, "epochs": args.epochs, "batch_size": 200, "model": "cnn", "filters": args.filters,
-            "optimizer": "adam", "lr": args.lr, "weight_decay": 0.0, "scheduler": "cosine", "device": "cpu"}
+            "optimizer": "adam", "lr": args.lr, "weight_decay": 0.0, "scheduler": "cosine", "device": "cpu",
+            "augment": False}
 
 
 def regnet(mu_t: float, args) -> dict:
@@ -156,7 +154,8 @@ def main(argv=None) -> dict:
             row["masking_flag"] = gradient_masking_flag(row["pgd20_ce_robust"], strongest)
         row["seconds"] = time.perf_counter() - t0
         per_run.append(row)
-        print(f"[{name} seed {seed}] test_acc {row['test_acc']:.4f}  fgsm plain " +
+        print(f"[{name} seed {seed}] test_acc {row['test_acc']:.4f}  fgsm-training plain " +
+              " ".join(f"{v:.3f}" for v in row["fgsm_training_plain"]) + "  fgsm-ce plain " +
               " ".join(f"{v:.3f}" for v in row["fgsm_plain"]) + "  margin plain " +
               " ".join(f"{v:.3f}" for v in row["fgsm_margin_plain"]) +
               (f"  apgd ce/dlr {row['apgd_ce_robust']:.3f}/{row['apgd_dlr_robust']:.3f}" if seed == 0 else "") +
@@ -168,7 +167,8 @@ def main(argv=None) -> dict:
         s = {"seeds": len(rows), "test_acc_mean": statistics.fmean(r["test_acc"] for r in rows),
              "test_acc_std": statistics.stdev([r["test_acc"] for r in rows]) if len(rows) > 1 else 0.0,
              "val_acc_mean": statistics.fmean(r["val_acc"] for r in rows)}
-        for key in ("fgsm_plain", "fgsm_robust", "fgsm_margin_plain", "fgsm_margin_robust"):
+        for key in ("fgsm_training_plain", "fgsm_training_robust", "fgsm_plain", "fgsm_robust", "fgsm_margin_plain",
+                    "fgsm_margin_robust"):
             s[f"{key}_mean"], s[f"{key}_std"] = mean_std([r[key] for r in rows])
         for key in ("test_kurtosis_mean", "test_skew_mean", "test_hist_rmse", "pgd20_ce_robust", "apgd_ce_robust",
                     "apgd_dlr_robust", "masking_flag"):
@@ -184,7 +184,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    plot(result, out.with_name("regnet_eps.png"))
+    plot(result, out.with_name(f"{out.stem}_eps.png"))
     print_table(result)
     print(f"wall time {wall:.0f}s; wrote {out}")
     return result
@@ -193,7 +193,8 @@ def main(argv=None) -> dict:
 def print_table(result: dict) -> None:
     summ = result["summary"]
     print(f"\n{'model':<16}{'seeds':>6}{'test acc':>16}" + "".join(f"{'e=' + format(e, 'g'):>13}" for e in EPS))
-    for key, label in (("fgsm_plain", "FGSM-CE plain"), ("fgsm_robust", "FGSM-CE robust"),
+    for key, label in (("fgsm_training_plain", "FGSM-training-loss plain (the thesis's)"),
+                       ("fgsm_plain", "FGSM-CE plain"), ("fgsm_robust", "FGSM-CE robust"),
                        ("fgsm_margin_plain", "FGSM-margin plain")):
         print(f"-- {label} accuracy (mean ± std over seeds)")
         for name, s in summ.items():
@@ -215,9 +216,9 @@ def plot(result: dict, path: Path) -> None:
 
     summ, eps = result["summary"], result["config"]["eps"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for ax, key, title in zip(axes, ("fgsm_plain", "fgsm_margin_plain", "fgsm_robust"),
-                              ("FGSM on CE of scores: plain accuracy", "FGSM on margin loss: plain accuracy",
-                               "FGSM on CE: robust accuracy")):
+    for ax, key, title in zip(axes, ("fgsm_training_plain", "fgsm_margin_plain", "fgsm_plain"),
+                              ("FGSM on the training loss (thesis): plain acc.", "FGSM on margin loss: plain acc.",
+                               "FGSM on CE of scores: plain acc.")):
         for name, s in summ.items():
             m, d = torch.tensor(s[f"{key}_mean"]), torch.tensor(s[f"{key}_std"])
             ax.plot(eps, m, marker="o", ms=3, label=f"{name} (n={s['seeds']})")

@@ -22,6 +22,9 @@ from trainables.families import FAMILIES
 
 from .samplers import SAMPLERS
 
+# ``follows:``: "seed NNN" (one of ../shared/seeds, by its number) and the section, or "own:" and why.
+FOLLOWS = re.compile(r"^(seed \d{3}\b.+|own:\s*\S.*)$", re.DOTALL)
+
 
 class StudyError(ValueError):
     """A study file (or another YAML input, ``what``) is invalid; ``problems`` holds one line per problem."""
@@ -145,6 +148,8 @@ class Study(_Strict):
     family: str
     dataset: str
     description: str = ""
+    follows: str = Field("", description="the seed section the study follows, 'seed 002 section 3.3.3: ...' "
+                         "(docs/seeds.md has each seed's table), or 'own: <why>' for a study of our own")
     objective: Objective = Objective()
     budget: Budget = Budget()
     resources: Resources = Resources()
@@ -160,6 +165,14 @@ class Study(_Strict):
         if v not in SAMPLERS:
             raise ValueError(f"unknown sampler '{v}'; choose one of: {', '.join(SAMPLERS)}")
         return v
+
+    @field_validator("follows")
+    @classmethod
+    def _follows(cls, v: str) -> str:
+        if v and not FOLLOWS.match(v.strip()):
+            raise ValueError("follows names a seed section ('seed 002 section 3.4.3: ...') or says "
+                             "'own: <why>'")
+        return v.strip()
 
     # ------------------------------------------------------------ derived
     def base_config(self) -> dict[str, Any]:

@@ -152,6 +152,8 @@ TEST_VALUES = {
     "eval_datasets": ("digits:invert",), "circle_weight": 0.1, "circle_m": 0.3, "circle_gamma": 64.0,
     "finetune_dataset": "digits:rotate@2", "finetune_per_class": 3, "finetune_epochs": 1, "finetune_lr": 0.02,
     "freeze": "all_but_last_block",
+    "kurtosis_estimator": "unbiased", "fgsm_loss": "margin", "pgd_start": "input", "label_smoothing_to": "others",
+    "plateau_threshold": 0.01, "plateau_cooldown": 1, "xdomain_normalize": "own",
 }
 GIVEN = {"activation"}  # declared by backbones, received as the built activation factory
 

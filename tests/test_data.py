@@ -86,6 +86,20 @@ def write_cifar10(folder: Path) -> None:
             pickle.dump(batch, f)
 
 
+def write_cifar100(folder: Path, test_bytes: bytes | None = None) -> None:
+    """The python version's layout: one ``train`` and one ``test`` pickle with ``fine_labels`` (0..99)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, offset, n in (("train", 0, N_TRAIN), ("test", 100, N_TEST)):
+        x = tagged_images(n, 3, 32, offset)
+        x[:, 2, 3, 5] = 77
+        batch = {b"data": x.reshape(n, 3072), b"fine_labels": [(offset + 7 * i) % 100 for i in range(n)],
+                 b"coarse_labels": [i % 20 for i in range(n)], b"filenames": [b"x.png"] * n}
+        with open(folder / fname, "wb") as f:
+            pickle.dump(batch, f)
+    if test_bytes is not None:
+        (folder / "test").write_bytes(test_bytes)
+
+
 # ---------------------------------------------------------------- MNIST-style idx
 @pytest.mark.parametrize("layout", ["flat-gz", "torchvision-raw"])
 def test_mnist_idx_files_load(tmp_path, layout):
@@ -178,8 +192,26 @@ def test_cifar10_pickled_batches_load(tmp_path):
     assert DATASETS["cifar10"].hflip
 
 
+def test_cifar100_pickled_files_load_with_the_fine_labels(tmp_path):
+    write_cifar100(tmp_path / "cifar-100-python")
+    d = load_data("cifar100", data_dir=tmp_path, val_fraction=0.25)
+    assert d.source == str(tmp_path / "cifar-100-python")
+    assert d.info.num_classes == 100 and d.train.x.shape[1:] == (3, 32, 32)
+    assert sorted(ids(d.train.x) + ids(d.val.x)) == list(range(N_TRAIN))
+    assert [(7 * i) % 100 for i in ids(d.train.x)] == d.train.y.tolist()  # fine labels, not coarse
+    assert d.test.y.tolist() == [(100 + 7 * i) % 100 for i in range(N_TEST)]
+    assert (d.test.x[:, 2, 3, 5] * 255).round().eq(77).all() and (d.test.x[:, :2, 3, 5] == 0).all()
+
+
+def test_cifar100_damaged_file_is_named(tmp_path):
+    write_cifar100(tmp_path, test_bytes=b"not a pickle")
+    with pytest.raises(data_mod.DatasetCorrupt, match=r"cifar100.*test cannot be read"):
+        load_data("cifar100", data_dir=tmp_path)
+
+
 # ---------------------------------------------------------------- missing data
-@pytest.mark.parametrize("name, folder_hint", [("mnist", "MNIST"), ("svhn", "svhn"), ("cifar10", "cifar-10-batches-py")])
+@pytest.mark.parametrize("name, folder_hint", [("mnist", "MNIST"), ("svhn", "svhn"), ("cifar10", "cifar-10-batches-py"),
+                                               ("cifar100", "cifar-100-python")])
 def test_missing_dataset_raises_with_where_and_how(tmp_path, name, folder_hint):
     with pytest.raises(DatasetNotFound) as info:
         load_data(name, data_dir=tmp_path)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from trainables.core.adversarial import metric_name
 from trainables.core.config import ConfigError, Problem, TrainConfig
 from trainables.core.crossdomain import xdomain_metric_names
+from trainables.core.landscape import landscape_metric_names
 from trainables.core.losses import build_terms
 from trainables.core.registry import Registry
 
@@ -47,7 +48,9 @@ def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
     robust = ("clean_acc",) + robust_metric_names(eval_eps) if eval_eps else ()
     targets = cfg.eval_datasets if cfg is not None else tuple(config.get("eval_datasets") or ())
     finetune = cfg.finetune_dataset if cfg is not None else config.get("finetune_dataset")
-    return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + (("finetune_acc",) if finetune else ())
+    landscape = landscape_metric_names(cfg.landscape_probe if cfg is not None else config.get("landscape_probe"))
+    return (EPOCH_METRICS + terms + robust + _xdomain_names(targets) + (("finetune_acc",) if finetune else ())
+            + landscape)
 
 
 def _xdomain_names(targets) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ registries are whole wherever the core is used.
 """
 
 # isort: off
-from . import adversarial, crossdomain, data, losses, models, optim, regnet, shakeshake, transfer  # noqa: F401
+from . import adversarial, crossdomain, data, landscape, losses, models, optim, regnet, shakeshake, transfer  # noqa: F401
 # isort: on
 
 from .config import SWITCHES, ConfigError, TrainConfig, acting_fields

@@ -28,7 +28,17 @@ from typing import Any, Callable
 
 import torch
 
-from .attacks import eps_tag, eval_mode, fgsm, pgd, pgd_with_kappa, random_noise, robust_correct
+from .attacks import (
+    LatentOutput,
+    eps_tag,
+    eval_mode,
+    fgsm,
+    margin_loss,
+    pgd,
+    pgd_with_kappa,
+    random_noise,
+    robust_correct,
+)
 from .models import StepOutput
 from .registry import build, register
 
@@ -136,29 +146,40 @@ def fgsm_rs(model, loss_fn, generator=None, *, adv_eps: float, adv_step_size: fl
     return _sometimes(fgsm_rs_step, _clean(model, loss_fn), adv_prob, generator)
 
 
+# Where PGD-AT and GA-PGD start: ``random`` (a uniform point of the eps ball: Madry et al.'s PGD-AT and the
+# official GAIRAT code, which produced GAIRAT's published numbers; the default) or ``input`` (x itself, as the
+# GAIRAT paper's Algorithm 1 and seed 004 print it).
+PGD_STARTS = {"random": True, "input": False}
+
+
 @register("adv_mode", "pgd")
 def pgd_at(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, adv_step_size: float | None,
-           adv_beta: float, adv_prob: float) -> StepFn:
+           adv_beta: float, adv_prob: float, pgd_start: str) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
     combine, step = _combine(model, loss_fn, adv_beta), default_step_size("pgd", adv_eps, adv_steps, adv_step_size)
+    random_start = PGD_STARTS[pgd_start]
 
     def pgd_step(x, y, epoch):
-        return combine(x, pgd(model, x, y, adv_eps, steps=adv_steps, step_size=step, generator=generator), y)
+        x_adv = pgd(model, x, y, adv_eps, steps=adv_steps, step_size=step, random_start=random_start,
+                    generator=generator)
+        return combine(x, x_adv, y)
 
     return _sometimes(pgd_step, _clean(model, loss_fn), adv_prob, generator)
 
 
 @register("adv_mode", "gairat")
 def gairat(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, adv_step_size: float | None,
-           adv_beta: float, adv_prob: float, gairat_lambda: float, gairat_burn_in: int) -> StepFn:
+           adv_beta: float, adv_prob: float, gairat_lambda: float, gairat_burn_in: int, pgd_start: str) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
     combine = _combine(model, loss_fn, adv_beta)
     step = default_step_size("gairat", adv_eps, adv_steps, adv_step_size)
+    random_start = PGD_STARTS[pgd_start]
 
     def gairat_step(x, y, epoch):
-        x_adv, kappa = pgd_with_kappa(model, x, y, adv_eps, steps=adv_steps, step_size=step, generator=generator)
+        x_adv, kappa = pgd_with_kappa(model, x, y, adv_eps, steps=adv_steps, step_size=step,
+                                      random_start=random_start, generator=generator)
         weights = gairat_weights(kappa, adv_steps, gairat_lambda) if epoch >= gairat_burn_in else None
         return combine(x, x_adv, y, weights)
 
@@ -183,7 +204,26 @@ def metric_name(attack: str, eps: float) -> str:
 def robust_metrics(model: torch.nn.Module, split, cfg: Any) -> dict[str, float]:
     """``RobustEval`` with the config's ``eval_*`` fields, on ``split``."""
     return RobustEval(tuple(cfg.eval_eps), cfg.eval_pgd_steps, cfg.eval_samples, cfg.eval_batch_size,
-                      cfg.seed, getattr(cfg, "eval_pgd_step_size", None)).measure(model, split)
+                      cfg.seed, getattr(cfg, "eval_pgd_step_size", None),
+                      getattr(cfg, "fgsm_loss", DEFAULT_FGSM_LOSS)).measure(model, split)
+
+
+def _training_loss_fgsm(model, x, y, eps):
+    """FGSM on the loss the model was trained on, for the whole batch at once: a Gaussian head's L_TOT (the
+    RegNet thesis's eq. 2.6, a batch-level loss of the latents), else the cross-entropy of the scores."""
+    head = getattr(model, "head", None)
+    if hasattr(head, "training_loss"):
+        return fgsm(LatentOutput(model), x, y, eps, loss_fn=head.training_loss)
+    return fgsm(model, x, y, eps)
+
+
+# What the evaluation FGSM differentiates (``fgsm_loss``): fn(model, x, y, eps) -> x_adv.
+FGSM_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "ce": lambda model, x, y, eps: fgsm(model, x, y, eps),
+    "margin": lambda model, x, y, eps: fgsm(model, x, y, eps, loss_fn=margin_loss),
+    "training": _training_loss_fgsm,
+}
+DEFAULT_FGSM_LOSS = "ce"
 
 
 @dataclass(frozen=True)
@@ -196,6 +236,7 @@ class RobustEval:
     batch_size: int
     seed: int
     pgd_step_size: float | None = None  # None: 2.5 eps / steps
+    fgsm_loss: str = DEFAULT_FGSM_LOSS  # a key of FGSM_LOSSES
 
     def __call__(self, trainer) -> dict[str, float]:
         return self.measure(trainer.eval_model(), trainer.data.val)
@@ -205,7 +246,8 @@ class RobustEval:
 
         Names: ``clean_acc`` and ``{fgsm,pgd,noise}_acc_eps{eps_tag(eps)}``. A sample counts only if
         it is classified correctly clean and perturbed (see ``robust_accuracy``), so the clean
-        pass runs once and the attacks only see the correctly classified samples. Beside them,
+        pass runs once and the attacks only see the correctly classified samples. FGSM differentiates
+        ``FGSM_LOSSES[self.fgsm_loss]``. Beside them,
         ``fgsm_plain_acc_eps{eps_tag(eps)}`` is the plain accuracy on the FGSM images (every sample
         counts, a wrong one that FGSM turns right too): the RegNet thesis's measure. Random starts
         and noise come from a generator seeded by ``self.seed``: the numbers are reproducible and
@@ -219,8 +261,9 @@ class RobustEval:
         wrong = (x[~ok], y[~ok])
         x, y = x[ok], y[ok]
         out = {"clean_acc": len(y) / n}
+        fgsm_attack = FGSM_LOSSES[self.fgsm_loss]
         attacks = {
-            "fgsm": lambda eps: partial(fgsm, eps=eps),
+            "fgsm": lambda eps: partial(fgsm_attack, eps=eps),
             "pgd": lambda eps: partial(pgd, eps=eps, steps=self.eval_pgd_steps, step_size=self.pgd_step_size,
                                        generator=gen),
             "noise": lambda eps: lambda m, a, b: random_noise(a, eps, gen),
@@ -230,19 +273,19 @@ class RobustEval:
                 kept = robust_correct(model, (x, y), make(eps), bs) if eps > 0 and len(y) else len(y)
                 out[metric_name(name, eps)] = kept / n
                 if name == "fgsm":  # plain: every sample, as the RegNet thesis reports (a wrong one may turn right)
-                    out[metric_name("fgsm_plain", eps)] = (kept + _turned_right(model, *wrong, eps, bs)) / n
+                    right = _turned_right(model, *wrong, partial(fgsm_attack, eps=eps), bs) if eps > 0 else 0
+                    out[metric_name("fgsm_plain", eps)] = (kept + right) / n
         return out
 
 
-def _turned_right(model, x, y, eps: float, batch_size: int) -> int:
-    """How many misclassified samples FGSM at ``eps`` makes correctly classified."""
-    if eps <= 0 or not len(y):
-        return 0
+def _turned_right(model, x, y, attack, batch_size: int) -> int:
+    """How many misclassified samples ``attack(model, x, y)`` makes correctly classified."""
     right = 0
     for i in range(0, len(y), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        x_adv = attack(model, xb, yb)
         with torch.no_grad(), eval_mode(model):
-            right += int((model(fgsm(model, xb, yb, eps=eps)).argmax(1) == yb).sum())
+            right += int((model(x_adv).argmax(1) == yb).sum())
     return right
 
 
@@ -252,8 +295,8 @@ Evaluator = Callable[[Any], dict[str, float]]
 
 @register("robust_eval", "on")
 def robust_eval_on(batch_size: int, seed: int, *, eval_eps: tuple[float, ...], eval_pgd_steps: int,
-                   eval_samples: int, eval_pgd_step_size: float | None) -> RobustEval:
-    return RobustEval(tuple(eval_eps), eval_pgd_steps, eval_samples, batch_size, seed, eval_pgd_step_size)
+                   eval_samples: int, eval_pgd_step_size: float | None, fgsm_loss: str) -> RobustEval:
+    return RobustEval(tuple(eval_eps), eval_pgd_steps, eval_samples, batch_size, seed, eval_pgd_step_size, fgsm_loss)
 
 
 @register("robust_eval", "off")
@@ -262,4 +305,5 @@ def robust_eval_off(batch_size: int, seed: int) -> None:
 
 
 __all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "default_step_size", "robust_metrics",
-           "metric_name", "gairat_weights", "adv_step_size", "BatchLoss"]
+           "metric_name", "gairat_weights", "adv_step_size", "BatchLoss", "FGSM_LOSSES", "DEFAULT_FGSM_LOSS",
+           "PGD_STARTS"]

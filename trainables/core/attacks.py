@@ -92,6 +92,26 @@ def _ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), y, reduction="sum")
 
 
+def margin_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """max_{j != y} s_j - s_y per sample: grows as the sample moves toward a wrong class and never saturates
+    (the cross-entropy of scores as large as RegNet's at a large mu_T underflows to a zero gradient)."""
+    s = scores.float()
+    other = s.scatter(1, y[:, None], float("-inf")).amax(1)
+    return other - s.gather(1, y[:, None]).squeeze(1)
+
+
+class LatentOutput(nn.Module):
+    """The network as a function of its input returning the head's latent (z of a Gaussian head), so an attack
+    can differentiate a loss of the latent: the RegNet thesis's FGSM on its training loss."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.outputs(x).latent
+
+
 def _run(model, x, y, eps, steps, step_size, random_start, loss_fn, targeted, generator, count_correct=False):
     """The PGD loop shared by every attack. Returns (x_adv, kappa or None).
 
@@ -125,17 +145,19 @@ def prefer(success: torch.Tensor, score: torch.Tensor, best_success: torch.Tenso
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, random_start: bool = False,
-         step_size: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+         step_size: float | None = None, generator: torch.Generator | None = None,
+         loss_fn: LossFn | None = None) -> torch.Tensor:
     """One signed-gradient step (Goodfellow et al.); with ``random_start``, Wong et al.'s FGSM-RS.
 
     The step defaults to eps, or to 1.25 eps with a random start (the step Wong et al. found
-    to avoid catastrophic overfitting while still reaching the ball's boundary).
+    to avoid catastrophic overfitting while still reaching the ball's boundary). ``loss_fn(outputs, y)``
+    (per-sample or a batch scalar) replaces the cross-entropy of ``model``'s outputs.
     """
     if eps <= 0:
         return x.detach().clone()
     step = step_size if step_size is not None else (1.25 * eps if random_start else eps)
     with _grad_enabled(), eval_mode(model):
-        return _run(model, x, y, eps, 1, step, random_start, None, False, generator)[0]
+        return _run(model, x, y, eps, 1, step, random_start, loss_fn, False, generator)[0]
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10,
@@ -228,5 +250,6 @@ def robust_accuracy(model: nn.Module, data, attack: Attack | None, batch_size: i
     return robust_correct(model, data, attack, batch_size) / max(1, len(_as_xy(data)[1]))
 
 
-__all__ = ["eps_tag", "eval_mode", "fgsm", "pgd", "pgd_with_kappa", "prefer", "random_noise", "robust_accuracy",
+__all__ = ["eps_tag", "eval_mode", "fgsm", "margin_loss", "LatentOutput",
+           "pgd", "pgd_with_kappa", "prefer", "random_noise", "robust_accuracy",
            "robust_correct", "uniform_like", "Attack"]

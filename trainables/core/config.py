@@ -8,14 +8,28 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from fractions import Fraction
+from typing import Annotated, Any, Callable, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from .adversarial import FGSM_LOSSES, PGD_STARTS
 from .corruptions import parse_name
+from .crossdomain import XDOMAIN_NORMALIZATIONS
 from .data import class_subset_map, dataset_info
+from .losses import LABEL_SMOOTHING_TARGETS
+from .pretrained import WEIGHTS as PRETRAINED_MODELS
 from .registry import registry
-from .regnet import KURTOSIS_PENALTIES, REGNET_LOSSES
+from .regnet import KURTOSIS_ESTIMATORS, KURTOSIS_PENALTIES, REGNET_LOSSES
 
 Problem = tuple[tuple, str]  # (location: the key path in the config, () for a rule across fields; message)
 
@@ -24,6 +38,24 @@ def render(problem: Problem) -> str:
     """``key: message`` (``config: message`` for a rule across fields): one line a person reads."""
     loc, msg = problem
     return f"{'.'.join(map(str, loc)) or 'config'}: {msg}"
+
+
+def _pixels(value: Any) -> Any:
+    """A pixel-space amount written as a fraction of the 8-bit range, ``"2/255"`` (how the seeds print eps and
+    steps), becomes its float; anything else is left for the field's own type to check."""
+    if isinstance(value, str) and "/" in value:
+        try:
+            return float(Fraction(value.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"'{value}' is not a number or a fraction like 2/255") from None
+    return value
+
+
+def _pixels_each(value: Any) -> Any:
+    return [_pixels(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+Pixels = BeforeValidator(_pixels)
 
 
 class ConfigError(ValueError):
@@ -61,6 +93,15 @@ class Switch:
 
 ON_OFF = dict(key=_on_off, when=lambda name: name == "on")
 
+
+def _augment_name(value: Any) -> str:
+    """``augment``: true (crops and flips: ``on``), false (``off``) or a named augmentation (``affine``)."""
+    return value if isinstance(value, str) else _on_off(value)
+
+
+def _augment_when(name: str) -> Any:
+    return {"on": True, "off": False}.get(name, name)
+
 # The one table of switches: every selectable component and every on/off section.
 SWITCHES: dict[str, Switch] = {
     "model": Switch("backbone"),
@@ -71,20 +112,21 @@ SWITCHES: dict[str, Switch] = {
     "scheduler": Switch("scheduler"),
     "adv_mode": Switch("adv_mode"),
     "swa": Switch("swa", **ON_OFF),
-    "augment": Switch("augment", **ON_OFF),
+    "augment": Switch("augment", key=_augment_name, when=_augment_when),
     "eval_eps": Switch("robust_eval", key=_on_off, when=None),
     "pretrained": Switch("pretrained"),
     "eval_datasets": Switch("xdomain_eval", key=_on_off, when=None),
     "finetune_dataset": Switch("finetune", key=_on_off, when=None),
     "freeze": Switch("freeze"),
     "circle_weight": Switch("circle", key=_on_off, when=None),
+    "landscape_probe": Switch("landscape", **ON_OFF),
 }
 # Fields the training loop itself reads: they act whatever else is chosen, even if a builder declares them.
 LOOP_FIELDS = frozenset({
     "dataset", "data_dir", "download", "val_fraction", "split_seed", "max_train_samples", "image_size", "channels",
     "epochs", "batch_size", "eval_batch_size", "seed", "device", "amp", "channels_last", "grad_clip",
     "model", "head", "loss", "optimizer", "scheduler", "adv_mode", "swa", "augment", "eval_eps", "lr",
-    "pretrained", "eval_datasets", "finetune_dataset", "circle_weight", "init_from",
+    "pretrained", "eval_datasets", "finetune_dataset", "circle_weight", "init_from", "landscape_probe",
 })
 
 
@@ -103,7 +145,8 @@ class TrainConfig(BaseModel):
     max_train_samples: int | None = Field(None, gt=0)
     image_size: int | None = Field(None, gt=0, description="resize images to this size (default: dataset's)")
     channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3)")
-    augment: bool = True
+    augment: bool | str = Field(True, description="true: random crops and the dataset's flips; false: none; "
+                                "affine: the RegNet thesis's rotation / shear / shift / zoom (section 3.4.3)")
     crop_padding: int | None = Field(None, ge=0, description="default: 4 from 32px, 2 from 16px, else 0")
     classes: tuple[int, ...] | None = Field(None, description="train and evaluate on these classes only, "
                                             "relabelled 0..k-1 in this order")
@@ -112,6 +155,8 @@ class TrainConfig(BaseModel):
 
     # cross-domain evaluation: datasets or corruption domains (fashion_mnist:rotate@3), each reported every epoch
     eval_datasets: tuple[str, ...] = ()
+    xdomain_normalize: str = Field("source", description="targets normalized with the model's (source) statistics, "
+                                   "or with their own dataset's (own: seeds 000/001)")
     color_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="RGB only: brightness, contrast, saturation x U[1-s, 1+s]")
 
     # model = backbone + head
@@ -128,13 +173,19 @@ class TrainConfig(BaseModel):
     sigma_t: float = Field(1.0, gt=0.0, description="target std (covariance sigma_t^2 I)")
     regnet_loss: str = Field("covariance", description="covariance (KL with full Sigma_O) or simplified (diagonal)")
     kurtosis_factor: float = Field(0.2, ge=0.0, description="F_k, weight of the kurtosis term (thesis: 0.2)")
-    kurtosis_penalty: str = Field("linear", description="penalty(K - 3): linear (as printed), abs or square")
+    kurtosis_penalty: str = Field("linear", description="penalty(K - 3): linear (as printed; minimum at K = 1), "
+                                  "abs or square (minimum at K = 3)")
+    kurtosis_estimator: str = Field("population", description="per-batch K: population (the thesis's eq. 2.5, "
+                                    "biased low: 2.14 at 6 samples per class) or unbiased (G2 + 3, mean 3)")
     stem: str = Field("cifar", description="ResNet stem: cifar (3x3, stride 1) or imagenet (7x7 stride 2 + max-pool)")
-    pretrained: str = Field("none", description="imagenet: torchvision's ResNet-18 weights (needs RGB, imagenet stem)")
+    pretrained: str = Field("none", description="imagenet: torchvision's ResNet-18 or ResNet-34 weights (needs RGB, "
+                            "imagenet stem)")
 
     # loss: a per-sample term + batch-level terms
     loss: str = "cross_entropy"
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    label_smoothing_to: str = Field("all", description="where eps goes: all (eps/K to every class, seed 003) or "
+                                    "others (eps/(K-1) to the other classes, seeds 000/001 eq. 3)")
     focal_alpha: float = Field(1.0, gt=0.0)
     focal_gamma: float = Field(2.0, ge=0.0)
     l1: float = Field(0.0, ge=0.0, description="weight of the L1 batch term")
@@ -150,7 +201,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(5e-4, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0)
     scheduler: str = "cosine"
-    step_size: int = Field(30, gt=0)
+    step_size: int = Field(20, gt=0, description="StepLR period in epochs (seed 003: 20)")
     milestones: tuple[int, ...] = Field((1000, 5000, 10000, 20000), description="multistep: iterations (batches) "
                                         "at which the lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0.0, le=1.0)
@@ -159,6 +210,8 @@ class TrainConfig(BaseModel):
                                                    "fractions of the run (the homework: 0.5, 0.75)")
     plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)
     plateau_patience: int = Field(5, ge=0)
+    plateau_threshold: float = Field(1e-3, ge=0.0, description="relative improvement that counts (seed 003: 0.001)")
+    plateau_cooldown: int = Field(2, ge=0, description="epochs to wait after a reduction (seed 003: 2)")
     warmup_epochs: int = Field(0, ge=0)
     swa: bool = False
     swa_start: int | None = Field(None, ge=0, description="epoch from which weights are averaged (default: last 25%)")
@@ -166,19 +219,26 @@ class TrainConfig(BaseModel):
 
     # adversarial training (pixel-space L-inf eps)
     adv_mode: str = "none"
-    adv_eps: float = Field(0.0, ge=0.0, le=1.0)
+    adv_eps: Annotated[float, Pixels] = Field(0.0, ge=0.0, le=1.0, description="a float or a fraction: 8/255")
     adv_steps: int = Field(10, gt=0)
-    adv_step_size: float | None = Field(None, gt=0.0, description="default: 1.25 eps (FGSM-RS), 2.5 eps/steps (PGD)")
+    adv_step_size: Annotated[float | None, Pixels] = Field(None, gt=0.0, description="default: 1.25 eps (FGSM-RS), "
+                                                           "2.5 eps/steps (PGD); a float or a fraction: 2/255")
+    pgd_start: str = Field("random", description="PGD-AT / GA-PGD start: random (Madry; official GAIRAT code) or "
+                           "input (x, as the GAIRAT paper's Algorithm 1 prints it)")
     adv_beta: float = Field(1.0, ge=0.0, le=1.0, description="weight of the adversarial loss vs the clean loss")
     gairat_lambda: float = -1.0
     gairat_burn_in: int = Field(0, ge=0, description="epochs of plain PGD-AT before GAIRAT reweighting")
     adv_prob: float = Field(1.0, gt=0.0, le=1.0, description="per-batch probability of training on the adversarial batch")
 
     # robustness evaluation, reported every epoch
-    eval_eps: tuple[float, ...] = ()
+    eval_eps: Annotated[tuple[float, ...], BeforeValidator(_pixels_each)] = ()
     eval_pgd_steps: int = Field(20, gt=0)
     eval_samples: int = Field(1000, gt=0, description="validation samples used for the robust evaluation")
-    eval_pgd_step_size: float | None = Field(None, gt=0.0, description="evaluation PGD step (default 2.5 eps / steps)")
+    eval_pgd_step_size: Annotated[float | None, Pixels] = Field(
+        None, gt=0.0, description="evaluation PGD step, absolute (2/255): a PGD-steps sweep then changes only the "
+        "steps (default 2.5 eps / steps)")
+    fgsm_loss: str = Field("ce", description="what the evaluation FGSM differentiates: ce (of the scores), margin "
+                           "(max_{j!=y} s_j - s_y) or training (the head's training loss; the regnet family's default)")
 
     # transfer: start from weights, then fine-tune on k labelled samples per class of a target domain
     init_from: str | None = Field(None, description="a checkpoint path (a trainer checkpoint or a state dict)")
@@ -187,6 +247,10 @@ class TrainConfig(BaseModel):
     finetune_epochs: int = Field(5, gt=0, description="the last epochs of the run, spent fine-tuning")
     finetune_lr: float = Field(0.01, gt=0.0)
     freeze: str = Field("trunk", description="frozen while fine-tuning: trunk | all_but_last_block | none")
+
+    # BatchNorm analysis (seed 003, Santurkar et al. 2018): landscape_loss_range / landscape_grad_change per epoch
+    landscape_probe: bool = Field(False, description="measure loss-landscape smoothness and gradient "
+                                  "predictiveness along the gradient at the end of every epoch")
 
     # loop
     epochs: int = Field(10, gt=0)
@@ -203,6 +267,14 @@ class TrainConfig(BaseModel):
     def _registered(cls, v, info: ValidationInfo):
         """Names checked against the live registries, so a newly registered entry is valid at once."""
         return _one_of(v, registry(SWITCHES[info.field_name].kind), info.field_name)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v):
+        if isinstance(v, str) and (v in ("on", "off") or v not in registry("augment")):
+            named = [n for n in registry("augment") if n not in ("on", "off")]
+            raise ValueError(f"augment is true, false or one of: {', '.join(named)}")
+        return v
 
     @field_validator("stem")
     @classmethod
@@ -250,10 +322,15 @@ class TrainConfig(BaseModel):
             raise ValueError("milestone_fractions are fractions of the run, each in (0, 1)")
         return tuple(sorted(v))
 
-    @field_validator("regnet_loss", "kurtosis_penalty")
+    @field_validator("regnet_loss", "kurtosis_penalty", "kurtosis_estimator", "fgsm_loss", "pgd_start",
+                     "label_smoothing_to", "xdomain_normalize")
     @classmethod
-    def _regnet_names(cls, v, info: ValidationInfo):
-        return _one_of(v, REGNET_LOSSES if info.field_name == "regnet_loss" else KURTOSIS_PENALTIES, info.field_name)
+    def _named_choices(cls, v, info: ValidationInfo):
+        names = {"regnet_loss": REGNET_LOSSES, "kurtosis_penalty": KURTOSIS_PENALTIES,
+                 "kurtosis_estimator": KURTOSIS_ESTIMATORS, "fgsm_loss": FGSM_LOSSES, "pgd_start": PGD_STARTS,
+                 "label_smoothing_to": LABEL_SMOOTHING_TARGETS,
+                 "xdomain_normalize": XDOMAIN_NORMALIZATIONS}[info.field_name]
+        return _one_of(v, names, info.field_name)
 
     @field_validator("milestones")
     @classmethod
@@ -308,12 +385,14 @@ class TrainConfig(BaseModel):
         channels = self.channels or dataset_info(self.dataset).channels
         if self.pretrained == "imagenet":
             wrong = [f"{k} {getattr(self, k)} (needs {v})" for k, v in
-                     (("model", "resnet18"), ("stem", "imagenet"), ("width", 64), ("batchnorm", True))
-                     if getattr(self, k) != v]
+                     (("stem", "imagenet"), ("width", 64), ("batchnorm", True)) if getattr(self, k) != v]
+            if self.model not in PRETRAINED_MODELS:
+                wrong.insert(0, f"model {self.model} (needs one of {', '.join(PRETRAINED_MODELS)})")
             if channels != 3:
                 wrong.append(f"channels {channels} (needs 3: the weights expect RGB)")
             if wrong:
-                raise ValueError("pretrained: imagenet loads torchvision's ResNet-18; this config has " + ", ".join(wrong))
+                raise ValueError("pretrained: imagenet loads torchvision's ImageNet ResNet-18 or -34 weights; "
+                                 "this config has " + ", ".join(wrong))
 
     # ------------------------------------------------------------ construction helpers
     @classmethod

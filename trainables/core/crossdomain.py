@@ -3,7 +3,11 @@
 Each target in ``eval_datasets`` (a dataset or a corruption domain) is loaded once, converted
 to the source's channels and size, and evaluated on its test split (a domain the model never
 trains on) as ``xdomain_acc_<metric-safe name>``. The model normalizes inside with its
-*source's* statistics, so a target is seen exactly as a deployed source model would see it.
+*source's* statistics, so a target is seen exactly as a deployed source model would see it
+(``xdomain_normalize: source``, the default). ``xdomain_normalize: own`` standardizes each target
+with its own dataset's statistics instead, as seeds 000/001 do in their transforms: the evaluator
+maps the target's standardization onto the model's (x' = (x - m_t) / s_t * s_model + m_model), so
+the backbone sees (x - m_t) / s_t. A corruption domain uses its base dataset's statistics.
 Labels must mean the same thing: the targets' label spaces must equal the source's.
 """
 
@@ -15,7 +19,7 @@ from functools import lru_cache
 import torch
 
 from .corruptions import load_domain, metric_name, parse_name
-from .data import DATASETS, Split
+from .data import DATASETS, Split, dataset_info, norm_stats
 from .registry import register
 
 
@@ -50,30 +54,51 @@ def _target(name: str, channels: int, size: int, device: str, split_seed: int, d
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, split: Split, batch_size: int = 1024, autocast=None) -> float:
+def accuracy(model: torch.nn.Module, split: Split, batch_size: int = 1024, autocast=None,
+             own_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """Clean accuracy on ``split``; with ``own_stats`` (mean, std of the split's dataset, (1, C, 1, 1)), each
+    batch is first re-standardized so that the model's inner normalization yields (x - mean) / std."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=split.y.device)
     for i in range(0, len(split), batch_size):
+        x = split.x[i : i + batch_size]
+        if own_stats is not None:
+            x = (x - own_stats[0]) / own_stats[1] * model.std + model.mean
         with autocast or contextlib.nullcontext():
-            correct += (model(split.x[i : i + batch_size]).argmax(1) == split.y[i : i + batch_size]).sum()
+            correct += (model(x).argmax(1) == split.y[i : i + batch_size]).sum()
     model.train(was_training)
     return correct.item() / max(1, len(split))
+
+
+# How a target is normalized: with the model's own (source) statistics, or with the target dataset's.
+XDOMAIN_NORMALIZATIONS = ("source", "own")
+
+
+def own_stats(name: str, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A target's (base) dataset's mean and std for ``channels`` channels, shaped (1, C, 1, 1)."""
+    mean, std = norm_stats(dataset_info(name), channels)
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 class CrossDomainEval:
     """A per-epoch evaluator: ``xdomain_acc_<target>`` of the reported model on every target's test split."""
 
     def __init__(self, source: str, targets, *, channels: int, size: int, device="cpu", split_seed: int = 0,
-                 data_dir=None, download: bool = False, batch_size: int = 1024, classes=None, class_groups=None):
+                 data_dir=None, download: bool = False, batch_size: int = 1024, classes=None, class_groups=None,
+                 normalize: str = "source"):
+        if normalize not in XDOMAIN_NORMALIZATIONS:
+            raise ValueError(f"unknown xdomain_normalize '{normalize}'; choose one of: {', '.join(XDOMAIN_NORMALIZATIONS)}")
         self.names = check_targets(source, targets)
         self.metrics = [metric_name(t) for t in self.names]
         self.batch_size = batch_size
         self.splits = [_target(t, channels, size, str(device), split_seed, data_dir, download, classes, class_groups)
                        for t in self.names]
+        self.stats = [own_stats(t, channels, device) if normalize == "own" else None for t in self.names]
 
     def measure(self, model: torch.nn.Module, autocast=None) -> dict[str, float]:
-        return {m: accuracy(model, s, self.batch_size, autocast) for m, s in zip(self.metrics, self.splits)}
+        return {m: accuracy(model, s, self.batch_size, autocast, st)
+                for m, s, st in zip(self.metrics, self.splits, self.stats)}
 
     def __call__(self, trainer) -> dict[str, float]:
         return self.measure(trainer.eval_model(), trainer.autocast())
@@ -82,11 +107,11 @@ class CrossDomainEval:
 # ---------------------------------------------------------------- the xdomain_eval switch (eval_datasets set or not)
 @register("xdomain_eval", "on")
 def xdomain_eval_on(source: str, shape, device, loading: dict, batch_size: int, *,
-                    eval_datasets: tuple[str, ...]) -> CrossDomainEval:
+                    eval_datasets: tuple[str, ...], xdomain_normalize: str) -> CrossDomainEval:
     """``loading``: the source's ``split_seed``, ``data_dir``, ``download`` and class subset (targets load like it)."""
     channels, size, _ = shape
     return CrossDomainEval(source, eval_datasets, channels=channels, size=size, device=device, batch_size=batch_size,
-                           **loading)
+                           normalize=xdomain_normalize, **loading)
 
 
 @register("xdomain_eval", "off")

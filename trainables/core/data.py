@@ -232,40 +232,44 @@ def _load_svhn(data_dir: Path | None, download: bool) -> RawSplits:
     return RawSplits(tx, ty, vx, vy, source=str(d))
 
 
-def _load_cifar10(data_dir: Path | None, download: bool) -> RawSplits:
-    root = Path(data_dir) if data_dir else default_data_dir()
-    dirs = [root / "cifar-10-batches-py", root]
+def _cifar(name: str, folder: str, train_files: str, test_file: str, label_key: bytes, tv_class: str):
+    """A loader for the pickled python version of CIFAR-10 / CIFAR-100 (``folder`` as the archive extracts it)."""
 
-    def find():
-        for d in dirs:
-            if (d / "data_batch_1").is_file() and (d / "test_batch").is_file():
-                return d
-        return None
+    def load(data_dir: Path | None, download: bool) -> RawSplits:
+        root = Path(data_dir) if data_dir else default_data_dir()
+        dirs = [root / folder, root]
 
-    d = find()
-    if d is None and download:
-        _torchvision_download("CIFAR10", root, splits=[{"train": True}, {"train": False}])
+        def find():
+            for d in dirs:
+                if any(d.glob(train_files)) and (d / test_file).is_file():
+                    return d
+            return None
+
         d = find()
-    if d is None:
-        raise _not_found(DATASETS["cifar10"], dirs)
+        if d is None and download:
+            _torchvision_download(tv_class, root, splits=[{"train": True}, {"train": False}])
+            d = find()
+        if d is None:
+            raise _not_found(DATASETS[name], dirs)
 
-    def read(names):
-        xs, ys = [], []
-        for n in names:
-            try:
-                with open(d / n, "rb") as f:
-                    batch = pickle.load(f, encoding="bytes")
-                xs.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
-                ys.append(torch.as_tensor(batch[b"labels"], dtype=torch.int64))
-            except Exception as e:  # noqa: BLE001 - a damaged pickle raises many types
-                bad = _BadFile(d / n, f"cannot be read ({type(e).__name__}: {e})")
-                raise _corrupt(DATASETS["cifar10"], bad) from None
-        return torch.cat(xs), torch.cat(ys)
+        def read(names):
+            xs, ys = [], []
+            for n in names:
+                try:
+                    with open(d / n, "rb") as f:
+                        batch = pickle.load(f, encoding="bytes")
+                    xs.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+                    ys.append(torch.as_tensor(batch[label_key], dtype=torch.int64))
+                except Exception as e:  # noqa: BLE001 - a damaged pickle raises many types
+                    bad = _BadFile(d / n, f"cannot be read ({type(e).__name__}: {e})")
+                    raise _corrupt(DATASETS[name], bad) from None
+            return torch.cat(xs), torch.cat(ys)
 
-    train_names = sorted(p.name for p in d.glob("data_batch_*"))
-    tx, ty = read(train_names)
-    vx, vy = read(["test_batch"])
-    return RawSplits(tx, ty, vx, vy, source=str(d))
+        tx, ty = read(sorted(p.name for p in d.glob(train_files)))
+        vx, vy = read([test_file])
+        return RawSplits(tx, ty, vx, vy, source=str(d))
+
+    return load
 
 
 def _digits_arrays():
@@ -324,8 +328,15 @@ register_dataset(DatasetInfo(
     label_space="digits",
 ))
 register_dataset(DatasetInfo(
-    "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), hflip=True, loader=_load_cifar10,
+    "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), hflip=True,
+    loader=_cifar("cifar10", "cifar-10-batches-py", "data_batch_*", "test_batch", b"labels", "CIFAR10"),
     how_to_get="put the extracted cifar-10-batches-py folder in the data dir "
+    "(--data-dir / data_dir / $ROBUST_SEARCH_DATA), or set download: true (torchvision download).",
+))
+register_dataset(DatasetInfo(  # the RegNet thesis's section 3.5; the 100 fine labels
+    "cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), hflip=True,
+    loader=_cifar("cifar100", "cifar-100-python", "train", "test", b"fine_labels", "CIFAR100"),
+    how_to_get="put the extracted cifar-100-python folder (files train, test, meta) in the data dir "
     "(--data-dir / data_dir / $ROBUST_SEARCH_DATA), or set download: true (torchvision download).",
 ))
 
@@ -499,7 +510,36 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, hflip: bool = False,
     return x
 
 
-# ---------------------------------------------------------------- the augment switch (on / off)
+def random_affine(x: torch.Tensor, *, degrees: float, shear: float, shift: float, zoom: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample random rotation (up to ``degrees``), shear (up to ``shear``, a fraction of the size), shift (up to
+    ``shift`` of the size, each axis) and zoom (scale in [``zoom``, 1]), one ``grid_sample`` for the whole batch;
+    zeros fill what comes in from outside the image."""
+    n = len(x)
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator) * (hi - lo) + lo
+
+    angle = uniform(-degrees, degrees) * (math.pi / 180)
+    sh, scale = uniform(-shear, shear), uniform(zoom, 1.0)
+    shift_xy = torch.stack([uniform(-shift, shift), uniform(-shift, shift)], 1) * 2  # normalized coords span 2
+    cos, sin = angle.cos(), angle.sin()
+    rotate = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    shear_m = torch.eye(2).repeat(n, 1, 1)
+    shear_m[:, 0, 1] = sh
+    forward = rotate @ shear_m * scale[:, None, None]  # image point -> its place in the output
+    inverse = torch.linalg.inv(forward)  # affine_grid maps each output point to where it samples the input
+    theta = torch.cat([inverse, -(inverse @ shift_xy[:, :, None])], 2).to(x.device, x.dtype, non_blocking=True)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# The RegNet thesis's augmentation (seed 002, section 3.4.3): rotations up to 20 degrees, shears and shifts up to
+# 20 % of the size, zooms down to 90 % of the size, in any combination (no flips, no crops).
+THESIS_AFFINE = dict(degrees=20.0, shear=0.2, shift=0.2, zoom=0.9)
+
+
+# ---------------------------------------------------------------- the augment switch (on / off / a named one)
 Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
 
@@ -521,3 +561,9 @@ def augment_on(image_size: int, hflip: bool, *, crop_padding: int | None, color_
 @register("augment", "off")
 def augment_off(image_size: int, hflip: bool) -> None:
     return None
+
+
+@register("augment", "affine")
+def augment_affine(image_size: int, hflip: bool) -> Augment:
+    """``THESIS_AFFINE``: the RegNet thesis's rotation / shear / shift / zoom augmentation, batched."""
+    return lambda x, generator: random_affine(x, **THESIS_AFFINE, generator=generator)

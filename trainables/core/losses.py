@@ -30,10 +30,28 @@ def cross_entropy() -> LossFn:
     return lambda scores, y: F.cross_entropy(scores, y, reduction="none")
 
 
+def smoothed_to_others(scores: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-sample cross-entropy against 1 - eps on the true class and eps / (K - 1) on each other class
+    (seeds 000/001, eq. 3)."""
+    logp = F.log_softmax(scores.float(), dim=1)
+    true = logp.gather(1, y[:, None]).squeeze(1)
+    k = scores.shape[1]
+    return -(1 - eps) * true - eps / (k - 1) * (logp.sum(1) - true)
+
+
+# Where label smoothing puts its mass eps: name -> per-sample loss (scores, y, eps).
+LABEL_SMOOTHING_TARGETS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    # (1 - eps) one-hot + eps/K uniform: PyTorch's label_smoothing and seed 003's LabelSmoothingCrossEntropy
+    "all": lambda scores, y, eps: F.cross_entropy(scores, y, reduction="none", label_smoothing=eps),
+    "others": smoothed_to_others,
+}
+
+
 @register("loss", "label_smoothing")
-def label_smoothing(*, label_smoothing: float) -> LossFn:
-    """Cross-entropy against (1 - s) one-hot + s uniform (seed 003's LabelSmoothingCrossEntropy)."""
-    return lambda scores, y: F.cross_entropy(scores, y, reduction="none", label_smoothing=label_smoothing)
+def label_smoothing(*, label_smoothing: float, label_smoothing_to: str) -> LossFn:
+    """Cross-entropy against smoothed targets; ``label_smoothing_to`` says which (``LABEL_SMOOTHING_TARGETS``)."""
+    smoothed = LABEL_SMOOTHING_TARGETS[label_smoothing_to]
+    return lambda scores, y: smoothed(scores, y, label_smoothing)
 
 
 @register("loss", "focal")
@@ -128,4 +146,4 @@ def build_terms(cfg: Any) -> list[Term]:
     return [t for t in (build("term", name, cfg) for name in TERMS) if t is not None]
 
 
-__all__ = ["LOSSES", "TERMS", "Term", "LossFn", "build_terms"]
+__all__ = ["LABEL_SMOOTHING_TARGETS", "smoothed_to_others", "LOSSES", "TERMS", "Term", "LossFn", "build_terms"]

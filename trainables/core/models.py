@@ -148,22 +148,23 @@ def build_network(cfg: Any, *, in_channels: int, num_classes: int, image_size: i
     act = build("activation", cfg.activation, cfg)
     backbone = build("backbone", cfg.model, cfg, in_channels, image_size, activation=act)
     head = build("head", cfg.head, cfg, backbone.out_features, num_classes)
-    stats = build("pretrained", cfg.pretrained, cfg, backbone)  # the weights' own normalization, if any
+    stats = build("pretrained", cfg.pretrained, cfg, backbone, cfg.model)  # the weights' own normalization, if any
     mean, std = stats if stats is not None else (mean, std)
     return Network(backbone, head, mean, std)
 
 
 @register("pretrained", "none")
-def not_pretrained(backbone: nn.Module) -> None:
+def not_pretrained(backbone: nn.Module, model: str) -> None:
     return None
 
 
 @register("pretrained", "imagenet")
-def imagenet_weights(backbone: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """torchvision's ResNet-18 ImageNet weights into the backbone; the model then normalizes like ImageNet."""
-    from .pretrained import IMAGENET_MEAN, IMAGENET_STD, copy_backbone, imagenet_resnet18_state
+def imagenet_weights(backbone: nn.Module, model: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """torchvision's ImageNet weights of ``model`` (resnet18 or resnet34) into the backbone; the model then
+    normalizes like ImageNet."""
+    from .pretrained import IMAGENET_MEAN, IMAGENET_STD, copy_backbone, imagenet_state
 
-    copy_backbone(imagenet_resnet18_state(), backbone)
+    copy_backbone(imagenet_state(model), backbone)
     return IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -266,6 +267,14 @@ def resnet34(in_channels: int, image_size: int, *, width: int, batchnorm: bool, 
 def resnet50(in_channels: int, image_size: int, *, width: int, batchnorm: bool, activation: ActivationFactory,
              stem: str) -> nn.Module:
     return _resnet(Bottleneck, (3, 4, 6, 3), in_channels, width, batchnorm, activation, stem)
+
+
+@register("backbone", "resnet_3stage")
+def resnet_3stage(in_channels: int, image_size: int, *, width: int, batchnorm: bool,
+                  activation: ActivationFactory) -> nn.Module:
+    """Seed 003's ResNet for its AdamW run (95.22 %): a 3x3 stem and three stages of two basic blocks at
+    width, 2 width and 4 width (64-128-256), global average pooling; features: 4 width."""
+    return _resnet(BasicBlock, (2, 2, 2), in_channels, width, batchnorm, activation, "cifar")
 
 
 # ---------------------------------------------------------------- VGG-A (VGG-11)

@@ -125,9 +125,13 @@ def multistep_fraction(optimizer, epochs: int, steps_per_epoch: int, *, mileston
 
 
 @register("scheduler", "plateau")
-def plateau(optimizer, epochs: int, steps_per_epoch: int, *, plateau_factor: float, plateau_patience: int):
-    """Steps on the validation loss at the end of each epoch."""
-    return lr_scheduler.ReduceLROnPlateau(optimizer, factor=plateau_factor, patience=plateau_patience), False
+def plateau(optimizer, epochs: int, steps_per_epoch: int, *, plateau_factor: float, plateau_patience: int,
+            plateau_threshold: float, plateau_cooldown: int):
+    """Steps on the validation loss at the end of each epoch; an improvement counts when relatively larger than
+    ``plateau_threshold``, and after a reduction it waits ``plateau_cooldown`` epochs (seed 003: 0.001, 2)."""
+    return lr_scheduler.ReduceLROnPlateau(optimizer, factor=plateau_factor, patience=plateau_patience,
+                                          threshold=plateau_threshold, threshold_mode="rel",
+                                          cooldown=plateau_cooldown), False
 
 
 @register("scheduler", "onecycle")

@@ -1,6 +1,6 @@
-"""ImageNet weights from torchvision for our ResNet-18 (``pretrained: imagenet``).
+"""ImageNet weights from torchvision for our ResNet-18 and ResNet-34 (``pretrained: imagenet``).
 
-torchvision's ResNet-18 and ours register their layers in the same order (stem conv, stem
+torchvision's ResNet-18 / -34 and ours register their layers in the same order (stem conv, stem
 BN, then per block conv1, bn1, conv2, bn2, shortcut conv, shortcut BN), so the backbone's
 tensors are copied in order, each shape checked, whatever the two call their modules. The
 classifier (``fc``) is not copied: the head is built for the dataset's classes. The weights
@@ -29,31 +29,40 @@ class PretrainedUnavailable(RuntimeError):
     """The pretrained weights are neither cached nor downloadable; the message says how to get them."""
 
 
-def _weights():
+# Our backbone name -> torchvision's weights enum (IMAGENET1K_V1 of each: what seed 004 fine-tunes for ResNet-34).
+WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"}
+
+
+def _weights(model: str = "resnet18"):
     from .tv import torchvision
 
-    return torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    return getattr(torchvision.models, WEIGHTS[model]).IMAGENET1K_V1
 
 
-def cache_path() -> Path:
-    """Where torchvision keeps (and we look for) the ResNet-18 ImageNet weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_weights().url).name
+def cache_path(model: str = "resnet18") -> Path:
+    """Where torchvision keeps (and we look for) the model's ImageNet weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_weights(model).url).name
 
 
-def imagenet_resnet18_state() -> dict[str, torch.Tensor]:
-    """torchvision's ResNet-18 ImageNet state dict: from the cache, else downloaded into it."""
-    path = cache_path()
+def imagenet_state(model: str = "resnet18") -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet state dict of ``model`` (a key of ``WEIGHTS``): from the cache, else downloaded."""
+    path = cache_path(model)
     if not path.is_file():
+        url = _weights(model).url
         try:
-            torch.hub.download_url_to_file(_weights().url, str(path.with_suffix(".partial")), progress=False)
+            torch.hub.download_url_to_file(url, str(path.with_suffix(".partial")), progress=False)
             path.with_suffix(".partial").replace(path)
         except Exception as e:  # noqa: BLE001 - any network / filesystem failure means the same to the user
             raise PretrainedUnavailable(
-                f"pretrained: imagenet needs torchvision's ResNet-18 weights, which could not be fetched "
-                f"({type(e).__name__}: {e}). Download {_weights().url} on a machine with network access and put it "
+                f"pretrained: imagenet needs torchvision's {model} weights, which could not be fetched "
+                f"({type(e).__name__}: {e}). Download {url} on a machine with network access and put it "
                 f"at {path} (or set TORCH_HOME to a folder whose hub/checkpoints holds it)."
             ) from None
     return read_checkpoint(path, needs=())
+
+
+def imagenet_resnet18_state() -> dict[str, torch.Tensor]:
+    return imagenet_state("resnet18")
 
 
 def copy_backbone(src: dict[str, torch.Tensor], backbone: nn.Module, skip_prefix: str = "fc.") -> int:
@@ -65,7 +74,7 @@ def copy_backbone(src: dict[str, torch.Tensor], backbone: nn.Module, skip_prefix
     dst = backbone.state_dict()
     if len(src_items) != len(dst):
         raise ValueError(f"pretrained weights have {len(src_items)} backbone tensors, the model {len(dst)}: "
-                         "pretrained: imagenet fits resnet18 with the imagenet stem, width 64 and BatchNorm")
+                         "pretrained: imagenet fits resnet18 / resnet34 with the imagenet stem, width 64 and BatchNorm")
     new = {}
     for (sk, sv), (dk, dv) in zip(src_items, dst.items()):
         if sv.shape != dv.shape:

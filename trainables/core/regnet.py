@@ -46,20 +46,26 @@ class GaussianHead(Head):
     """
 
     def __init__(self, in_features: int, d: int, mu_t: float = 70.0, sigma_t: float = 1.0,
-                 regnet_loss: str = "covariance", kurtosis_penalty: str = "linear"):
+                 regnet_loss: str = "covariance", kurtosis_penalty: str = "linear",
+                 kurtosis_estimator: str = "population", kurtosis_factor: float = 0.0):
         super().__init__()
         if mu_t <= 0 or sigma_t <= 0:
             raise ValueError(f"mu_t and sigma_t must be > 0 (got mu_t={mu_t}, sigma_t={sigma_t})")
         for value, names, what in ((regnet_loss, REGNET_LOSSES, "regnet_loss"),
-                                   (kurtosis_penalty, KURTOSIS_PENALTIES, "kurtosis_penalty")):
+                                   (kurtosis_penalty, KURTOSIS_PENALTIES, "kurtosis_penalty"),
+                                   (kurtosis_estimator, KURTOSIS_ESTIMATORS, "kurtosis_estimator")):
             if value not in names:
                 raise ValueError(f"unknown {what} '{value}'; choose one of: {', '.join(names)}")
         self.linear = torch.nn.Linear(in_features, d)
         self.d, self.mu_t, self.sigma_t = d, float(mu_t), float(sigma_t)
         self.regnet_loss, self.kurtosis_penalty = regnet_loss, kurtosis_penalty
+        self.kurtosis_estimator, self.kurtosis_factor = kurtosis_estimator, float(kurtosis_factor)
 
     def latent(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
+        """z in float32 even under autocast: at mu_T = 300 a bf16 z (8 bits of mantissa: steps of 1 to 2 near
+        300) moves the covariance loss by ~10 % and the scores by hundreds. The statistics then run in float64."""
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.linear(features.float())
 
     def scores(self, z: torch.Tensor) -> torch.Tensor:
         return gaussian_scores(z, self.mu_t, self.sigma_t)
@@ -70,7 +76,13 @@ class GaussianHead(Head):
 
     def kurtosis(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """sum_c penalty(K_c - 3), unweighted (the term's weight is F_k)."""
-        return kurtosis_term(z, y, 1.0, self.kurtosis_penalty, self.d).float()
+        return kurtosis_term(z, y, 1.0, self.kurtosis_penalty, self.d, self.kurtosis_estimator).float()
+
+    def training_loss(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The thesis's L_TOT of a batch (its eq. 2.6 / 2.7): the RegNet loss + F_k * sum_c penalty(K_c - 3).
+        What the thesis's FGSM differentiates (``fgsm_loss: training``)."""
+        loss = self.objective(z, y)
+        return loss + self.kurtosis_factor * self.kurtosis(z, y) if self.kurtosis_factor else loss
 
     def extra_repr(self) -> str:
         return f"d={self.d}, mu_t={self.mu_t}, sigma_t={self.sigma_t}, loss={self.regnet_loss}"
@@ -156,12 +168,14 @@ REGNET_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"covariance": covarianc
 
 
 # ---------------------------------------------------------------- moments and the kurtosis term
-def class_moments(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
+def class_moments(z: torch.Tensor, y: torch.Tensor, num_classes: int,
+                  estimator: str = "population") -> dict[str, torch.Tensor]:
     """Per-class, per-dimension mean, std, skewness and kurtosis, each (C, d) float64, and counts (C,).
 
-    Moments are the population (biased) ones, so kurtosis = m4 / m2^2 (3 for a Gaussian, >= 1 always) and
-    skewness = m3 / m2^1.5. Classes with fewer than 2 samples get mean/std 0, skewness 0, kurtosis 3
-    (neutral values: they add nothing to the kurtosis term).
+    Moments are the population (biased) ones, so kurtosis = m4 / m2^2 (3 for a Gaussian in the limit, >= 1
+    always) and skewness = m3 / m2^1.5. With ``estimator="unbiased"`` the kurtosis is the bias-corrected
+    G2 + 3 (``unbiased_kurtosis``). Classes with fewer than 2 samples (4 for ``unbiased``) get mean/std 0,
+    skewness 0, kurtosis 3 (neutral values: they add nothing to the kurtosis term).
     """
     with torch.autocast(device_type=z.device.type, enabled=False):
         counts, means, centered, onehot = _class_stats(z, y, num_classes)
@@ -171,20 +185,42 @@ def class_moments(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[st
         m4 = onehot.T @ centered.pow(4) / n
         present = (counts >= 2)[:, None]
         safe_m2 = torch.where(present, m2, torch.ones_like(m2)) + _VAR_EPS
-        kurt = torch.where(present, m4 / safe_m2.pow(2), torch.full_like(m4, 3.0))
+        kurt = KURTOSIS_ESTIMATORS[estimator](m4 / safe_m2.pow(2), counts[:, None])
+        kurt = torch.where(counts[:, None] >= KURTOSIS_MIN_SAMPLES[estimator], kurt, torch.full_like(m4, 3.0))
         skew = torch.where(present, m3 / safe_m2.pow(1.5), torch.zeros_like(m3))
         std = torch.where(present, m2, torch.zeros_like(m2)).clamp(min=0).sqrt()
         return {"count": counts, "mean": torch.where(present, means, torch.zeros_like(means)), "std": std,
                 "skewness": skew, "kurtosis": kurt}
 
 
-def kurtosis(z: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+def unbiased_kurtosis(population: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """G2 + 3 from the population kurtosis b2 = m4 / m2^2 of n samples (Joanes & Gill 1998's G2):
+    G2 = (n - 1) / ((n - 2)(n - 3)) * ((n + 1)(b2 - 3) + 6). For Gaussian samples E[G2] = 0 exactly (G2 is
+    k4 / k2^2, and k4 is unbiased for the fourth cumulant and independent of the scale), while
+    E[b2] = 3 (n - 1) / (n + 1): 2.14 at 6 samples, 2.71 at 20. Needs n >= 4 (smaller n: left as b2)."""
+    n = n.to(population.dtype)
+    safe = (n >= 4)
+    m = torch.where(safe, n, torch.full_like(n, 4.0))
+    g2 = (m - 1) / ((m - 2) * (m - 3)) * ((m + 1) * (population - 3) + 6)
+    return torch.where(safe, g2 + 3, population)
+
+
+KURTOSIS_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "population": lambda b2, n: b2,  # the thesis's eq. 2.5: biased low on a batch (2.14 at 6 samples, 2.71 at 20)
+    "unbiased": unbiased_kurtosis,  # bias-corrected G2 + 3: mean 3 on Gaussian samples at any n >= 4
+}
+KURTOSIS_MIN_SAMPLES = {"population": 2, "unbiased": 4}  # fewer samples of a class in a batch: it adds 0
+
+
+def kurtosis(z: torch.Tensor, y: torch.Tensor, num_classes: int | None = None,
+             estimator: str = "population") -> torch.Tensor:
     """K_c = (1/d) sum_j (1/N_c) sum_n ((z_nj - mu_O,c,j) / sigma_O,c,j)^4 per class, (C,) float64.
 
-    sigma_O is the population std (so a Gaussian gives 3); classes with fewer than 2 samples give 3.
+    sigma_O is the population std (so a Gaussian gives 3 in the limit of many samples); ``estimator``
+    ``unbiased`` corrects each dimension's value for the class's sample count. Classes with too few samples give 3.
     """
     num_classes = z.shape[1] if num_classes is None else num_classes
-    return class_moments(z, y, num_classes)["kurtosis"].mean(1)
+    return class_moments(z, y, num_classes, estimator)["kurtosis"].mean(1)
 
 
 KURTOSIS_PENALTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -195,14 +231,15 @@ KURTOSIS_PENALTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def kurtosis_term(z: torch.Tensor, y: torch.Tensor, factor: float, penalty: str = "linear",
-                  num_classes: int | None = None) -> torch.Tensor:
-    """F_k * sum over classes with >= 2 samples of penalty(K_c - 3), float64 scalar."""
+                  num_classes: int | None = None, estimator: str = "population") -> torch.Tensor:
+    """F_k * sum over classes with enough samples (2, or 4 for ``unbiased``) of penalty(K_c - 3), float64 scalar."""
     if penalty not in KURTOSIS_PENALTIES:
         raise ValueError(f"unknown kurtosis_penalty '{penalty}'; choose one of: {', '.join(KURTOSIS_PENALTIES)}")
     num_classes = z.shape[1] if num_classes is None else num_classes
     counts = torch.bincount(y, minlength=num_classes)
-    excess = KURTOSIS_PENALTIES[penalty](kurtosis(z, y, num_classes) - 3.0)
-    return factor * torch.where(counts >= 2, excess, torch.zeros_like(excess)).sum()
+    excess = KURTOSIS_PENALTIES[penalty](kurtosis(z, y, num_classes, estimator) - 3.0)
+    enough = counts >= KURTOSIS_MIN_SAMPLES[estimator]
+    return factor * torch.where(enough, excess, torch.zeros_like(excess)).sum()
 
 
 # ---------------------------------------------------------------- gaussianity metrics
@@ -287,10 +324,11 @@ def balanced_batches(y: torch.Tensor, batch_size: int, generator: torch.Generato
 # ---------------------------------------------------------------- registrations
 @register("head", "gaussian")
 def gaussian(in_features: int, num_classes: int, *, mu_t: float, sigma_t: float, regnet_loss: str,
-             kurtosis_factor: float, kurtosis_penalty: str) -> GaussianHead:
+             kurtosis_factor: float, kurtosis_penalty: str, kurtosis_estimator: str) -> GaussianHead:
     """RegNet's Gaussian latent head, d = number of classes. ``kurtosis_factor`` is declared here (and weighs the
-    ``kurtosis`` term) so that it acts only with this head."""
-    return GaussianHead(in_features, num_classes, mu_t, sigma_t, regnet_loss, kurtosis_penalty)
+    ``kurtosis`` term, and the head's ``training_loss``) so that it acts only with this head."""
+    return GaussianHead(in_features, num_classes, mu_t, sigma_t, regnet_loss, kurtosis_penalty, kurtosis_estimator,
+                        kurtosis_factor)
 
 
 @register("term", "regnet")

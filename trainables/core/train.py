@@ -25,7 +25,7 @@ from torch.optim.swa_utils import update_bn
 
 from .adversarial import make_batch_loss
 from .checkpoint import CheckpointError, read_checkpoint
-from .config import TrainConfig
+from .config import SWITCHES, TrainConfig
 from .data import DataBundle, DatasetInfo, Split, dataset_info, load_data, norm_stats, subset_info
 from .losses import build_terms
 from .models import Network
@@ -196,13 +196,14 @@ class Trainer:
         self.scheduler, self.per_batch = build("scheduler", cfg.scheduler, cfg, self.optimizer, cfg.epochs,
                                                self.steps_per_epoch)
         self.swa = build("swa", _on_off(cfg.swa), cfg, self.model, self.optimizer, cfg.epochs)
-        self.augment = build("augment", _on_off(cfg.augment), cfg, self.data.shape[-1], self.hflip)
+        self.augment = build("augment", SWITCHES["augment"].key(cfg.augment), cfg, self.data.shape[-1], self.hflip)
         robust = build("robust_eval", _on_off(cfg.eval_eps), cfg, cfg.eval_batch_size, cfg.seed)
         loading = {"split_seed": cfg.split_seed, "data_dir": cfg.data_dir, "download": cfg.download,
                    "classes": cfg.classes, "class_groups": cfg.class_groups}
         xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, cfg.dataset, self.data.shape, self.device,
                         loading, cfg.eval_batch_size)
-        self.evaluators: list[Evaluator] = [e for e in (robust, xdomain) if e] + self.extra_evaluators
+        landscape = build("landscape", _on_off(cfg.landscape_probe), cfg)
+        self.evaluators: list[Evaluator] = [e for e in (robust, xdomain, landscape) if e] + self.extra_evaluators
         self.finalizers: list[Finalizer] = ([finalize_swa] if self.swa else []) + self.extra_finalizers
 
     def new_phase(self, config: TrainConfig | None = None, **overrides) -> None:
