@@ -20,8 +20,8 @@ from . import models as _models  # noqa: F401 - registers backbones, heads, acti
 from . import optim as _optim  # noqa: F401 - registers optimizers, schedulers, SWA
 from . import shakeshake as _shakeshake  # noqa: F401 - registers the Shake-Shake backbone
 from . import transfer as _transfer  # noqa: F401 - registers the finetune switch and the freeze modes
-from .corruptions import parse_name
 from .data import class_subset_map, dataset_info
+from .domains import parse_name
 from .registry import registry
 from .regnet import KURTOSIS_PENALTIES, REGNET_LOSSES  # importing it registers the gaussian head and its terms
 

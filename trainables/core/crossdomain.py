@@ -14,8 +14,8 @@ from functools import lru_cache
 
 import torch
 
-from .corruptions import load_domain, metric_name, parse_name
-from .data import DATASETS, Split
+from .data import DATASETS, Split, load_domain
+from .domains import metric_name, parse_name
 from .registry import register
 
 
