@@ -143,7 +143,7 @@ def glass_blur(x: torch.Tensor, swap: torch.Tensor, dy: torch.Tensor, dx: torch.
         for j, (r, col) in enumerate(glass_positions(h)):
             here = r * w + col
             there = ((r + dy[:, it, j]) * w + col + dx[:, it, j]).view(n, 1, 1).expand(n, c, 1)
-            a = flat[:, :, here].unsqueeze(-1)
+            a = flat[:, :, here].unsqueeze(-1).clone()  # a view otherwise: the write below would change it
             b = flat.gather(2, there)
             s = swap[:, it, j].view(n, 1, 1)
             flat[:, :, here] = torch.where(s, b, a).squeeze(-1)
@@ -159,26 +159,27 @@ def draw_motion_blur(n: int, g: torch.Generator) -> torch.Tensor:
 
 def motion_blur(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """ImageMagick's MotionBlurImage(radius 10, sigma 3, angle): a one-sided Gaussian of 2 * radius + 1 taps
-    along the angle, each tap at a whole-pixel offset (round half down), edge pixels repeated outside."""
+    along the angle, each tap at a whole-pixel offset (round half down), edge pixels repeated outside; then
+    truncated to bytes as the published PNG round trip does (1e-6 of slack for float error)."""
     radius, sigma, _ = MOTION_BLUR
     width = 2 * math.ceil(radius) + 1
     i = torch.arange(width, dtype=torch.float64)
     k = torch.exp(-(i**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(x.device, x.dtype)
+    k = (k / k.sum()).to(x.device)
     a = torch.deg2rad(angle.to(torch.float64)).view(-1, 1)
     off_c = torch.ceil(i * torch.cos(a) - 0.5).long().to(x.device)  # (N, width)
     off_r = torch.ceil(i * torch.sin(a) - 0.5).long().to(x.device)
     n, c, h, w = x.shape
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    flat = x.reshape(n, c, h * w)
-    out = torch.zeros_like(x)
+    flat = x.double().reshape(n, c, h * w)
+    out = torch.zeros(n, c, h, w, dtype=torch.float64, device=x.device)
     for t in range(width):
         r = (rows + off_r[:, t].view(n, 1, 1)).clamp(0, h - 1)
         q = (cols + off_c[:, t].view(n, 1, 1)).clamp(0, w - 1)
         idx = (r * w + q).reshape(n, 1, h * w).expand(n, c, h * w)
         out += k[t] * flat.gather(2, idx).reshape(n, c, h, w)
-    return out.clamp(0, 1)
+    return (torch.floor(out * 255 + 1e-6) / 255).clamp(0, 1).to(x.dtype)
 
 
 # ---------------------------------------------------------------- affine
