@@ -178,3 +178,13 @@ def test_defined_on_28_pixels_only_and_a_domain_resizes_its_base_first():
     expect = load_data("digits", size=16).test.x
     torch.testing.assert_close(dom.test.x, convert(mnistc.stripe(base.test.x), None, 16))
     assert (dom.test.x - expect).abs().mean() > 0.1
+
+
+def test_a_cross_domain_target_is_the_domains_test_split_made_alone():
+    """The evaluator corrupts only the test split, with the draws load_domain gives that split."""
+    from trainables.core.crossdomain import _target
+
+    target = _target("digits:mnistc_glass_blur", 3, 16, "cpu", 0, None, False)
+    whole = load_domain("digits:mnistc_glass_blur", channels=3, size=16).test
+    assert torch.equal(target.x, whole.x) and torch.equal(target.y, whole.y)
+    assert not torch.equal(target.x, load_data("digits", channels=3, size=16).test.x)

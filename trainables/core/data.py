@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .domains import corrupt, parse_name
+from .domains import DomainName, corrupt, parse_name
 from .registry import register, registry
 
 
@@ -448,15 +448,19 @@ def load_domain(name: str, *, channels: int | None = None, size: int | None = No
     if domain.corruption is None:
         return load_data(name, channels=channels, size=size, device=device, split_seed=split_seed, **load_kwargs)
     base = load_data(domain.dataset, split_seed=split_seed, **load_kwargs)  # native size, CPU
-
-    def make(split: Split, tag: str) -> Split:
-        x = corrupt(convert(split.x, None, domain.image_size), domain, seed=split_seed, tag=tag)
-        return Split(convert(x, channels, size).to(device), split.y.to(device))
-
-    return dataclasses.replace(base, info=dataclasses.replace(base.info, name=domain.canonical),
-                               train=make(base.train, "train"), val=make(base.val, "val"),
-                               test=make(base.test, "test"),
+    made = {tag: domain_split(getattr(base, tag), domain, tag, seed=split_seed, channels=channels, size=size,
+                              device=device) for tag in ("train", "val", "test")}
+    return dataclasses.replace(base, info=dataclasses.replace(base.info, name=domain.canonical), **made,
                                source=f"{base.source} + {domain.canonical.partition(':')[2]} (generated here)")
+
+
+def domain_split(split: Split, domain: DomainName, tag: str, *, seed: int, channels: int | None = None,
+                 size: int | None = None, device="cpu") -> Split:
+    """The ``tag`` split of ``domain`` made from its base's ``split`` (CPU, native size): at the corruption's
+    size, corrupted with the draws of (``seed``, domain, ``tag``), converted, on ``device``. A base name
+    gives the split converted."""
+    x = corrupt(convert(split.x, None, domain.image_size), domain, seed=seed, tag=tag)
+    return Split(convert(x, channels, size).to(device), split.y.to(device))
 
 
 def class_subset_map(num_classes: int, classes: Sequence[int] | None = None,

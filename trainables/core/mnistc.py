@@ -242,7 +242,7 @@ def stripe(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- weather
-def draw_plasma(n: int, g: torch.Generator, size: int = SIZE, mapsize: int = 256, chunk: int = 1024) -> torch.Tensor:
+def draw_plasma(n: int, g: torch.Generator, size: int = SIZE, mapsize: int = 256, chunk: int = 128) -> torch.Tensor:
     """The top-left (size, size) of N published ``plasma_fractal`` maps, (N, size, size) in [0, 1]: its
     U(-wibble, wibble) draws come from ``g``; the maps are made ``chunk`` at a time (each is mapsize^2 floats),
     in float32 (the published float64 differs by < 1e-6 after normalization: half the time)."""
