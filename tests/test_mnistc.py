@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
-from trainables.core import mnistc
+from trainables.core import mnistc, train
 from trainables.core.corruptions import CORRUPTIONS, apply
+from trainables.core.crossdomain import _target, accuracy
 from trainables.core.data import convert, load_data, load_domain
 from trainables.core.domains import corrupt, parse_name
 
@@ -182,9 +184,15 @@ def test_defined_on_28_pixels_only_and_a_domain_resizes_its_base_first():
 
 def test_a_cross_domain_target_is_the_domains_test_split_made_alone():
     """The evaluator corrupts only the test split, with the draws load_domain gives that split."""
-    from trainables.core.crossdomain import _target
-
     target = _target("digits:mnistc_glass_blur", 3, 16, "cpu", 0, None, False)
     whole = load_domain("digits:mnistc_glass_blur", channels=3, size=16).test
     assert torch.equal(target.x, whole.x) and torch.equal(target.y, whole.y)
     assert not torch.equal(target.x, load_data("digits", channels=3, size=16).test.x)
+
+
+def test_an_mnistc_domain_is_a_cross_domain_target_in_training():
+    result = train({**TINY, "epochs": 1, "eval_datasets": ["digits:mnistc_canny_edges", "digits:mnistc_translate"]})
+    assert [k for k in result.final if k.startswith("xdomain_acc_")] == [
+        "xdomain_acc_digits_mnistc_canny_edges", "xdomain_acc_digits_mnistc_translate"]
+    edges = load_domain("digits:mnistc_canny_edges", size=8).test  # made at 28, seen at the source's 8 x 8
+    assert result.final["xdomain_acc_digits_mnistc_canny_edges"] == pytest.approx(accuracy(result.model, edges))
