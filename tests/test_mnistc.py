@@ -196,3 +196,17 @@ def test_an_mnistc_domain_is_a_cross_domain_target_in_training():
         "xdomain_acc_digits_mnistc_canny_edges", "xdomain_acc_digits_mnistc_translate"]
     edges = load_domain("digits:mnistc_canny_edges", size=8).test  # made at 28, seen at the source's 8 x 8
     assert result.final["xdomain_acc_digits_mnistc_canny_edges"] == pytest.approx(accuracy(result.model, edges))
+
+
+def test_a_model_trained_on_an_mnistc_domain_reloads_at_28_pixels(tmp_path):
+    """digits are 8 x 8, digits:mnistc_* 28 x 28: the checkpoint's model is rebuilt at the domain's size."""
+    from trainables.core import load_model
+    from trainables.core.data import dataset_info
+
+    assert dataset_info("digits:mnistc_fog").size == 28 and dataset_info("digits:rotate@3").size == 8
+    ckpt = tmp_path / "final.pt"
+    result = train({**TINY, "dataset": "digits:mnistc_stripe", "epochs": 1}, on_epoch=lambda m, t: t.save_checkpoint(ckpt))
+    model, _ = load_model(ckpt)
+    x = load_domain("digits:mnistc_stripe").test.x[:16]
+    assert x.shape[-1] == 28
+    assert torch.equal(model(x).argmax(1), result.model.eval()(x).argmax(1))

@@ -101,8 +101,11 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """The info of a dataset, or of a corruption domain's base (same classes, size and statistics)."""
-    return DATASETS[parse_name(name, DATASETS).dataset]
+    """The info of a dataset, or of a corruption domain's base (same classes and statistics; the size is the
+    corruption's where it has one: an ``mnistc_*`` domain is 28 x 28)."""
+    domain = parse_name(name, DATASETS)
+    info = DATASETS[domain.dataset]
+    return dataclasses.replace(info, size=domain.image_size) if domain.image_size else info
 
 
 def default_data_dir() -> Path:
@@ -450,7 +453,8 @@ def load_domain(name: str, *, channels: int | None = None, size: int | None = No
     base = load_data(domain.dataset, split_seed=split_seed, **load_kwargs)  # native size, CPU
     made = {tag: domain_split(getattr(base, tag), domain, tag, seed=split_seed, channels=channels, size=size,
                               device=device) for tag in ("train", "val", "test")}
-    return dataclasses.replace(base, info=dataclasses.replace(base.info, name=domain.canonical), **made,
+    info = dataclasses.replace(base.info, name=domain.canonical, size=domain.image_size or base.info.size)
+    return dataclasses.replace(base, info=info, **made,
                                source=f"{base.source} + {domain.canonical.partition(':')[2]} (generated here)")
 
 
