@@ -93,10 +93,6 @@ def _line(c0, r0, c1, r1, h: int, w: int) -> torch.Tensor:
     return torch.where(keep, band, torch.zeros_like(band))
 
 
-def _sign(n: int, g: torch.Generator) -> torch.Tensor:
-    return (torch.randint(0, 2, (n,), generator=g) * 2 - 1).to(torch.float64)
-
-
 # ---------------------------------------------------------------- noise
 def shot_noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Poisson(SHOT_NOISE * x) / SHOT_NOISE, clipped."""
@@ -184,8 +180,8 @@ def motion_blur(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- affine
 def draw_sign(n: int, g: torch.Generator) -> torch.Tensor:
-    """A random direction, -1 or 1 (``np.random.choice([-1, 1])``)."""
-    return _sign(n, g)
+    """A random direction per image, -1 or 1 (``np.random.choice([-1, 1])``)."""
+    return (torch.randint(0, 2, (n,), generator=g) * 2 - 1).to(torch.float64)
 
 
 def shear(x: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
@@ -211,7 +207,7 @@ def scale(x: torch.Tensor) -> torch.Tensor:
 
 def draw_translate(n: int, g: torch.Generator) -> torch.Tensor:
     """(N, 2) signs: the shift's direction along columns and rows."""
-    return torch.stack([_sign(n, g), _sign(n, g)], -1)
+    return torch.stack([draw_sign(n, g), draw_sign(n, g)], -1)
 
 
 def translate(x: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
@@ -333,10 +329,10 @@ def zigzag(x: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     r0 = start[:, 0].to(torch.float64)
     theta = torch.atan(start[:, 1].to(torch.float64) / (c1 - c0))
     d = (c1 - c0) / torch.cos(theta)
-    # d lies in [23, 23.55) for rises -5..4: the same number of teeth for every image
+    # d lies in [23, 23.55) for MNIST-C's rises -5..4: every image has the same number of teeth (6)
     teeth = int((float(d.min()) - a) // (2 * a)) + 1
     if int((float(d.max()) - a) // (2 * a)) + 1 != teeth:
-        raise AssertionError("zigzag: tooth count varies")  # unreachable for MNIST-C's parameters
+        raise ValueError("zigzag: rises this far apart give the images different tooth counts; draw them apart")
     pts_c = [torch.zeros_like(d)] + [torch.full_like(d, (2 * i + 1) * a) for i in range(teeth)]
     pts_r = [torch.zeros_like(d)] + [torch.full_like(d, (-1) ** i * b) for i in range(teeth)]
     last_r = (-1) ** (teeth - 1) * b
