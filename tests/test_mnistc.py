@@ -104,6 +104,17 @@ def test_plasma_fractal_is_the_published_diamond_square(mapsize):
     assert np.abs(single - ours).max() < 1e-5
 
 
+@pytest.mark.parametrize("crop", [1, 27, 28, 64])
+def test_plasma_crop_is_the_full_maps_corner(crop):
+    """The corruption's path never assembles the last level; its corner and normalization are the full map's."""
+    def draws(seed):
+        g = torch.Generator().manual_seed(seed)
+        return lambda shape: 2 * torch.rand(shape, generator=g, dtype=torch.float64) - 1
+
+    full = mnistc.plasma_fractal(3, draws(1), 64)
+    assert torch.equal(mnistc.plasma_fractal(3, draws(1), 64, crop=crop), full[:, :crop, :crop])
+
+
 def test_fog_uses_the_maps_corner_and_each_images_maximum():
     x = torch.zeros(2, 1, 28, 28)
     x[0, 0, 5, 5] = 0.5
