@@ -10,7 +10,7 @@ since 0.19); ``cv2.imdecode`` of the PNG blob is PIL's. Each published call's ra
 (np.random patched) and handed to ours, so the difference is the operation's alone.
 
 Prints, per corruption, the max and mean absolute difference (in [0, 1] units) on N digits images
-resized to 28 x 28, and with ``--write`` stores the first few as tests/data/mnistc_reference.npz.
+resized to 28 x 28, and with ``--write`` stores the first few as tests/mnistc_reference.npz.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from wand.image import Image as WandImage  # noqa: E402
 from trainables.core import mnistc  # noqa: E402
 from trainables.core.data import load_data  # noqa: E402
 
-REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "mnistc_reference.npz"
+REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "mnistc_reference.npz"
 
 wandlibrary.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
 
@@ -365,7 +365,7 @@ DETERMINISTIC_GIVEN_DRAWS = ("glass_blur", "motion_blur", "shear", "scale", "rot
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=200, help="images to compare")
-    ap.add_argument("--write", type=int, default=0, help="store the first K as tests/data/mnistc_reference.npz")
+    ap.add_argument("--write", type=int, default=0, help="store the first K as tests/mnistc_reference.npz")
     args = ap.parse_args()
     x = load_data("digits", size=28).test.x[: args.n]
     images = (x[:, 0].numpy() * 255).round().astype(np.uint8)
@@ -402,7 +402,6 @@ def main() -> None:
               f"changed pixels published {(np.abs(ref - images / 255) > 1e-6).mean():.4f} "
               f"ours {(np.abs(o - images / 255) > 1e-6).mean():.4f}")
     if args.write:
-        REFERENCE.parent.mkdir(exist_ok=True)
         np.savez_compressed(REFERENCE, **store)
         print(f"wrote {REFERENCE} ({REFERENCE.stat().st_size} bytes)")
 

@@ -1,6 +1,6 @@
 """MNIST-C as published: each ``mnistc_*`` corruption against google-research/mnist-c's code.
 
-``tests/data/mnistc_reference.npz`` holds 3 digits images (28 x 28 bytes), the published functions' outputs
+``tests/mnistc_reference.npz`` holds 3 digits images (28 x 28 bytes), the published functions' outputs
 on them (run with scikit-image and ImageMagick, which this project does not ship) and the random draws
 they made, in the form our functions take: ``bench/mnistc_published.py --write 3`` made it.
 """
@@ -21,7 +21,7 @@ from trainables.core.crossdomain import _target, accuracy
 from trainables.core.data import convert, load_data, load_domain
 from trainables.core.domains import corrupt, parse_name
 
-REFERENCE = np.load(Path(__file__).parent / "data" / "mnistc_reference.npz")
+REFERENCE = np.load(Path(__file__).parent / "mnistc_reference.npz")
 MNISTC = sorted(c for c in CORRUPTIONS if c.startswith("mnistc_"))
 PUBLISHED = ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate", "brightness",
              "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges"]
