@@ -73,7 +73,7 @@ def save(results: dict, parts) -> None:
 
 
 def run_matrix(results: dict) -> None:
-    from trainables.core.corruptions import metric_name
+    from trainables.core.domains import metric_name
 
     rows, walls = {}, {}
     for src in SOURCES:

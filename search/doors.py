@@ -144,9 +144,9 @@ def check_dataset(base_config: dict, where: str = "dataset") -> str:
 def check_other_datasets(base_config: dict, main: str) -> None:
     """The datasets behind ``eval_datasets`` and ``finetune_dataset`` (``mnist:rotate@3`` needs MNIST): each
     absent one fails here, named by its key, not in every trial at its first epoch."""
-    from trainables.core.corruptions import parse_name
     from trainables.core.data import DatasetNotFound
     from trainables.core.data import check_dataset as load_check
+    from trainables.core.domains import parse_name
 
     targets = [("eval_datasets", t) for t in base_config.get("eval_datasets") or ()]
     if base_config.get("finetune_dataset"):

@@ -23,9 +23,9 @@ from pydantic import (
 )
 
 from .adversarial import FGSM_LOSSES, PGD_STARTS
-from .corruptions import parse_name
 from .crossdomain import XDOMAIN_NORMALIZATIONS
 from .data import class_subset_map, dataset_info
+from .domains import parse_name
 from .losses import LABEL_SMOOTHING_TARGETS
 from .pretrained import WEIGHTS as PRETRAINED_MODELS
 from .registry import registry

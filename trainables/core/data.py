@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .domains import DomainName, corrupt, parse_name
 from .registry import declare, register
 
 
@@ -100,10 +101,11 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """The info of a dataset, or of a corruption domain's base (same classes, size and statistics)."""
-    from .corruptions import parse_name
-
-    return DATASETS[parse_name(name, DATASETS).dataset]
+    """The info of a dataset, or of a corruption domain's base (same classes and statistics; the size is the
+    corruption's where it has one: an ``mnistc_*`` domain is 28 x 28)."""
+    domain = parse_name(name, DATASETS)
+    info = DATASETS[domain.dataset]
+    return dataclasses.replace(info, size=domain.image_size) if domain.image_size else info
 
 
 def default_data_dir() -> Path:
@@ -405,11 +407,9 @@ def load_data(
     the test split is the shipped one and is never used for model selection.
     ``classes`` / ``class_groups`` keep a subset of the classes, relabelled (``subset_info`` gives the
     bundle's ``info`` with the new class count); ``max_train_samples`` counts the kept samples.
-    A name like ``fashion_mnist:rotate@3`` loads the base dataset and corrupts it (``corruptions.load_domain``).
+    A name like ``fashion_mnist:rotate@3`` loads the base dataset and corrupts it (``load_domain``).
     """
     if ":" in str(name):
-        from .corruptions import load_domain
-
         return load_domain(name, data_dir=data_dir, download=download, val_fraction=val_fraction,
                            split_seed=split_seed, channels=channels, size=size,
                            max_train_samples=max_train_samples, device=device, classes=classes,
@@ -444,6 +444,37 @@ def load_data(
         test=make(raw.test_x, raw.test_y),
         source=raw.source,
     )
+
+
+def load_domain(name: str, *, channels: int | None = None, size: int | None = None, device="cpu",
+                split_seed: int = 0, **load_kwargs) -> DataBundle:
+    """``load_data`` for any dataset name, corruption domains included.
+
+    A domain is its base dataset with every split corrupted at the base's native size (or the size the
+    corruption is defined on: MNIST-C's 28), so a domain is the same images whoever evaluates it, then
+    converted to ``channels`` / ``size``. The random draws are seeded by ``split_seed``, the seed that
+    already fixes which samples validate: every trial of a search sees the same domain whatever its
+    training seed. The domain keeps the base's normalization statistics (the model normalizes inside,
+    with its source's statistics).
+    """
+    domain = parse_name(name, DATASETS)
+    if domain.corruption is None:
+        return load_data(name, channels=channels, size=size, device=device, split_seed=split_seed, **load_kwargs)
+    base = load_data(domain.dataset, split_seed=split_seed, **load_kwargs)  # native size, CPU
+    made = {tag: domain_split(getattr(base, tag), domain, tag, seed=split_seed, channels=channels, size=size,
+                              device=device) for tag in ("train", "val", "test")}
+    info = dataclasses.replace(base.info, name=domain.canonical, size=domain.image_size or base.info.size)
+    return dataclasses.replace(base, info=info, **made,
+                               source=f"{base.source} + {domain.canonical.partition(':')[2]} (generated here)")
+
+
+def domain_split(split: Split, domain: DomainName, tag: str, *, seed: int, channels: int | None = None,
+                 size: int | None = None, device="cpu") -> Split:
+    """The ``tag`` split of ``domain`` made from its base's ``split`` (CPU, native size): at the corruption's
+    size, corrupted with the draws of (``seed``, domain, ``tag``), converted, on ``device``. A base name
+    gives the split converted."""
+    x = corrupt(convert(split.x, None, domain.image_size), domain, seed=seed, tag=tag)
+    return Split(convert(x, channels, size).to(device), split.y.to(device))
 
 
 def class_subset_map(num_classes: int, classes: Sequence[int] | None = None,

@@ -14,8 +14,8 @@ from functools import partial
 import torch
 
 from .attacks import eval_mode, fgsm, pgd, random_noise, robust_accuracy
-from .corruptions import parse_name
 from .data import Split
+from .domains import parse_name
 
 GRID_SAMPLES = 8
 PGD_SWEEP = (1, 2, 4, 7, 10)  # the homework's PGD-iterations sweep
