@@ -152,6 +152,17 @@ class Study(_Strict):
     sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"  # the command line's --sampler overrides it
     reproduce: Reproduce = Reproduce()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _grid_values_imply_the_grid_sampler(cls, data):
+        """``type: grid`` means "walk every value": without a ``sampler:`` the study is searched by the grid
+        sampler (under TPE a grid point could be sampled twice and another skipped; ``check_sampler`` refuses
+        an explicit other sampler)."""
+        if isinstance(data, dict) and "sampler" not in data and any(
+                isinstance(p, dict) and p.get("type") == "grid" for p in (data.get("search") or {}).values()):
+            return {**data, "sampler": "grid"}
+        return data
+
     # ------------------------------------------------------------ derived
     def base_config(self) -> dict[str, Any]:
         """What every trial shares: dataset, fixed parameters, the epoch budget, the seed."""
@@ -525,7 +536,8 @@ def check_sampler(study: Study, sampler: str) -> list[str]:
     """Problems that only appear with a given sampler: grid needs a finite space; nsga2 (multi-objective)
     needs a second objective and no early stopping (ASHA ranks trials on one metric).
 
-    (Under the other samplers a ``grid`` parameter is a categorical choice.)
+    A ``grid`` parameter needs the grid sampler (a study without ``sampler:`` gets it); ``choice`` is the
+    categorical parameter the other samplers draw from.
     """
     if sampler == "nsga2":
         problems = []
@@ -539,7 +551,9 @@ def check_sampler(study: Study, sampler: str) -> list[str]:
             problems.append("budget.scheduler: the nsga2 sampler needs 'none' (ASHA stops trials on one metric)")
         return problems
     if sampler != "grid":
-        return []
+        return [f"search.{n}: 'type: grid' values are walked by the grid sampler, not sampled by '{sampler}' (which "
+                "may draw one value twice and skip another); drop the other sampler, or write 'type: choice'"
+                for n, p in study.search.items() if p.type == "grid"]
     return [f"search.{n}: the grid sampler needs choice/grid/int parameters, not '{p.type}'"
             for n, p in study.search.items() if not p.is_discrete()]
 

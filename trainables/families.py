@@ -47,7 +47,7 @@ def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
     robust = ("clean_acc",) + robust_metric_names(eval_eps) if eval_eps else ()
     targets = cfg.eval_datasets if cfg is not None else tuple(config.get("eval_datasets") or ())
     finetune = cfg.finetune_dataset if cfg is not None else config.get("finetune_dataset")
-    return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + (("finetune_acc",) if finetune else ())
+    return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + (("finetune_acc", "finetune_acc_before") if finetune else ())
 
 
 def _xdomain_names(targets) -> tuple[str, ...]:
