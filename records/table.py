@@ -27,6 +27,9 @@ from .schema import PARETO, STATE, TRIAL_ID, StoreNotFound
 from .states import OUTCOMES, RANKABLE, outcome
 
 
+FEASIBLE = "feasible"  # column of a constrained search: the constraint held at the trial's best epoch
+
+
 class RecordError(LookupError):
     """The records cannot answer (exit code 2 in the CLI); the message says why."""
 
@@ -71,6 +74,12 @@ class SearchInfo:
     @property
     def has_checkpoint(self) -> bool:
         return schema.BEST_MODEL in self.artifacts
+
+    @property
+    def shown_column(self) -> str:
+        """The column a person reads: the study's metric at each trial's best epoch (``best_<target>``); under a
+        constraint that is not the penalized ``best_objective`` the search ranks on."""
+        return schema.best_key(self.target)
 
 
 def client_for(uri: str | None = None) -> MlflowClient:
@@ -209,9 +218,17 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
         if spec.get("type") in ("uniform", "loguniform", "int"):
             table[p] = pd.to_numeric(table[p], errors="coerce")
     table["best_epoch"] = table["best_epoch"].astype("Int64")
+    if info.shown_column != best_col:  # a constraint: the metric at the best epoch, and whether it held there
+        at_best = schema.at_best_key(info.target)
+        shown = table[at_best] if at_best in table else pd.Series(float("nan"), index=table.index)
+        table.insert(table.columns.get_loc(best_col) + 1, info.shown_column, shown)
+        # the penalized score equals the metric exactly where the constraint holds (trainables/objective.py)
+        feasible = (table[best_col] == shown).where(shown.notna() & table[best_col].notna())
+        table.insert(table.columns.get_loc(info.shown_column) + 1, FEASIBLE, feasible.astype("boolean"))
     table = rank(table, best_col, info.mode)
     table.attrs.update(objective=info.objective, target=info.target, mode=info.mode, best_column=best_col,
-                       params=list(info.space), search=info.name, max_epochs=info.max_epochs)
+                       shown_column=info.shown_column, params=list(info.space), search=info.name,
+                       max_epochs=info.max_epochs)
     return table
 
 
@@ -225,12 +242,14 @@ def best_row(table: pd.DataFrame) -> pd.Series | None:
     return first
 
 
-def display(table: pd.DataFrame, top: int | None = None) -> str:
-    """The trial table as ``search run`` and ``search show`` print it (the same function for both)."""
-    best_col, metric = table.attrs["best_column"], table.attrs["objective"]
-    cols = ["trial", *table.attrs["params"], best_col, "best_epoch", "epochs", "state"]
-    cols += ["pareto"] if "pareto" in table else []
-    shown = table[cols].rename(columns={best_col: metric})
+def display(table: pd.DataFrame, top: int | None = None, extra: Iterable[str] = ()) -> str:
+    """The trial table as ``search run`` and ``search show`` print it (the same function for both); ``extra``:
+    more metric columns (final epoch) after the state, such as the family's cross-domain accuracies."""
+    shown_col, metric = table.attrs.get("shown_column", table.attrs["best_column"]), table.attrs["target"]
+    cols = ["trial", *table.attrs["params"], shown_col] + ([FEASIBLE] if FEASIBLE in table else [])
+    cols += ["best_epoch", "epochs", "state"] + (["pareto"] if "pareto" in table else [])
+    cols += [c for c in extra if c in table and c not in cols]
+    shown = table[cols].rename(columns={shown_col: metric})
     shown["best_epoch"] = shown["best_epoch"].astype("string").fillna("-")  # pandas prints <NA> otherwise
     if top is not None:
         shown = shown.head(top)

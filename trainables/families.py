@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from trainables.core.adversarial import metric_name
+from trainables.core.adversarial import RobustEval
 from trainables.core.config import ConfigError, TrainConfig
 from trainables.core.crossdomain import xdomain_metric_names
 from trainables.core.losses import build_terms
@@ -30,11 +30,6 @@ FAMILIES = Registry("family")
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "lr", "epoch_time", "samples_per_s")
 
 
-def robust_metric_names(eval_eps) -> tuple[str, ...]:
-    """Metric names the robust evaluation reports for a list of eps values (``pgd_acc_eps0.1``, ...)."""
-    return tuple(metric_name(attack, eps) for eps in eval_eps for attack in ("fgsm", "fgsm_plain", "pgd", "noise"))
-
-
 def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
     """What the core Trainer reports every epoch under ``config``: the epoch metrics, one ``train_<term>``
     per batch-level term the config switches on, and the robust metrics when ``eval_eps`` is set."""
@@ -44,7 +39,7 @@ def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
         cfg = None
     terms = tuple(f"train_{t.name}" for t in build_terms(cfg)) if cfg is not None else ()
     eval_eps = cfg.eval_eps if cfg is not None else tuple(config.get("eval_eps") or ())
-    robust = ("clean_acc",) + robust_metric_names(eval_eps) if eval_eps else ()
+    robust = RobustEval.metric_names(eval_eps) if eval_eps else ()
     targets = cfg.eval_datasets if cfg is not None else tuple(config.get("eval_datasets") or ())
     finetune = cfg.finetune_dataset if cfg is not None else config.get("finetune_dataset")
     return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + (("finetune_acc", "finetune_acc_before") if finetune else ())
@@ -132,4 +127,4 @@ register_family(RegNetFamily(
     extra_metrics=_regnet_metrics,
 ))
 
-__all__ = ["Family", "RegNetFamily", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics", "robust_metric_names"]
+__all__ = ["Family", "RegNetFamily", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics"]
