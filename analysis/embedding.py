@@ -7,6 +7,7 @@ UMAP call in a process spends ~10 s of CPU compiling umap-learn's numba kernels.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def features(model: torch.nn.Module, split: Split, batch_size: int = 512) -> np.
     out = [model.features(split.x[i : i + batch_size]).flatten(1).float().cpu() for i in range(0, len(split), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy()
+
+
+def numba_cache() -> str:
+    """Where numba keeps umap-learn's compiled kernels (``NUMBA_CACHE_DIR``, which ``search report`` sets): with a
+    writable cache the ~10 s compilation happens once per machine, not once per report."""
+    return os.environ.get("NUMBA_CACHE_DIR") or "numba's default (__pycache__ beside umap-learn)"
 
 
 def project(feats: np.ndarray, *, n_neighbors: int = 15, n_epochs: int = 200, seed: int = 0) -> np.ndarray:

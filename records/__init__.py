@@ -21,6 +21,7 @@ from .schema import (
 )
 from .states import OUTCOMES, RANKABLE, TrialState, TrialTracker, decide, outcome
 from .table import (
+    FEASIBLE,
     NoScore,
     RecordError,
     SearchInfo,
@@ -33,7 +34,9 @@ from .table import (
     download_checkpoint,
     histories,
     list_searches,
+    log_report,
     rank,
+    reproduction_seeds,
     reproductions,
     search_info,
     trials,
@@ -46,5 +49,6 @@ __all__ = [
     "best_key", "child_runs", "find_parent", "tracking_uri", "OUTCOMES", "RANKABLE", "TrialState", "TrialTracker",
     "decide", "outcome", "NoScore", "RecordError", "SearchInfo", "SearchNotFound", "at_common_epoch", "best_document",
     "best_row", "client_for", "display", "download_checkpoint", "histories", "list_searches", "rank", "reproductions",
+    "reproduction_seeds", "log_report", "FEASIBLE",
     "search_info", "trials", "typed_param", "write_best_yaml",
 ]

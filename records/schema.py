@@ -41,6 +41,9 @@ def best_key(metric: str) -> str:
     return f"best_{metric}"
 
 
+REPORT = "report"  # the parent run's artifact folder holding ``search report``'s output
+
+
 def at_best_key(metric: str) -> str:
     """``metric``'s value at the trial's best epoch (for Pareto fronts and constraints)."""
     return f"at_best.{metric}"

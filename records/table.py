@@ -26,7 +26,6 @@ from . import schema
 from .schema import PARETO, STATE, TRIAL_ID, StoreNotFound
 from .states import OUTCOMES, RANKABLE, outcome
 
-
 FEASIBLE = "feasible"  # column of a constrained search: the constraint held at the trial's best epoch
 
 
@@ -390,3 +389,23 @@ def reproductions(name: str, uri: str | None = None, client: MlflowClient | None
             row[base] = f"{m[key]:.4f} ± {m.get(base + '_std', float('nan')):.4f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def reproduction_seeds(name: str, uri: str | None = None, client: MlflowClient | None = None) -> pd.DataFrame:
+    """One row per seed of every ``search reproduce`` of this search: ``run`` (the reproduction), ``seed``, then
+    every metric's last value (the bands over seeds of the report are drawn from these, never from repeats)."""
+    client = client or client_for(uri)
+    rows = []
+    for parent in schema.reproductions(client, name):
+        for run in schema.child_runs(client, parent):
+            seed = _float(run.data.params.get("seed"))
+            rows.append({"run": parent.info.run_name, "seed": int(seed) if seed is not None else None,
+                         **{k: v for k, v in run.data.metrics.items() if not k.startswith(("best_", "at_best."))}})
+    return pd.DataFrame(rows)
+
+
+def log_report(info: SearchInfo, folder: str | Path, client: MlflowClient | None = None) -> str:
+    """Log a written report folder as the ``report/`` artifacts of the search's parent run; returns their URI."""
+    client = client or client_for(info.uri)
+    client.log_artifacts(info.run_id, str(folder), schema.REPORT)
+    return f"{client.get_run(info.run_id).info.artifact_uri}/{schema.REPORT}"

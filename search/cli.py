@@ -155,12 +155,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
+    # umap-learn's numba kernels compile once per machine, not once per report (set before numba is imported)
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.expanduser("~/.cache/robust-search/numba"))
     import records
     from analysis.report import build  # the CLI is the one place where search meets analysis
 
     try:
         path = build(args.name, args.tracking_uri, args.out, top=args.top, umap_points=args.umap_points,
-                     best_model=not args.no_best_model)
+                     best_model=not args.no_best_model, log_to_mlflow=not args.no_mlflow)
     except records.RecordError as e:
         return _fail(str(e))
     print(path)
@@ -239,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--top", type=positive, default=10, help="rows of the best-trials table")
     rep.add_argument("--umap-points", type=positive, default=2000, help="test samples in the UMAP projection")
     rep.add_argument("--no-best-model", action="store_true", help="skip UMAP and calibration of the best model")
+    rep.add_argument("--no-mlflow", action="store_true", help="do not log the report to the search's MLflow run")
     common(rep)
     rep.set_defaults(func=cmd_report)
 

@@ -146,10 +146,12 @@ def store(tmp_path_factory, tiny_model):
     cdoc = {**doc, "objective": {"metric": "val_acc", "mode": "max", "constraint": {"metric": "val_acc", "min": 0.5}}}
     cparent = _parent(client, exp, "constrained", cdoc, tmp, best_metric="best_objective", best_value=0.8,
                       best_trial="c1", checkpoint=None)
-    _child(client, cparent, "constrained", "c1", TRIALS["t_best"][0], "completed",
-           [{"val_acc": 0.8, "objective": 0.8}], "best_objective")
-    _child(client, cparent, "constrained", "c2", TRIALS["t_second"][0], "completed",
-           [{"val_acc": 0.3, "objective": 0.3 - 1000}], "best_objective")
+    c1 = _child(client, cparent, "constrained", "c1", TRIALS["t_best"][0], "completed",
+                [{"val_acc": 0.8, "objective": 0.8}], "best_objective")
+    c2 = _child(client, cparent, "constrained", "c2", TRIALS["t_second"][0], "completed",
+                [{"val_acc": 0.3, "objective": 0.3 - 1000}], "best_objective")
+    for rid, acc in ((c1, 0.8), (c2, 0.3)):  # the tracking callback's companions at the best epoch
+        client.log_metric(rid, "at_best.val_acc", acc, step=1)
     return uri, run_ids
 
 
@@ -180,8 +182,14 @@ def test_constrained_search_uses_best_objective(store, tmp_path):
     assert info.best_column == "best_objective" and info.constraint == {"metric": "val_acc", "min": 0.5}
     df = records.trials("constrained", uri, info=info)
     assert list(df["trial"]) == ["c1", "c2"] and df["best_objective"].iloc[1] == pytest.approx(-999.7)
-    text = report.build("constrained", uri, tmp_path / "rep", best_model=False, log=lambda m: None).read_text()
-    assert "val_acc (max), subject to val_acc >= 0.5" in text and "### Top 2 by `best_objective`" in text
+    assert list(df["best_val_acc"]) == [0.8, 0.3] and list(df["feasible"]) == [True, False]
+    text = report.build("constrained", uri, tmp_path / "rep", best_model=False, log=lambda m: None,
+                        log_to_mlflow=False).read_text()
+    assert "val_acc (max), subject to val_acc >= 0.5" in text and "### Top 2 by `val_acc`" in text
+    # the penalized score never reaches the page: no number below val_acc's range [0, 1] in any table
+    numbers = [float(x) for line in text.splitlines() if line.startswith("|")
+               for x in re.findall(r"(?<![\w.])-?\d+\.?\d*(?:e-?\d+)?(?![\w.])", line)]
+    assert numbers and min(numbers) >= 0 and "-999" not in text and "objective" not in text.split("## Trials")[1]
 
 
 def test_histories_long_format_only_the_metrics_asked_last_value_wins(store):

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-
 import pytest
 import torch
 from conftest import TINY

@@ -6,6 +6,8 @@ A ``Family`` declares
   therefore has no effect there: an error, by the same rule as any field that does not act);
 - its **metrics** as a function of the config (``metrics(config)``): what it reports every
   epoch, the only valid objectives, constraints and Pareto metrics;
+- its **report sections** (``report``, ``"module:function"`` in ``analysis/``, imported by name like the
+  trainable): ``search report`` asks the family, it never tests the family's name;
 - its **trainer**: the trainable (``"module:function"``, imported lazily: Ray re-imports it by
   name) that runs the core ``Trainer`` with the family's hooks and final metrics.
 
@@ -42,7 +44,8 @@ def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
     robust = RobustEval.metric_names(eval_eps) if eval_eps else ()
     targets = cfg.eval_datasets if cfg is not None else tuple(config.get("eval_datasets") or ())
     finetune = cfg.finetune_dataset if cfg is not None else config.get("finetune_dataset")
-    return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + (("finetune_acc", "finetune_acc_before") if finetune else ())
+    finetune_metrics = ("finetune_acc", "finetune_acc_before") if finetune else ()
+    return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + finetune_metrics
 
 
 def _xdomain_names(targets) -> tuple[str, ...]:
@@ -59,6 +62,7 @@ class Family:
     description: str
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # allowed values of switch fields
     extra_metrics: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda config: ()  # family hooks' metrics
+    report: str = ""  # "module:function" of its report sections (analysis layer, taking a ReportContext), by name
 
     def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """Metrics reported every epoch by a trial with ``config`` (a dict of training fields)."""
@@ -87,12 +91,14 @@ register_family(Family(
     "adversarial", "trainables.adversarial:train_adversarial",
     "adversarial training (FGSM-RS, PGD-AT, GAIRAT) with clean / FGSM / PGD / noise accuracy per eps, "
     "and an independent torchattacks check of the final model",
+    report="analysis.adversarial:sections",
 ))
 register_family(Family(
     "generalization", "trainables.generalization:train_generalization",
     "cross-domain accuracy every epoch (eval_datasets: datasets and corruption domains), freeze and fine-tune "
     "on k samples per class of a target (finetune_*), Circle loss, the homework's ResNet options; saves the "
     "final model's predictions for the diagnostics (analysis.diagnostics)",
+    report="analysis.generalization:sections",
 ))
 
 class RegNetFamily(Family):
@@ -125,6 +131,7 @@ register_family(RegNetFamily(
     "linear cross-entropy baseline; gaussianity metrics every epoch, plain and robust FGSM accuracy per eps",
     choices={"head": ("gaussian", "linear"), "adv_mode": ("none",)},
     extra_metrics=_regnet_metrics,
+    report="analysis.regnet:sections",
 ))
 
 __all__ = ["Family", "RegNetFamily", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics"]
