@@ -390,8 +390,19 @@ def test_report_end_to_end(store, tmp_path, capsys):
         "fgsm_acc_eps0.03137", "fgsm_acc_eps0.1", "pgd_acc_eps0.03137", "pgd_acc_eps0.1",
         "noise_acc_eps0.03137", "noise_acc_eps0.1"]  # eps 0 repeats clean_acc: left out
     assert re.search(r"expected calibration error \(15 bins\) \*\*0\.\d{4}\*\*", text)
+    for name in ("optuna_history.png", "optuna_importances.png", "optuna_parallel.png", "optuna_contour.png"):
+        assert name in links, name  # Optuna's figures of the rebuilt study, on the searched metric
+    page = (tmp_path / "rep" / "report.html").read_text()
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(sources) == len([x for x in links if x.endswith(".png")])
+    assert all(src.startswith("data:image/png;base64,") for src in sources)  # self-contained
+    assert "<table>" in page
+    client = MlflowClient(uri)
+    parent = records.search_info("demo", uri).run_id
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.md", "report/report.html", "report/umap.png"} <= logged
     out = capsys.readouterr().out
-    assert "reading search 'demo'" in out and "UMAP" in out
+    assert "reading search 'demo'" in out and "UMAP" in out and "report logged to MLflow: " in out
 
 
 def test_cli_unknown_search_exits_2_without_traceback_and_never_imports_ray(store):
@@ -422,5 +433,8 @@ def test_report_command_writes_the_report(store, tmp_path, capsys):
     from search.cli import main
 
     uri, _ = store
-    assert main(["report", "demo", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-best-model"]) == 0
+    assert main(["report", "demo", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-best-model",
+                 "--no-mlflow"]) == 0
     assert capsys.readouterr().out.strip().endswith("report.md") and (tmp_path / "r" / "report.md").is_file()
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "## Skipped sections" in text and "- Best model: --no-best-model" in text
