@@ -81,7 +81,10 @@ def sections(ctx: ReportContext) -> list[str]:
                                     info=ctx.info, client=ctx.client)
         if not history.empty:
             curves = history[history["trial"] == best[0]].assign(trial=lambda h: h["metric"], metric="accuracy")
-            plots.learning_curves(curves, ctx.out / "xdomain_curves.png", "accuracy",
+            series = pd.DataFrame({"trial": curves["trial"].unique()})
+            series["evaluated on"] = series["trial"].str.removeprefix(XDOMAIN_PREFIX)
+            plots.learning_curves(curves, ctx.out / "xdomain_curves.png", "accuracy", trials=series,
+                                  color_by="evaluated on", categorical=True,
                                   title=f"trial {best[0]}: source (val_acc) and targets per epoch")
             md += ctx.image("xdomain_curves.png", "cross-domain accuracy per epoch")
     if AFTER in ctx.trials and ctx.trials[AFTER].notna().any():

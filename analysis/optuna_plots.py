@@ -51,6 +51,16 @@ def rebuild(trials: pd.DataFrame, space: Mapping[str, Mapping[str, Any]], metric
     return study
 
 
+class _Known(optuna.importance.BaseImportanceEvaluator):
+    """Importances already computed (fANOVA fits a forest: once per report is enough)."""
+
+    def __init__(self, importances: dict[str, float]):
+        self.importances = importances
+
+    def evaluate(self, study, params=None, *, target=None) -> dict[str, float]:
+        return dict(self.importances)
+
+
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and pd.isna(v))
 
@@ -76,9 +86,9 @@ def figures(study: optuna.Study, out: Path, metric: str) -> tuple[dict[str, Path
             skipped["importances"] = f"{n} scored trial(s) and {len(params)} searched parameter(s)"
             return made, skipped
         try:
-            importances = optuna.importance.get_param_importances(study)
-            made["importances"] = _save(ovm.plot_param_importances(study, target_name=metric),
-                                        out / "optuna_importances.png")
+            importances = optuna.importance.get_param_importances(study)  # fANOVA: computed once, drawn below
+            made["importances"] = _save(ovm.plot_param_importances(study, evaluator=_Known(importances),
+                                                                   target_name=metric), out / "optuna_importances.png")
         except (RuntimeError, ValueError) as e:  # e.g. every trial scored the same
             importances = {}
             skipped["importances"] = str(e).splitlines()[0]

@@ -26,6 +26,8 @@ from . import html, optuna_plots, plots, tables
 from .sections import Log, ReportContext
 from .sections import slug as _slug
 
+UMAP_STORE = "umap_projection.npz"  # the best model's projection, logged with the report and reused by the next
+
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
@@ -97,11 +99,18 @@ def _best_model(ctx: ReportContext, umap_points: int) -> list[str]:
               f"expected calibration error (15 bins) **{cal.ece:.4f}**.", "",
               "![reliability diagram](calibration.png)", ""]
     n = min(umap_points, len(split))
-    log(f"UMAP of {n} test samples' penultimate features (compiled kernels cached in {embedding.numba_cache()})")
+    stored = out / UMAP_STORE
+    if not stored.is_file():
+        records.download_report_file(info, UMAP_STORE, out, ctx.client)  # an earlier report's projection
     t0 = time.perf_counter()
-    embedding.umap_plot(model, split, out / "umap.png", n=n,
+    xy, labels, reused = embedding.projection(model, split, n=n, stored=stored,
+                                              key=f"{info.run_id}/{info.best_trial}/{info.best_epoch}")
+    log(f"UMAP of {n} test samples' penultimate features: " + (
+        f"the projection stored by an earlier report ({UMAP_STORE})" if reused else
+        f"computed in {time.perf_counter() - t0:.1f} s (numba kernels cached in {embedding.numba_cache()})"))
+    embedding.umap_plot(model, split, out / "umap.png", n=n, stored=stored,
+                        key=f"{info.run_id}/{info.best_trial}/{info.best_epoch}",
                         title=f"UMAP of penultimate features: trial {info.best_trial}, {n} test samples")
-    log(f"UMAP done in {time.perf_counter() - t0:.1f} s")
     lines += ["![UMAP of the penultimate features, colored by label](umap.png)", ""]
     return lines
 

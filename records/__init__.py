@@ -32,6 +32,7 @@ from .table import (
     client_for,
     display,
     download_checkpoint,
+    download_report_file,
     histories,
     list_searches,
     log_report,
@@ -49,6 +50,6 @@ __all__ = [
     "best_key", "child_runs", "find_parent", "tracking_uri", "OUTCOMES", "RANKABLE", "TrialState", "TrialTracker",
     "decide", "outcome", "NoScore", "RecordError", "SearchInfo", "SearchNotFound", "at_common_epoch", "best_document",
     "best_row", "client_for", "display", "download_checkpoint", "histories", "list_searches", "rank", "reproductions",
-    "reproduction_seeds", "log_report", "FEASIBLE",
+    "reproduction_seeds", "log_report", "FEASIBLE", "download_report_file",
     "search_info", "trials", "typed_param", "write_best_yaml",
 ]

@@ -404,6 +404,16 @@ def reproduction_seeds(name: str, uri: str | None = None, client: MlflowClient |
     return pd.DataFrame(rows)
 
 
+def download_report_file(info: SearchInfo, name: str, dst: str | Path, client: MlflowClient | None = None) -> Path | None:
+    """A file an earlier ``search report`` logged under ``report/`` (a stored projection), or None."""
+    client = client or client_for(info.uri)
+    if schema.REPORT not in info.artifacts:
+        return None
+    if f"{schema.REPORT}/{name}" not in {a.path for a in client.list_artifacts(info.run_id, schema.REPORT)}:
+        return None
+    return Path(client.download_artifacts(info.run_id, f"{schema.REPORT}/{name}", str(dst)))
+
+
 def log_report(info: SearchInfo, folder: str | Path, client: MlflowClient | None = None) -> str:
     """Log a written report folder as the ``report/`` artifacts of the search's parent run; returns their URI."""
     client = client or client_for(info.uri)
