@@ -362,6 +362,14 @@ def test_umap_of_penultimate_features(tiny_model, tmp_path):
     assert feats.shape == (150, 256)  # the CNN's 256-unit layer before its head
     path = embedding.umap_plot(model, split, tmp_path / "umap.png", n=150, n_epochs=50)
     assert _png(path)
+    # a stored projection is reused for the same model and settings, recomputed for another model
+    stored = tmp_path / "umap.npz"
+    xy, labels, reused = embedding.projection(model, split, n=150, n_epochs=50, stored=stored, key="run/t1/3")
+    assert not reused and stored.is_file() and xy.shape == (150, 2) and len(labels) == 150
+    again, _, reused = embedding.projection(model, split, n=150, n_epochs=50, stored=stored, key="run/t1/3")
+    assert reused and np.array_equal(again, xy)
+    _, _, reused = embedding.projection(model, split, n=150, n_epochs=50, stored=stored, key="run/t1/4")
+    assert not reused
     with pytest.raises(ValueError, match="split must be"):
         embedding.from_checkpoint(ckpt, "validation")
 
