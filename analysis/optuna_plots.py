@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+import matplotlib
 import matplotlib.pyplot as plt  # optuna's matplotlib figures go through pyplot; each is closed once saved
 import optuna
 import pandas as pd
@@ -79,7 +80,8 @@ def figures(study: optuna.Study, out: Path, metric: str) -> tuple[dict[str, Path
     made, skipped = {}, {}
     n = len(study.trials)
     params = sorted({p for t in study.trials for p in t.params})
-    with warnings.catch_warnings():
+    # optuna sets the ggplot style process-wide: rc_context gives the report's other figures theirs back
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
         made["history"] = _save(ovm.plot_optimization_history(study, target_name=metric), out / "optuna_history.png")
         if n < 2 or not params:
@@ -103,7 +105,7 @@ def figures(study: optuna.Study, out: Path, metric: str) -> tuple[dict[str, Path
 
 def pareto_front(study: optuna.Study, out: Path, names: list[str]) -> Path:
     """Optuna's Pareto-front scatter of a two-objective study (front highlighted)."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")
         return _save(ovm.plot_pareto_front(study, target_names=names), out)
 

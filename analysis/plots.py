@@ -144,8 +144,9 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
         categorical = not numeric or few_integers
     if not categorical:
         x = data[param].astype(float)
-        ax.scatter(x[completed], y[completed], color="tab:blue", label="completed")
-        ax.scatter(x[~completed], y[~completed], facecolors="none", edgecolors="tab:blue", label="stopped early")
+        ax.scatter(x[completed & ~bad], y[completed & ~bad], color="tab:blue", label="completed")
+        ax.scatter(x[~completed & ~bad], y[~completed & ~bad], facecolors="none", edgecolors="tab:blue",
+                   label="stopped early")
         if bad.any():
             ax.scatter(x[bad], y[bad], marker="x", color="tab:red", s=40, label="infeasible", zorder=4)
         if _log_scale(x):
@@ -160,17 +161,17 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
         for i, lv in enumerate(levels):
             sel = keys == lv
             jitter = rng.uniform(-0.12, 0.12, sel.sum())
-            done = completed[sel].to_numpy()
-            ax.scatter(i + jitter[done], y[sel][done], color="tab:blue", s=18, zorder=3)
-            ax.scatter(i + jitter[~done], y[sel][~done], facecolors="none", edgecolors="tab:blue", s=18, zorder=3)
+            done, no = completed[sel].to_numpy(), bad[sel].to_numpy()
+            ax.scatter(i + jitter[done & ~no], y[sel][done & ~no], color="tab:blue", s=18, zorder=3)
+            ax.scatter(i + jitter[~done & ~no], y[sel][~done & ~no], facecolors="none", edgecolors="tab:blue", s=18,
+                       zorder=3)
+            ax.scatter(i + jitter[no], y[sel][no], marker="x", color="tab:red", s=40, zorder=4)
         ax.set_xticks(range(len(levels)), [f"{lv}\n(n={len(g)})" for lv, g in zip(levels, groups)])
         ax.legend(handles=[Line2D([], [], ls="", marker="o", color="tab:blue", label="completed"),
                            Line2D([], [], ls="", marker="o", mfc="none", color="tab:blue", label="stopped early")]
                   + ([Line2D([], [], ls="", marker="x", color="tab:red", label="infeasible")] if bad.any() else []),
                   fontsize="small")
-        if bad.any():
-            xs = [levels.index(k) for k in keys[bad]]
-            ax.scatter(xs, y[bad], marker="x", color="tab:red", s=40, zorder=4)
+
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)

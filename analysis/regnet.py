@@ -88,7 +88,7 @@ def eps_bands(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Seque
     ax.set(xlabel="FGSM eps (L-inf, pixel scale [0, 1])", ylabel=ylabel, ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title(title or "accuracy under FGSM: mean +- std over distinct seeds (n = seeds)")
+    ax.set_title(title or "accuracy under FGSM (band: +- std over n distinct seeds)")
     return _save(fig, out)
 
 
@@ -116,7 +116,7 @@ def grouped_eps_curves(df: pd.DataFrame, keys: Sequence[str], max_groups: int = 
             continue
         vals = np.array([[p.get(e, np.nan) for e in eps] for p in per_trial], dtype=float)
         key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{k}={v}" for k, v in zip(keys, key)) or "all trials"
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, key) if not pd.isna(v)) or "all trials"
         std = np.nanstd(vals, 0, ddof=1) if len(vals) > 1 else np.full(len(eps), np.nan)
         curves[f"{label} (n={len(vals)})"] = (eps, np.nanmean(vals, 0), std)
         if len(curves) >= max_groups:

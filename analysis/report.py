@@ -92,7 +92,8 @@ def _best_model(ctx: ReportContext, umap_points: int) -> list[str]:
         except DatasetNotFound as e:
             return lines + ctx.skip("Best model", f"the dataset is not available here ({str(e).splitlines()[0]})")
     lines += [f"Weights of trial `{info.best_trial}` at epoch {info.best_epoch}, the epoch of its reported "
-              f"best `{info.objective}`; evaluated on the {cfg.dataset} test split ({len(split)} samples).", ""]
+              f"best `{info.target}`" + (" (where the constraint held)" if info.constraint else "")
+              + f"; evaluated on the {cfg.dataset} test split ({len(split)} samples).", ""]
     log(f"calibration on {len(split)} test samples")
     cal = calib.calibration(model, split, out / "calibration.png")
     lines += [f"Test accuracy {cal.accuracy:.4f}, mean confidence {cal.confidence:.4f}, "
@@ -120,12 +121,15 @@ def _optuna_section(ctx: ReportContext) -> list[str]:
     md = ["## Search space (Optuna)", ""]
     if not ctx.info.space:
         return md + ctx.skip("Optuna figures", "nothing was searched")
-    study = optuna_plots.rebuild(ctx.trials, ctx.info.space, [ctx.shown], [ctx.info.mode])
+    feasible = ctx.trials[~ctx.infeasible]  # an infeasible trial's metric is not what the search looked for
+    study = optuna_plots.rebuild(feasible, ctx.info.space, [ctx.shown], [ctx.info.mode])
     if not study.trials:
-        return md + ctx.skip("Optuna figures", f"no trial holds a `{ctx.metric}` score")
+        return md + ctx.skip("Optuna figures", f"no feasible trial holds a `{ctx.metric}` score")
     made, skipped = optuna_plots.figures(study, ctx.out, ctx.metric)
+    left_out = int(ctx.infeasible.sum())
     md += [f"The {len(study.trials)} scored trials rebuilt as an Optuna study, on `{ctx.metric}` at each trial's "
-           "best epoch (figures by `optuna.visualization.matplotlib`).", ""]
+           "best epoch (figures by `optuna.visualization.matplotlib`)"
+           + (f"; the {left_out} infeasible trials are left out." if left_out else "."), ""]
     for name, path in made.items():
         md += ctx.image(path.name, f"optuna {name}")
     for name, why in skipped.items():

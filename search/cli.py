@@ -108,8 +108,8 @@ def _report(outcome, top: int) -> None:
     print(f"\nsearch '{outcome.name}' finished in {outcome.seconds:.1f} s")
     print(render(outcome.table, top))  # read back from MLflow: the same text as `search show`
     if outcome.best_yaml is not None:
-        best = outcome.table.iloc[0]
-        print(f"\nbest: trial {best['trial']}, {outcome.table.attrs['objective']} {outcome.best_value:.4f} at epoch "
+        best, attrs = outcome.table.iloc[0], outcome.table.attrs
+        print(f"\nbest: trial {best['trial']}, {attrs['target']} {best[attrs['shown_column']]:.4f} at epoch "
               f"{best['best_epoch']} (its weights: artifact best_model); configuration written to {outcome.best_yaml}")
     else:
         print("\nno trial holds a score (all failed or diverged): no best configuration")

@@ -176,8 +176,19 @@ def test_trials_types_params_sorts_and_keeps_the_searched_lr(store):
     assert df.loc[df.trial == "t_best", "run_id"].item() == run_ids["t_best"]
 
 
-def test_constrained_search_uses_best_objective(store, tmp_path):
+def test_constrained_search_uses_best_objective(store, tmp_path, monkeypatch):
     uri, _ = store
+    drawn = []  # every value a figure of the report receives
+
+    def spy(fn, values):
+        def wrapped(*args, **kwargs):
+            drawn.extend(values(*args, **kwargs))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(plots, "by_parameter", spy(plots.by_parameter, lambda df, p, metric, *a, **k: df[metric]))
+    monkeypatch.setattr(plots, "learning_curves", spy(plots.learning_curves,
+                                                      lambda h, out, metric, **k: h[h["metric"] == metric]["value"]))
     info = records.search_info("constrained", uri)
     assert info.best_column == "best_objective" and info.constraint == {"metric": "val_acc", "min": 0.5}
     df = records.trials("constrained", uri, info=info)
@@ -190,6 +201,7 @@ def test_constrained_search_uses_best_objective(store, tmp_path):
     numbers = [float(x) for line in text.splitlines() if line.startswith("|")
                for x in re.findall(r"(?<![\w.])-?\d+\.?\d*(?:e-?\d+)?(?![\w.])", line)]
     assert numbers and min(numbers) >= 0 and "-999" not in text and "objective" not in text.split("## Trials")[1]
+    assert len(drawn) > 4 and min(drawn) >= 0  # nor in any plot
 
 
 def test_histories_long_format_only_the_metrics_asked_last_value_wins(store):
