@@ -25,11 +25,10 @@ from trainables.core.config import ConfigError, TrainConfig
 from trainables.core.crossdomain import xdomain_metric_names
 from trainables.core.losses import build_terms
 from trainables.core.registry import Registry
+from trainables.core.train import EPOCH_METRICS
 
 FAMILIES = Registry("family")
 
-# Every run reports these every epoch (``Trainer.fit``); ``train_loss`` is the total objective.
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "lr", "epoch_time", "samples_per_s")
 
 
 def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:

@@ -144,6 +144,10 @@ class TrainResult:
         return pick(self.history, key=lambda m: m[metric])
 
 
+# What ``Trainer.fit`` reports every epoch whatever the config (``epoch`` aside); terms and evaluators add theirs.
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "lr", "epoch_time", "samples_per_s")
+
+
 class Trainer:
     """Holds one run's state; ``fit`` runs the remaining epochs.
 
