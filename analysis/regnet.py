@@ -82,9 +82,9 @@ def eps_bands(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Seque
     ax = fig.add_subplot()
     for label, (eps, mean, std) in curves.items():
         eps, mean, std = map(np.asarray, (eps, mean, std))
-        ax.plot(eps, mean, marker="o", ms=3, label=label)
+        (line,) = ax.plot(eps, mean, marker="o", ms=3, label=label)
         if np.isfinite(std).any():  # NaN std: one seed, drawn as a line without a band
-            ax.fill_between(eps, mean - std, mean + std, alpha=0.2)
+            ax.fill_between(eps, mean - std, mean + std, alpha=0.2, color=line.get_color())
     ax.set(xlabel="FGSM eps (L-inf, pixel scale [0, 1])", ylabel=ylabel, ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -248,7 +248,8 @@ def _eps_sections(ctx: ReportContext) -> list[str]:
     seeds = records.reproduction_seeds(ctx.info.name, ctx.info.uri, ctx.client)
     if not seeds.empty and plain_columns(seeds.columns):
         for run, sub in seeds.groupby("run", sort=False):
-            curves.update({f"reproduction {run}: {k}": v for k, v in grouped_eps_curves(sub, []).items()})
+            for v in grouped_eps_curves(sub, []).values():
+                curves[f"best configuration, reproduced ({run}, n={sub['seed'].nunique()} seeds)"] = v
     else:
         notes += ["No `search reproduce` of this search yet: bands need distinct seeds "
                   "(`search export`, then `search reproduce --seeds 0 1 2`).", ""]

@@ -86,3 +86,18 @@ def test_model_sections_of_a_three_class_checkpoint(tmp_path, tiny):
     assert any("RMSE" in line for line in md)
     linear = Trainer({**tiny, "epochs": 1})
     assert regnet.model_sections(linear.model, linear.cfg, linear.data.test, tmp_path) == []
+
+
+def test_reproduction_seeds_are_drawn_as_their_own_band(tmp_path, monkeypatch):
+    from analysis.sections import ReportContext
+
+    df = _trials()
+    seeds = pd.DataFrame({"run": ["s-reproduce-1"] * 2, "seed": [0, 1], "clean_acc": [0.9, 0.8],
+                          "fgsm_plain_acc_eps0.1": [0.6, 0.4]})
+    monkeypatch.setattr(regnet.records, "reproduction_seeds", lambda *a, **k: seeds)
+    drawn = {}
+    monkeypatch.setattr(regnet, "eps_bands", lambda curves, out, **k: drawn.update(curves))
+    info = SimpleNamespace(name="s", uri="", fixed={}, space={"head": {}, "mu_t": {}, "seed": {}})
+    regnet._eps_sections(ReportContext(info, df, tmp_path, client=None, log=lambda m: None))
+    eps, mean, std = drawn["best configuration, reproduced (s-reproduce-1, n=2 seeds)"]
+    assert eps == [0.0, 0.1] and mean[1] == pytest.approx(0.5) and std[1] == pytest.approx(np.std([0.6, 0.4], ddof=1))
