@@ -1,11 +1,14 @@
-"""``search report NAME``: one Markdown report of a finished (or running) search.
+"""``search report NAME``: one report of a finished (or running) search, as Markdown and one HTML page.
 
 Everything comes from the MLflow records, so a report can be written on any machine that
 reaches the tracking store, long after the search: trial counts, the best trials, a table
 and a plot per searched parameter, learning curves, robustness vs eps when the trials
-measured it, and a UMAP and calibration check of the best model when its weights were
-logged. ``build`` raises ``records.RecordError`` when the search or the store does not exist
-(the CLI turns that into exit code 2).
+measured it (with the independent attack and the masking flag), Optuna's figures of the
+rebuilt study, reproductions, the family's own sections (``Family.report``), and a UMAP and
+calibration check of the best model when its weights were logged. Tables and figures show the
+study's metric, never a constraint's penalized score. The folder is then logged as the search
+run's ``report/`` artifacts. ``build`` raises ``records.RecordError`` when the search or the
+store does not exist (the CLI turns that into exit code 2).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def _counts(df: pd.DataFrame) -> pd.DataFrame:
 
 def _top(df: pd.DataFrame, info: records.SearchInfo, k: int) -> pd.DataFrame:
     cols = ["trial", *info.space, info.shown_column] + ([records.FEASIBLE] if records.FEASIBLE in df else [])
-    cols += ["best_epoch"] + [c for c in ("test_acc", CLEAN_METRIC) if c in df] + ["epochs", "state"]
+    cols += ["best_epoch"] + [c for c in ("test_acc", CLEAN_METRIC) if c in df and c != info.target]
+    cols += ["epochs", "state"]
     return df[cols].head(k).rename(columns={info.shown_column: info.target})  # blank: a condition did not apply
 
 
