@@ -60,7 +60,8 @@ def metric_vs_param(df: pd.DataFrame, param: str, metrics: Sequence[str], out: s
     ax.set_xlabel(param)
     ax.set_ylabel(ylabel or ", ".join(metrics))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
     ax.set_title(title or f"{', '.join(metrics)} vs {param}")
     return _save(fig, out)
 

@@ -47,7 +47,7 @@ def test_bands_only_over_distinct_seeds():
 def test_sections_write_their_figures(tmp_path, monkeypatch):
     from analysis.sections import ReportContext
 
-    df = _trials()
+    df = _trials().assign(best_val_acc=lambda d: d["val_acc"])
     monkeypatch.setattr(regnet.records, "histories", lambda *a, **k: pd.DataFrame(
         {"trial": df["trial"], "epoch": 1, "metric": "val_kurtosis_mean", "value": df["val_kurtosis_mean"]}))
     monkeypatch.setattr(regnet.records, "reproduction_seeds", lambda *a, **k: pd.DataFrame())
