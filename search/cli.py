@@ -169,6 +169,25 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_suite(args) -> int:
+    import records
+    from spaces.study import StudyError
+
+    try:
+        if args.action == "run":
+            from .suite import run_suite
+
+            run_suite(args.name, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir, address=args.address,
+                      quiet=args.quiet)
+        from analysis.suite import build
+        from spaces.suite import load_suite
+
+        print(build(load_suite(args.name), args.tracking_uri, args.out))
+    except (StudyError, records.RecordError) as e:
+        return _fail(str(e))
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
@@ -244,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-mlflow", action="store_true", help="do not log the report to the search's MLflow run")
     common(rep)
     rep.set_defaults(func=cmd_report)
+
+    su = sub.add_parser("suite", help="a seed's studies (spaces/suites/NAME.yaml): run them, report claim by claim")
+    su.add_argument("action", choices=("run", "report"), help="run: run (resume, skip) every study, then report")
+    su.add_argument("name", help="the suite (spaces/suites/NAME.yaml)")
+    su.add_argument("--out", default=None, help="report folder (default: docs/replications)")
+    common(su, ray=True)
+    su.set_defaults(func=cmd_suite)
 
     rp = sub.add_parser("reproduce", help="re-run an exported configuration at full budget on several seeds")
     rp.add_argument("best", help="a YAML written by `search export`")
