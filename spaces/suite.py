@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from trainables.core.train import TEST_METRICS
+from trainables.independent_check import INDEPENDENT_METRICS
+
 from .study import StudyError, _Strict, load_study, read_yaml_file, yaml_problems
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -92,7 +95,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
             for key in getattr(claim, side):
                 if key not in names:
                     problems.add(("claims", i, side, key), f"'{key}' is neither searched nor fixed in {claim.study}")
-        if claim.metric not in study.reported_metrics():
+        if claim.metric not in (*study.reported_metrics(), *TEST_METRICS, *INDEPENDENT_METRICS):
             problems.add(("claims", i, "metric"), f"{claim.study} never reports '{claim.metric}'")
     if problems.items:
         raise StudyError(str(path), problems.items, "suite file")
