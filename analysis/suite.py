@@ -77,6 +77,9 @@ def answer(claim: Claim, trials: pd.DataFrame | None, info: records.SearchInfo |
         side = claim.a_label if not n_a else claim.b_label
         return Answer(claim, None, None, n_a, n_b, NOT_COMPARABLE, f"no completed trial for {side}")
     a, b = float(values[sa].mean()), float(values[sb].mean())
+    if not claim.seed.measured:
+        return Answer(claim, a, b, n_a, n_b, NOT_COMPARABLE, "the seed's numbers were not measured on real data; "
+                      "ours are the table on real data")
     if claim.kind == "close":
         ok = abs(a - b) <= claim.tolerance
         why = f"|{a:.4f} - {b:.4f}| {'<=' if ok else '>'} {claim.tolerance}"

@@ -30,6 +30,7 @@ class SeedNumber(_Strict):
     b: float | None = None
     dataset: str
     scale: str  # model and budget
+    measured: bool = True  # False: the seed's numbers did not come from real data (FakeData, "typical" figures)
 
 
 class Claim(_Strict):

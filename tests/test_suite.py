@@ -42,7 +42,8 @@ def test_a_bad_suite_names_the_key_and_line(tmp_path, edit, says):
 
 def test_unknown_suite_exits_2(capsys):
     assert main(["suite", "report", "no_such_suite"]) == 2
-    assert "no suite named 'no_such_suite'; suites: seed_002" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no suite named 'no_such_suite'; suites: seed_000_001, seed_002, seed_003, seed_004" in err
 
 
 def _claim(**kw):
@@ -77,3 +78,6 @@ def test_verdicts():
     empty = answer(_claim(b={"head": "linear", "mu_t": {"min": 1}}), TRIALS, INFO)
     assert empty.verdict == NOT_COMPARABLE and "no completed trial for B" in empty.why
     assert answer(_claim(), None, None).verdict == NOT_COMPARABLE
+    fake = answer(_claim(seed={"text": "12.11 %", "value": 0.1211, "dataset": "FakeData", "scale": "1 epoch",
+                               "measured": False}), TRIALS, INFO)
+    assert fake.verdict == NOT_COMPARABLE and "not measured on real data" in fake.why and fake.a == pytest.approx(0.85)
