@@ -15,15 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 import records
-from spaces.suite import Claim, Suite
+from spaces.suite import Claim, Suite, search_name
 
 from . import tables
 
 HOLDS, FAILS, NOT_COMPARABLE = "holds", "does not hold", "not comparable"
-
-
-def search_name(suite: Suite, study: str) -> str:
-    return f"{suite.name}-{study}"
 
 
 def _column(trials: pd.DataFrame, info: records.SearchInfo, name: str) -> pd.Series:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import records
-from analysis.suite import search_name
-from spaces.suite import load_suite, study_file
+from spaces.suite import load_suite, search_name, study_file
 
 from .runner import RUNS_DIR, resume_search, start_search
 

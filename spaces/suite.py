@@ -107,4 +107,9 @@ def study_file(study: str) -> Path:
     return SPACES_DIR / f"{study}.yaml"
 
 
-__all__ = ["Suite", "Claim", "SeedNumber", "load_suite", "list_suites", "suite_path", "study_file", "SUITES_DIR"]
+def search_name(suite: Suite, study: str) -> str:
+    """The search that answers ``study`` for ``suite`` (``search suite run`` names it, the report reads it)."""
+    return f"{suite.name}-{study}"
+
+
+__all__ = ["Suite", "Claim", "SeedNumber", "load_suite", "list_suites", "suite_path", "study_file", "search_name", "SUITES_DIR"]
