@@ -1,7 +1,8 @@
 """``search suite report NAME``: the seed's claims beside our numbers, with a verdict per claim.
 
 Each claim of a suite (``spaces/suite.py``) is answered from the trials of the suite's search of its study
-(``<suite>-<study>``): the mean of the claim's metric over the completed trials matching each side (a trial
+(``<suite>-<study>``): the mean of the claim's metric, at the last epoch every scored trial reached, over the
+scored trials matching each side (a trial
 matches a side when every named parameter, searched or fixed, has that value or lies in that range). Verdicts:
 ``holds`` / ``does not hold`` (the direction, or the closeness, the seed claims), ``not comparable (why)`` when a
 side has no completed trial or the search has not run.
@@ -34,8 +35,8 @@ def _column(trials: pd.DataFrame, info: records.SearchInfo, name: str) -> pd.Ser
 
 
 def matching(trials: pd.DataFrame, info: records.SearchInfo, where: dict) -> pd.Series:
-    """Completed trials whose parameters match ``where`` (a value, or ``{min: x}`` / ``{max: x}``, max exclusive)."""
-    mask = trials["outcome"].eq("completed")
+    """Scored trials whose parameters match ``where`` (a value, or ``{min: x}`` / ``{max: x}``, max exclusive)."""
+    mask = trials["outcome"].isin(records.RANKABLE)
     for key, want in where.items():
         col = _column(trials, info, key)
         if isinstance(want, dict):
@@ -61,17 +62,20 @@ class Answer:
     why: str = ""
 
 
-def answer(claim: Claim, trials: pd.DataFrame | None, info: records.SearchInfo | None) -> Answer:
+def answer(claim: Claim, trials: pd.DataFrame | None, info: records.SearchInfo | None,
+           values: pd.Series | None = None) -> Answer:
+    """The claim's two means and verdict; ``values``: each trial's metric at the epoch compared (default: the
+    trials table's column, the last epoch each trial ran)."""
     if trials is None or info is None:
         return Answer(claim, None, None, 0, 0, NOT_COMPARABLE, f"search of {claim.study} not run")
-    if claim.metric not in trials:
+    if values is None and claim.metric not in trials:
         return Answer(claim, None, None, 0, 0, NOT_COMPARABLE, f"no trial reported {claim.metric}")
-    values = pd.to_numeric(trials[claim.metric], errors="coerce")
+    values = pd.to_numeric(trials[claim.metric] if values is None else values, errors="coerce")
     sa, sb = matching(trials, info, claim.a) & values.notna(), matching(trials, info, claim.b) & values.notna()
     n_a, n_b = int(sa.sum()), int(sb.sum())
     if not n_a or not n_b:
         side = claim.a_label if not n_a else claim.b_label
-        return Answer(claim, None, None, n_a, n_b, NOT_COMPARABLE, f"no completed trial for {side}")
+        return Answer(claim, None, None, n_a, n_b, NOT_COMPARABLE, f"no scored trial for {side}")
     a, b = float(values[sa].mean()), float(values[sb].mean())
     if not claim.seed.measured:
         return Answer(claim, a, b, n_a, n_b, NOT_COMPARABLE, "the seed's numbers were not measured on real data; "
@@ -106,7 +110,17 @@ def build(suite: Suite, uri: str | None = None, out: str | Path | None = None, l
             found[study] = None
             searches.append((study, name, "", "not run", 0))
         log(f"{study}: {searches[-1][3]}")
-    answers = [answer(c, *(found[c.study] or (None, None))) for c in suite.claims]
+    answers, epochs = [], {}
+    for c in suite.claims:
+        if found[c.study] is None:
+            answers.append(answer(c, None, None))
+            continue
+        trials, info = found[c.study]
+        history = records.histories(info.name, uri, metrics=(c.metric,), info=info, client=client)
+        common, at_common = records.at_common_epoch(trials, history, c.metric)
+        like_with_like = common is not None and at_common.notna().any()
+        epochs[c.id] = common if like_with_like else "last"
+        answers.append(answer(c, trials, info, at_common if like_with_like else None))
     rows = []
     for ans in answers:
         c, ours_dataset = ans.claim, (found[ans.claim.study][1].dataset if found[ans.claim.study] else "")
@@ -114,13 +128,15 @@ def build(suite: Suite, uri: str | None = None, out: str | Path | None = None, l
             f"{c.seed.a if c.seed.a is not None else c.seed.value} vs {c.seed.b if c.seed.b is not None else ''}"
         rows.append({"claim": c.id, "ref": c.ref, "seed says": c.seed.text, "seed": seed_num,
                      "seed data": f"{c.seed.dataset}; {c.seed.scale}",
-                     "ours": f"{c.a_label} {_fmt(ans.a)} (n={ans.n_a}) vs {c.b_label} {_fmt(ans.b)} (n={ans.n_b})",
-                     "our data": f"{ours_dataset}; study {c.study}, `{c.metric}`",
+                     "ours": f"{c.a_label}: {_fmt(ans.a) or '-'} (n={ans.n_a}) vs {c.b_label}: {_fmt(ans.b) or '-'} "
+                             f"(n={ans.n_b})",
+                     "our data": f"{ours_dataset}; study {c.study}, `{c.metric}` at epoch {epochs.get(c.id, '-')}",
                      "verdict": ans.verdict + (f" ({ans.why})" if ans.why else "")})
     md = [f"# Replication of seed {suite.seed_file}: {suite.title}", "", suite.note, "",
           "Generated by `search suite report " + suite.name + "` from the MLflow records of the suite's searches "
-          "(`search suite run " + suite.name + "`). Our number is the mean of the claim's metric (final epoch) over "
-          "the completed trials of each side; the verdict compares them as the seed's claim does.", "",
+          "(`search suite run " + suite.name + "`). Our number is the mean of the claim's metric over the scored "
+          "trials of each side at the last epoch every scored trial reached (like with like under early stopping; "
+          "the final epoch without it); the verdict compares them as the seed's claim does.", "",
           "## Searches", "",
           *tables.to_markdown(pd.DataFrame(searches, columns=["study", "search", "dataset", "state",
                                                               "trials"])).splitlines(), "",

@@ -57,14 +57,14 @@ def _claim(**kw):
 
 TRIALS = pd.DataFrame({
     "trial": list("abcdef"), "head": ["gaussian"] * 4 + ["linear"] * 2, "mu_t": [5.0, 10.0, 70.0, 9.99, None, None],
-    "outcome": ["completed"] * 5 + ["stopped"], "val_acc": [0.5, 0.9, 0.8, 0.6, 0.86, 0.99]})
+    "outcome": ["completed"] * 5 + ["failed"], "val_acc": [0.5, 0.9, 0.8, 0.6, 0.86, 0.99]})
 INFO = SimpleNamespace(fixed={"regnet_loss": "covariance"})
 
 
-def test_ranges_are_min_inclusive_max_exclusive_and_only_completed_trials_count():
+def test_ranges_are_min_inclusive_max_exclusive_and_only_scored_trials_count():
     assert list(TRIALS["trial"][matching(TRIALS, INFO, {"mu_t": {"min": 10}})]) == ["b", "c"]
     assert list(TRIALS["trial"][matching(TRIALS, INFO, {"mu_t": {"max": 10}})]) == ["a", "d"]
-    assert list(TRIALS["trial"][matching(TRIALS, INFO, {"head": "linear"})]) == ["e"]  # f was stopped early
+    assert list(TRIALS["trial"][matching(TRIALS, INFO, {"head": "linear"})]) == ["e"]  # f failed
     assert matching(TRIALS, INFO, {"regnet_loss": "covariance"}).sum() == 5  # a fixed value matches every trial
 
 
@@ -76,7 +76,9 @@ def test_verdicts():
     assert answer(close, TRIALS, INFO).verdict == HOLDS  # |0.85 - 0.86| <= 0.02
     assert answer(_claim(kind="close", b={"head": "linear"}, tolerance=0.005), TRIALS, INFO).verdict == FAILS
     empty = answer(_claim(b={"head": "linear", "mu_t": {"min": 1}}), TRIALS, INFO)
-    assert empty.verdict == NOT_COMPARABLE and "no completed trial for B" in empty.why
+    assert empty.verdict == NOT_COMPARABLE and "no scored trial for B" in empty.why
+    at_epoch = answer(_claim(), TRIALS, INFO, values=pd.Series([0.9, 0.1, 0.2, 0.8, 0.5, 0.5]))
+    assert at_epoch.verdict == FAILS and at_epoch.a == pytest.approx(0.15)  # the values given, not the column
     assert answer(_claim(), None, None).verdict == NOT_COMPARABLE
     fake = answer(_claim(seed={"text": "12.11 %", "value": 0.1211, "dataset": "FakeData", "scale": "1 epoch",
                                "measured": False}), TRIALS, INFO)
