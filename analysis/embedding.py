@@ -7,6 +7,7 @@ UMAP call in a process spends ~10 s of CPU compiling umap-learn's numba kernels.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from trainables.core.train import build_data
 from .calibration import calibration
 from .plots import _figure, _save
 
-__all__ = ["from_checkpoint", "subsample", "features", "project", "umap_plot", "calibration"]
+__all__ = ["from_checkpoint", "subsample", "features", "project", "projection", "umap_plot", "calibration",
+           "numba_cache"]
 
 SPLITS = ("train", "val", "test")
 
@@ -51,6 +53,12 @@ def features(model: torch.nn.Module, split: Split, batch_size: int = 512) -> np.
     return torch.cat(out).numpy()
 
 
+def numba_cache() -> str:
+    """Where numba keeps umap-learn's compiled kernels (``NUMBA_CACHE_DIR``, which ``search report`` sets): with a
+    writable cache the ~10 s compilation happens once per machine, not once per report."""
+    return os.environ.get("NUMBA_CACHE_DIR") or "numba's default (__pycache__ beside umap-learn)"
+
+
 def project(feats: np.ndarray, *, n_neighbors: int = 15, n_epochs: int = 200, seed: int = 0) -> np.ndarray:
     """UMAP to 2-D (seeded, so the picture is reproducible)."""
     with warnings.catch_warnings():
@@ -63,14 +71,32 @@ def project(feats: np.ndarray, *, n_neighbors: int = 15, n_epochs: int = 200, se
         return reducer.fit_transform(feats)
 
 
-def umap_plot(model: torch.nn.Module, split: Split, out: str | Path, *, n: int = 2000, n_epochs: int = 200,
-              seed: int = 0, title: str = "") -> Path:
-    """Scatter of the UMAP projection of ``model``'s features on ``split`` (≤ ``n`` samples), by label."""
+def projection(model: torch.nn.Module, split: Split, *, n: int = 2000, n_epochs: int = 200, seed: int = 0,
+               stored: str | Path | None = None, key: str = "") -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(xy, labels, reused)``: the UMAP projection of ``model``'s features on ``split`` (≤ ``n`` samples).
+
+    ``stored`` (an ``.npz`` this function wrote) is reused when its ``key`` (which model, which samples) and
+    settings match, and (re)written otherwise: a report computes the projection once per best model.
+    """
+    settings = f"{key}|n={n}|epochs={n_epochs}|seed={seed}"
+    if stored is not None and Path(stored).is_file():
+        with np.load(stored, allow_pickle=False) as f:
+            if str(f["settings"]) == settings:
+                return f["xy"], f["labels"], True
     part = subsample(split, n, seed)
     if len(part) < 3:
         raise ValueError(f"UMAP needs at least 3 samples, got {len(part)}")
-    xy = project(features(model, part), n_epochs=n_epochs, seed=seed)
-    labels = part.y.cpu().numpy()
+    xy, labels = project(features(model, part), n_epochs=n_epochs, seed=seed), part.y.cpu().numpy()
+    if stored is not None:
+        np.savez(stored, xy=xy, labels=labels, settings=np.array(settings))
+    return xy, labels, False
+
+
+def umap_plot(model: torch.nn.Module, split: Split, out: str | Path, *, n: int = 2000, n_epochs: int = 200,
+              seed: int = 0, title: str = "", stored: str | Path | None = None, key: str = "") -> Path:
+    """Scatter of the UMAP projection of ``model``'s features on ``split`` (≤ ``n`` samples), by label
+    (``stored``/``key``: see ``projection``)."""
+    xy, labels, _ = projection(model, split, n=n, n_epochs=n_epochs, seed=seed, stored=stored, key=key)
     fig = _figure(5.6, 5.0)
     ax = fig.add_subplot()
     classes = np.unique(labels)
@@ -81,5 +107,5 @@ def umap_plot(model: torch.nn.Module, split: Split, out: str | Path, *, n: int =
         ax.legend(handles=handles, title="label", fontsize="x-small", markerscale=1.5, loc="best", ncols=2)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or f"UMAP of penultimate features ({len(part)} samples)")
+    ax.set_title(title or f"UMAP of penultimate features ({len(labels)} samples)")
     return _save(fig, out)

@@ -8,7 +8,6 @@ the path it wrote.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Mapping
 
@@ -20,9 +19,9 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-ATTACKS = ("fgsm", "pgd", "noise")
-# trainables.core.adversarial.metric_name: f"{attack}_acc_eps{eps:.4g}"
-ROBUST_METRIC = re.compile(r"^(fgsm|pgd|noise)_acc_eps(\d+(?:\.\d+)?(?:e[+-]?\d+)?)$")
+from trainables.core.adversarial import CLEAN_METRIC, parse_metric_name
+
+ATTACKS = ("fgsm", "pgd", "noise")  # the robust-accuracy attacks (a sample counts if right clean and perturbed)
 COLORS = {"clean": "black", "fgsm": "tab:orange", "pgd": "tab:red", "noise": "tab:blue"}
 
 
@@ -59,13 +58,13 @@ def _log_scale(values) -> bool:
 # ------------------------------------------------------------------ learning curves
 def learning_curves(history: pd.DataFrame, out: str | Path, metric: str = "val_acc", *,
                     trials: pd.DataFrame | None = None, color_by: str | None = None, categorical: bool | None = None,
-                    title: str = "") -> Path:
+                    title: str = "", dashed: set | frozenset = frozenset()) -> Path:
     """``metric`` vs epoch, one line per trial; colored by the parameter ``color_by`` of ``trials``.
 
     ``history`` is ``records.histories``' long format. A categorical parameter gets one color
     per value and a legend, a numeric one a colormap (log-scaled when it spans decades);
     ``categorical`` overrides the guess (a choice among numbers is still a choice). Lines
-    that end early are trials ASHA stopped.
+    that end early are trials ASHA stopped; trials in ``dashed`` (infeasible under a constraint) are dashed.
     """
     data = history[history["metric"] == metric]
     if data.empty:
@@ -100,7 +99,10 @@ def learning_curves(history: pd.DataFrame, out: str | Path, metric: str = "val_a
     for trial, group in data.groupby("trial", sort=False):
         group = group.sort_values("epoch")
         color = color_of(values.get(trial)) if color_of else None
-        ax.plot(group["epoch"], group["value"], color=color, alpha=0.8, lw=1.2, marker="." if len(group) < 15 else None)
+        ax.plot(group["epoch"], group["value"], color=color, alpha=0.8, lw=1.2, marker="." if len(group) < 15 else None,
+                ls="--" if trial in dashed else "-")
+    if dashed:
+        handles.append(Line2D([], [], color="gray", ls="--", label="infeasible"))
     if handles:
         ax.legend(handles=handles, title=color_by, fontsize="small")
     ax.set_xlabel("epoch")
@@ -119,16 +121,19 @@ def _scalar_mappable(cmap, norm):
 
 # ------------------------------------------------------------------ objective per parameter
 def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path, *, categorical: bool | None = None,
-                 title: str = "") -> Path:
+                 title: str = "", infeasible: pd.Series | None = None) -> Path:
     """The metric against one parameter: box + jittered points per value, or a scatter for a number.
 
     A numeric parameter gets a scatter (log x when it spans decades) unless it takes a few
     integer values, which read better as categories; ``categorical`` overrides the guess.
-    Trials stopped early are drawn hollow, failed trials (no value) are left out.
+    Trials stopped early are drawn hollow, failed trials (no value) are left out, ``infeasible`` ones (a
+    constraint that did not hold) are red crosses.
     """
     data = trials[[param, metric] + (["outcome"] if "outcome" in trials else [])].copy()
     data = data[pd.to_numeric(data[metric], errors="coerce").notna()]
     completed = data["outcome"].eq("completed") if "outcome" in data else pd.Series(True, index=data.index)
+    bad = (infeasible.reindex(data.index).fillna(False).astype(bool) if infeasible is not None
+           else pd.Series(False, index=data.index))
     fig = _figure(5.6, 4.0)
     ax = fig.add_subplot()
     y = data[metric].astype(float)
@@ -139,8 +144,11 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
         categorical = not numeric or few_integers
     if not categorical:
         x = data[param].astype(float)
-        ax.scatter(x[completed], y[completed], color="tab:blue", label="completed")
-        ax.scatter(x[~completed], y[~completed], facecolors="none", edgecolors="tab:blue", label="stopped early")
+        ax.scatter(x[completed & ~bad], y[completed & ~bad], color="tab:blue", label="completed")
+        ax.scatter(x[~completed & ~bad], y[~completed & ~bad], facecolors="none", edgecolors="tab:blue",
+                   label="stopped early")
+        if bad.any():
+            ax.scatter(x[bad], y[bad], marker="x", color="tab:red", s=40, label="infeasible", zorder=4)
         if _log_scale(x):
             ax.set_xscale("log")
         ax.legend(fontsize="small")
@@ -153,13 +161,17 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
         for i, lv in enumerate(levels):
             sel = keys == lv
             jitter = rng.uniform(-0.12, 0.12, sel.sum())
-            done = completed[sel].to_numpy()
-            ax.scatter(i + jitter[done], y[sel][done], color="tab:blue", s=18, zorder=3)
-            ax.scatter(i + jitter[~done], y[sel][~done], facecolors="none", edgecolors="tab:blue", s=18, zorder=3)
+            done, no = completed[sel].to_numpy(), bad[sel].to_numpy()
+            ax.scatter(i + jitter[done & ~no], y[sel][done & ~no], color="tab:blue", s=18, zorder=3)
+            ax.scatter(i + jitter[~done & ~no], y[sel][~done & ~no], facecolors="none", edgecolors="tab:blue", s=18,
+                       zorder=3)
+            ax.scatter(i + jitter[no], y[sel][no], marker="x", color="tab:red", s=40, zorder=4)
         ax.set_xticks(range(len(levels)), [f"{lv}\n(n={len(g)})" for lv, g in zip(levels, groups)])
         ax.legend(handles=[Line2D([], [], ls="", marker="o", color="tab:blue", label="completed"),
-                           Line2D([], [], ls="", marker="o", mfc="none", color="tab:blue", label="stopped early")],
+                           Line2D([], [], ls="", marker="o", mfc="none", color="tab:blue", label="stopped early")]
+                  + ([Line2D([], [], ls="", marker="x", color="tab:red", label="infeasible")] if bad.any() else []),
                   fontsize="small")
+
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
@@ -186,12 +198,12 @@ def robust_points(metrics: Mapping[str, float]) -> pd.DataFrame:
     """
     rows = []
     for name, value in metrics.items():
-        match = ROBUST_METRIC.match(str(name))
-        if not match or _missing(value):
+        parsed = parse_metric_name(name)
+        if parsed is None or parsed[0] not in ATTACKS or _missing(value):
             continue
-        rows.append((match.group(1), float(match.group(2)), float(value)))
+        rows.append((*parsed, float(value)))
     frame = pd.DataFrame(rows, columns=["attack", "eps", "acc"])
-    clean = metrics.get("clean_acc")
+    clean = metrics.get(CLEAN_METRIC)
     if not _missing(clean) and len(frame):
         extra = [(a, 0.0, float(clean)) for a in frame["attack"].unique()
                  if not ((frame["attack"] == a) & (frame["eps"] == 0)).any()]
@@ -201,8 +213,13 @@ def robust_points(metrics: Mapping[str, float]) -> pd.DataFrame:
                              ignore_index=True)
 
 
+def robust_columns(columns) -> list[str]:
+    """The robust-accuracy metrics among ``columns`` (``fgsm``, ``pgd``, ``noise`` at each eps)."""
+    return [c for c in columns if (p := parse_metric_name(c)) is not None and p[0] in ATTACKS]
+
+
 def has_robust_metrics(columns) -> bool:
-    return any(ROBUST_METRIC.match(str(c)) for c in columns)
+    return bool(robust_columns(columns))
 
 
 def robustness_curve(source: Mapping[str, float] | pd.DataFrame, out: str | Path, *, k: int = 1,
@@ -213,7 +230,7 @@ def robustness_curve(source: Mapping[str, float] | pd.DataFrame, out: str | Path
     best trials, as ``records.trials`` sorts them) with robust metrics, one line style each.
     """
     if isinstance(source, pd.DataFrame):
-        rows = source[[c for c in source.columns if ROBUST_METRIC.match(str(c))]].notna().any(axis=1)
+        rows = source[robust_columns(source.columns)].notna().any(axis=1)
         picked = source[rows].head(k)
         labels = picked["trial"].astype(str).tolist() if "trial" in picked else [str(i) for i in picked.index]
         runs = [(label, robust_points(row.to_dict())) for label, (_, row) in zip(labels, picked.iterrows())]

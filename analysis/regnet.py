@@ -9,38 +9,34 @@ The plotting functions take plain tables and tensors, so the benchmark and a not
 from __future__ import annotations
 
 import math
-import re
 import tempfile
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+import records
+from trainables.core.adversarial import CLEAN_METRIC, parse_metric_name
+from trainables.core.regnet import GAUSSIANITY_METRICS
+from trainables.independent_check import GRADIENT_MASKING, INDEP_APGD_DLR
+
 from .plots import _figure, _save
+from .sections import ReportContext
 
-PLAIN_METRIC = re.compile(r"^fgsm_plain_acc_eps(\d+(?:\.\d+)?(?:e[+-]?\d+)?)$")
+PLAIN = "fgsm_plain"  # RobustEval's plain FGSM accuracy (every sample counts): the thesis's measure
+HIST_RMSE, KURTOSIS, SKEW = "val_hist_rmse", "val_kurtosis_mean", "val_skew_mean"
 
 
-def _column(df: pd.DataFrame, fixed: Mapping[str, str], name: str):
-    """A searched parameter's column, or its fixed value broadcast, or None."""
-    if name in df:
-        return df[name]
-    if name in fixed:
-        raw = fixed[name]
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            value = raw
-        return pd.Series([value] * len(df), index=df.index)
-    return None
+def plain_columns(columns) -> list[str]:
+    return [c for c in columns if (p := parse_metric_name(c)) is not None and p[0] == PLAIN]
 
 
 # ---------------------------------------------------------------- accuracy / moments vs a parameter
 def metric_vs_param(df: pd.DataFrame, param: str, metrics: Sequence[str], out: str | Path, *,
                     group: pd.Series | None = None, baseline: pd.Series | None = None, log_x: bool = True,
-                    title: str = "") -> Path:
+                    title: str = "", ylabel: str | None = None) -> Path:
     """Each metric vs ``param`` (one series per value of ``group``), plus the baseline trials' mean as a line."""
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot()
@@ -62,16 +58,19 @@ def metric_vs_param(df: pd.DataFrame, param: str, metrics: Sequence[str], out: s
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(param)
+    ax.set_ylabel(ylabel or ", ".join(metrics))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
     ax.set_title(title or f"{', '.join(metrics)} vs {param}")
     return _save(fig, out)
 
 
 # ---------------------------------------------------------------- eps curves with seed bands
-def eps_points(row: Mapping[str, float], pattern: re.Pattern = PLAIN_METRIC, clean: str = "clean_acc"):
+def eps_points(row: Mapping[str, float], attack: str = PLAIN, clean: str = CLEAN_METRIC):
     """(eps, acc) pairs from ``fgsm_plain_acc_eps<tag>`` metrics, with eps 0 = ``clean`` when not logged."""
-    pts = {float(m.group(1)): float(v) for k, v in row.items() if (m := pattern.match(str(k))) and pd.notna(v)}
+    pts = {p[1]: float(v) for k, v in row.items()
+           if (p := parse_metric_name(k)) is not None and p[0] == attack and pd.notna(v)}
     if 0.0 not in pts and pd.notna(row.get(clean, float("nan"))):
         pts[0.0] = float(row[clean])
     return sorted(pts.items())
@@ -84,32 +83,43 @@ def eps_bands(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Seque
     ax = fig.add_subplot()
     for label, (eps, mean, std) in curves.items():
         eps, mean, std = map(np.asarray, (eps, mean, std))
-        ax.plot(eps, mean, marker="o", ms=3, label=label)
-        ax.fill_between(eps, mean - std, mean + std, alpha=0.2)
+        (line,) = ax.plot(eps, mean, marker="o", ms=3, label=label)
+        if np.isfinite(std).any():  # NaN std: one seed, drawn as a line without a band
+            ax.fill_between(eps, mean - std, mean + std, alpha=0.2, color=line.get_color())
     ax.set(xlabel="FGSM eps (L-inf, pixel scale [0, 1])", ylabel=ylabel, ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title(title or "accuracy under FGSM, mean +- std over seeds")
+    ax.set_title(title or "accuracy under FGSM (band: +- std over n distinct seeds)")
     return _save(fig, out)
 
 
-def grouped_eps_curves(df: pd.DataFrame, keys: Sequence[str], max_groups: int = 5):
-    """Trials grouped by ``keys`` (the searched parameters except the seed): ``{label: (eps, mean, std)}``."""
-    cols = [c for c in df.columns if PLAIN_METRIC.match(str(c))]
+def grouped_eps_curves(df: pd.DataFrame, keys: Sequence[str], max_groups: int = 5, seed: str = "seed"):
+    """Trials grouped by ``keys`` (the searched parameters but the seed): ``{label: (eps, mean, std)}``.
+
+    Bands are over *distinct seeds*: trials repeating a configuration with a seed already counted (a grid that
+    repeats a point) add nothing, so the first (best-ranked) trial per seed is kept and ``n`` counts seeds. With
+    one seed the std is NaN (``eps_bands`` draws a line without a band) and the label says ``n=1``.
+    """
+    cols = plain_columns(df.columns)
     if not cols:
         return {}
-    keys = [k for k in keys if k in df]
+    keys = [k for k in keys if k in df and k != seed]
     grouped = df.groupby(keys, dropna=False, sort=False) if keys else [((), df)]
     curves = {}
     for key, sub in grouped:
+        if seed in sub:
+            sub = sub.drop_duplicates(seed)
+        else:  # every trial ran the study's one seed: repeats of a configuration are one run
+            sub = sub.head(1)
         per_trial = [dict(eps_points(r)) for r in sub.to_dict("records")]
         eps = sorted(set().union(*per_trial))
         if not eps:
             continue
         vals = np.array([[p.get(e, np.nan) for e in eps] for p in per_trial], dtype=float)
         key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{k}={v}" for k, v in zip(keys, key)) or "all trials"
-        curves[f"{label} (n={len(sub)})"] = (eps, np.nanmean(vals, 0), np.nan_to_num(np.nanstd(vals, 0)))
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, key) if not pd.isna(v)) or "all trials"
+        std = np.nanstd(vals, 0, ddof=1) if len(vals) > 1 else np.full(len(eps), np.nan)
+        curves[f"{label} (n={len(vals)})"] = (eps, np.nanmean(vals, 0), std)
         if len(curves) >= max_groups:
             break
     return curves
@@ -168,65 +178,104 @@ def latent_histograms(z: torch.Tensor, y: torch.Tensor, mu_t: float, sigma_t: fl
 
 
 # ---------------------------------------------------------------- the report's sections
-def sections(info, df: pd.DataFrame, out: Path, log: Callable[[str], None] = print, *,
-             best_model: bool = True) -> list[str]:
-    """Markdown (and PNGs in ``out``) for a ``regnet`` search: the issue 10 figures its records allow."""
+def sections(ctx: ReportContext) -> list[str]:
+    """The regnet family's report sections (``Family.report``): accuracy vs mu_T / F_k, Gaussianity vs mu_T and over
+    epochs, FGSM eps curves with bands over distinct seeds and over ``search reproduce`` seeds, latent plots."""
+    df, out = ctx.trials, ctx.out
     md = ["## RegNet", ""]
-    fixed = info.fixed or {}
-    head = _column(df, fixed, "head")
+    head = ctx.fixed_or_column("head")
     is_ce = (head == "linear") if head is not None else pd.Series(False, index=df.index)
-    loss = _column(df, fixed, "regnet_loss")
-    obj = info.best_column
+    loss = ctx.fixed_or_column("regnet_loss")
     work = df.copy()
     for p in ("mu_t", "kurtosis_factor"):
-        col = _column(df, fixed, p)
+        col = ctx.fixed_or_column(p)
         if col is not None:
             work[p] = pd.to_numeric(col, errors="coerce")
-    acc = "test_acc" if "test_acc" in work and work["test_acc"].notna().any() else obj
+    acc = "test_acc" if "test_acc" in work and work["test_acc"].notna().any() else ctx.shown
     if "mu_t" in work and work.loc[~is_ce, "mu_t"].nunique() > 1:
-        metric_vs_param(work, "mu_t", [acc], out / "regnet_acc_vs_mu.png", group=loss, baseline=is_ce,
+        metric_vs_param(work, "mu_t", [acc], out / "regnet_acc_vs_mu.png", group=loss, baseline=is_ce, ylabel=acc,
                         title=f"{acc} vs mu_T (one curve per loss; dashed: cross-entropy)")
         md += [f"![{acc} vs mu_T](regnet_acc_vs_mu.png)", ""]
-        moments = [m for m in ("val_kurtosis_mean", "val_skew_mean") if m in work]
+        moments = [m for m in (KURTOSIS, SKEW) if m in work]
         if moments:
             metric_vs_param(work, "mu_t", moments, out / "regnet_moments_vs_mu.png", baseline=is_ce,
+                            ylabel="excess kurtosis / skewness (mean over classes)",
                             title="kurtosis and skewness of the validation latents vs mu_T")
             md += ["![kurtosis and skewness vs mu_T](regnet_moments_vs_mu.png)", "",
                    "Kurtosis grows with mu_T even when the histograms look Gaussian (a few far points dominate): "
-                   "read `val_hist_rmse` for Gaussianity.", ""]
+                   f"read `{HIST_RMSE}` for Gaussianity.", ""]
+        if HIST_RMSE in work:
+            metric_vs_param(work, "mu_t", [HIST_RMSE], out / "regnet_rmse_vs_mu.png", baseline=is_ce,
+                            ylabel="histogram RMSE against N(mu_T, sigma_T)",
+                            title="Gaussianity of the validation latents vs mu_T (lower is more Gaussian)")
+            md += [f"![{HIST_RMSE} vs mu_T](regnet_rmse_vs_mu.png)", ""]
     if "kurtosis_factor" in work and work.loc[~is_ce, "kurtosis_factor"].nunique() > 1:
         fk = work[work["kurtosis_factor"] > 0] if (work["kurtosis_factor"] > 0).any() else work
-        metric_vs_param(fk, "kurtosis_factor", [acc], out / "regnet_acc_vs_fk.png",
-                        group=_column(fk, fixed, "kurtosis_penalty"), baseline=is_ce.loc[fk.index],
+        penalty = ctx.fixed_or_column("kurtosis_penalty")
+        metric_vs_param(fk, "kurtosis_factor", [acc], out / "regnet_acc_vs_fk.png", ylabel=acc,
+                        group=penalty.loc[fk.index] if penalty is not None else None, baseline=is_ce.loc[fk.index],
                         title=f"{acc} vs F_k (F_k > 0 on a log axis)")
         md += [f"![{acc} vs F_k](regnet_acc_vs_fk.png)", ""]
-    keys = [p for p in info.space if p != "seed"]
-    curves = grouped_eps_curves(df, keys)
-    if curves:
-        eps_bands(curves, out / "regnet_eps.png")
-        md += ["![plain accuracy under FGSM vs eps, seed bands](regnet_eps.png)", "",
-               "FGSM uses the cross-entropy of the scores; with a large mu_T its gradient underflows (masking): "
-               "compare the independent APGD check before reading a flat curve as robustness.", ""]
-    if best_model:
-        md += _best_model_sections(info, out, log)
+    md += _gaussianity_over_epochs(ctx)
+    md += _eps_sections(ctx)
+    if ctx.best_model:
+        md += _best_model_sections(ctx)
     return md
 
 
-def _best_model_sections(info, out: Path, log) -> list[str]:
-    import records
+def _gaussianity_over_epochs(ctx: ReportContext) -> list[str]:
+    shown = [m for m in (HIST_RMSE, KURTOSIS) if m in ctx.trials]
+    if not shown:
+        return ctx.skip("Gaussianity over epochs", "no trial has a Gaussian head (no gaussianity metrics)")
+    from .plots import learning_curves
+
+    best = ctx.trials.head(min(5, len(ctx.trials)))["trial"].tolist()
+    history = records.histories(ctx.info.name, ctx.info.uri, metrics=shown, trial_ids=best, info=ctx.info,
+                                client=ctx.client)
+    md = ["### Gaussianity over epochs", "", f"The {len(best)} best trials' validation latents, every epoch.", ""]
+    for m in shown:
+        if (history["metric"] == m).any():
+            learning_curves(history, ctx.out / f"regnet_{m}_epochs.png", m, title=f"{m} per epoch, best trials")
+            md += [f"![{m} per epoch](regnet_{m}_epochs.png)", ""]
+    return md
+
+
+def _eps_sections(ctx: ReportContext) -> list[str]:
+    keys = [p for p in ctx.info.space if p != "seed"]
+    curves = grouped_eps_curves(ctx.trials, keys)
+    if not curves:
+        return ctx.skip("FGSM eps curves", "the trials logged no fgsm_plain_acc_eps* (set eval_eps)")
+    notes = []
+    seeds = records.reproduction_seeds(ctx.info.name, ctx.info.uri, ctx.client)
+    if not seeds.empty and plain_columns(seeds.columns):
+        for run, sub in seeds.groupby("run", sort=False):
+            for v in grouped_eps_curves(sub, []).values():
+                curves[f"best configuration, reproduced ({run}, n={sub['seed'].nunique()} seeds)"] = v
+    else:
+        notes += ["No `search reproduce` of this search yet: bands need distinct seeds "
+                  "(`search export`, then `search reproduce --seeds 0 1 2`).", ""]
+    eps_bands(curves, ctx.out / "regnet_eps.png")
+    return ["### FGSM eps curves", "", "![plain accuracy under FGSM vs eps, bands over distinct seeds](regnet_eps.png)",
+            "", *notes,
+            "FGSM uses the cross-entropy of the scores; with a large mu_T its gradient underflows (masking): "
+            f"read `{INDEP_APGD_DLR}` and `{GRADIENT_MASKING}` in the robustness table before reading a flat curve "
+            "as robustness.", ""]
+
+
+def _best_model_sections(ctx: ReportContext) -> list[str]:
     from trainables.core import DatasetNotFound
 
     from . import embedding
 
     with tempfile.TemporaryDirectory() as d:
-        ckpt = records.download_checkpoint(info, d)
+        ckpt = records.download_checkpoint(ctx.info, d, ctx.client)
         if ckpt is None:
-            return []
+            return ctx.skip("RegNet latent plots", "no best_model checkpoint on the search run")
         try:
             model, cfg, split = embedding.from_checkpoint(ckpt, "test")
         except DatasetNotFound as e:
-            return [f"Best-model latent plots skipped: {str(e).splitlines()[0]}", ""]
-    return model_sections(model, cfg, split, out, log, f"trial {info.best_trial}")
+            return ctx.skip("RegNet latent plots", f"the dataset is not available here ({str(e).splitlines()[0]})")
+    return model_sections(model, cfg, split, ctx.out, ctx.log, f"trial {ctx.info.best_trial}")
 
 
 def model_sections(model, cfg, split, out: Path, log=print, label: str = "") -> list[str]:
@@ -257,4 +306,4 @@ def model_sections(model, cfg, split, out: Path, log=print, label: str = "") -> 
 
 
 __all__ = ["metric_vs_param", "eps_bands", "grouped_eps_curves", "eps_points", "latent_scatter",
-           "latent_histograms", "sections", "model_sections"]
+           "latent_histograms", "sections", "model_sections", "plain_columns", "GAUSSIANITY_METRICS"]

@@ -1,36 +1,39 @@
-"""``search report NAME``: one Markdown report of a finished (or running) search.
+"""``search report NAME``: one report of a finished (or running) search, as Markdown and one HTML page.
 
 Everything comes from the MLflow records, so a report can be written on any machine that
 reaches the tracking store, long after the search: trial counts, the best trials, a table
 and a plot per searched parameter, learning curves, robustness vs eps when the trials
-measured it, and a UMAP and calibration check of the best model when its weights were
-logged. ``build`` raises ``records.RecordError`` when the search or the store does not exist
-(the CLI turns that into exit code 2).
+measured it (with the independent attack and the masking flag), Optuna's figures of the
+rebuilt study, reproductions, the family's own sections (``Family.report``), and a UMAP and
+calibration check of the best model when its weights were logged. Tables and figures show the
+study's metric, never a constraint's penalized score. The folder is then logged as the search
+run's ``report/`` artifacts. ``build`` raises ``records.RecordError`` when the search or the
+store does not exist (the CLI turns that into exit code 2).
 """
 
 from __future__ import annotations
 
-import re
+import importlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 import records
+from trainables.core.adversarial import CLEAN_METRIC, parse_metric_name
+from trainables.families import FAMILIES
+from trainables.independent_check import INDEPENDENT_METRICS
 
-from . import plots, tables
+from . import html, optuna_plots, plots, tables
+from .sections import Log, ReportContext
+from .sections import slug as _slug
 
-Log = Callable[[str], None]
+UMAP_STORE = "umap_projection.npz"  # the best model's projection, logged with the report and reused by the next
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
 
 
 def _fmt(value, spec: str = ".4g") -> str:
@@ -59,65 +62,107 @@ def _counts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _top(df: pd.DataFrame, info: records.SearchInfo, k: int) -> pd.DataFrame:
-    cols = ["trial", *info.space, info.best_column, "best_epoch"]
-    cols += [c for c in ("test_acc", "clean_acc") if c in df] + ["epochs", "state"]
-    return df[cols].head(k)  # conditional parameters that did not apply print blank
+    cols = ["trial", *info.space, info.shown_column] + ([records.FEASIBLE] if records.FEASIBLE in df else [])
+    cols += ["best_epoch"] + [c for c in ("test_acc", CLEAN_METRIC) if c in df and c != info.target]
+    cols += ["epochs", "state"]
+    return df[cols].head(k).rename(columns={info.shown_column: info.target})  # blank: a condition did not apply
 
 
 def _robust_columns(names: list[str], have_clean: bool) -> list[str]:
     """fgsm, pgd, noise, each by increasing eps; eps 0 left out when it repeats clean_acc."""
     def key(name):
-        attack, tag = plots.ROBUST_METRIC.match(name).groups()
-        return plots.ATTACKS.index(attack), float(tag)
+        attack, eps = parse_metric_name(name)
+        return plots.ATTACKS.index(attack), eps
 
     return sorted((n for n in names if not (have_clean and key(n)[1] == 0)), key=key)
 
 
-def _best_model(info: records.SearchInfo, out: Path, log: Log, umap_points: int) -> list[str]:
+def _best_model(ctx: ReportContext, umap_points: int) -> list[str]:
     """UMAP of the penultimate features and calibration of the logged best weights, on the test split."""
     from trainables.core import DatasetNotFound
 
     from . import calibration as calib
     from . import embedding
 
+    info, out, log = ctx.info, ctx.out, ctx.log
     lines = ["## Best model", ""]
     with tempfile.TemporaryDirectory() as d:
-        ckpt = records.download_checkpoint(info, d)
+        ckpt = records.download_checkpoint(info, d, ctx.client)
         if ckpt is None:
-            return lines + ["No `best_model/checkpoint.pt` artifact on the search run.", ""]
+            return lines + ctx.skip("Best model", "no `best_model/checkpoint.pt` artifact on the search run")
         log("loading the best model's checkpoint and the test split")
         try:
             model, cfg, split = embedding.from_checkpoint(ckpt, "test")
         except DatasetNotFound as e:
-            log(f"skipping the best-model checks: {str(e).splitlines()[0]}")
-            return lines + [f"Skipped: the dataset is not available here ({str(e).splitlines()[0]}).", ""]
+            return lines + ctx.skip("Best model", f"the dataset is not available here ({str(e).splitlines()[0]})")
     lines += [f"Weights of trial `{info.best_trial}` at epoch {info.best_epoch}, the epoch of its reported "
-              f"best `{info.objective}`; evaluated on the {cfg.dataset} test split ({len(split)} samples).", ""]
+              f"best `{info.target}`" + (" (where the constraint held)" if info.constraint else "")
+              + f"; evaluated on the {cfg.dataset} test split ({len(split)} samples).", ""]
     log(f"calibration on {len(split)} test samples")
     cal = calib.calibration(model, split, out / "calibration.png")
     lines += [f"Test accuracy {cal.accuracy:.4f}, mean confidence {cal.confidence:.4f}, "
               f"expected calibration error (15 bins) **{cal.ece:.4f}**.", "",
               "![reliability diagram](calibration.png)", ""]
     n = min(umap_points, len(split))
-    log(f"UMAP of {n} test samples' penultimate features (the first call compiles umap's kernels)")
+    stored = out / UMAP_STORE
+    if not stored.is_file():
+        records.download_report_file(info, UMAP_STORE, out, ctx.client)  # an earlier report's projection
     t0 = time.perf_counter()
-    embedding.umap_plot(model, split, out / "umap.png", n=n,
+    xy, labels, reused = embedding.projection(model, split, n=n, stored=stored,
+                                              key=f"{info.run_id}/{info.best_trial}/{info.best_epoch}")
+    log(f"UMAP of {n} test samples' penultimate features: " + (
+        f"the projection stored by an earlier report ({UMAP_STORE})" if reused else
+        f"computed in {time.perf_counter() - t0:.1f} s (numba kernels cached in {embedding.numba_cache()})"))
+    embedding.umap_plot(model, split, out / "umap.png", n=n, stored=stored,
+                        key=f"{info.run_id}/{info.best_trial}/{info.best_epoch}",
                         title=f"UMAP of penultimate features: trial {info.best_trial}, {n} test samples")
-    log(f"UMAP done in {time.perf_counter() - t0:.1f} s")
     lines += ["![UMAP of the penultimate features, colored by label](umap.png)", ""]
     return lines
 
 
+def _optuna_section(ctx: ReportContext) -> list[str]:
+    """Optuna's importances, parallel coordinates, history and contour, on the searched metric."""
+    md = ["## Search space (Optuna)", ""]
+    if not ctx.info.space:
+        return md + ctx.skip("Optuna figures", "nothing was searched")
+    feasible = ctx.trials[~ctx.infeasible]  # an infeasible trial's metric is not what the search looked for
+    study = optuna_plots.rebuild(feasible, ctx.info.space, [ctx.shown], [ctx.info.mode])
+    if not study.trials:
+        return md + ctx.skip("Optuna figures", f"no feasible trial holds a `{ctx.metric}` score")
+    made, skipped = optuna_plots.figures(study, ctx.out, ctx.metric)
+    left_out = int(ctx.infeasible.sum())
+    md += [f"The {len(study.trials)} scored trials rebuilt as an Optuna study, on `{ctx.metric}` at each trial's "
+           "best epoch (figures by `optuna.visualization.matplotlib`)"
+           + (f"; the {left_out} infeasible trials are left out." if left_out else "."), ""]
+    for name, path in made.items():
+        md += ctx.image(path.name, f"optuna {name}")
+    for name, why in skipped.items():
+        md += ctx.skip(f"Optuna {name}", why)
+    return md
+
+
+def _family_sections(ctx: ReportContext) -> list[str]:
+    """The family's own sections (``Family.report``, ``"module:function"``), if it declares any."""
+    family = FAMILIES.get(ctx.info.family) if ctx.info.family in FAMILIES else None
+    if family is None or not family.report:
+        return []
+    module, _, function = family.report.partition(":")
+    ctx.log(f"{ctx.info.family} sections")
+    return getattr(importlib.import_module(module), function)(ctx)
+
+
 def build(name: str, uri: str | None = None, out: str | Path | None = None, *, top: int = 10,
-          umap_points: int = 2000, best_model: bool = True, log: Log = _log) -> Path:
-    """Write ``report.md`` (plus PNGs and CSVs) for the search ``name`` into ``out``; returns its path."""
+          umap_points: int = 2000, best_model: bool = True, log: Log = _log, log_to_mlflow: bool = True) -> Path:
+    """Write ``report.md`` and ``report.html`` (plus PNGs and CSVs) for the search ``name`` into ``out``, log them as
+    the search run's ``report/`` artifacts (``log_to_mlflow``); returns the Markdown's path."""
     log(f"reading search '{name}' from {records.tracking_uri(uri)}")
     client = records.client_for(uri)
     info = records.search_info(name, uri, client)
     df = records.trials(name, uri, info=info, client=client)
     out = Path(out) if out is not None else Path("reports") / _slug(name)
     out.mkdir(parents=True, exist_ok=True)
-    best, mode, obj = info.best_column, info.mode, info.objective
+    ctx = ReportContext(info, df, out, client, log, top, best_model)
+    shown, mode, metric = info.shown_column, info.mode, info.target
     tables.to_csv(df, out / "trials.csv")
 
     md = [f"# Search `{info.name}`", ""]
@@ -126,37 +171,36 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
     md += tables.to_markdown(pd.DataFrame({
         "": ["study", "family", "dataset", "objective", "sampler", "search state", "best", "MLflow"],
         "value": [info.study, info.family, info.dataset,
-                  f"{obj} ({mode})" + (f", subject to {_constraint(info.constraint)}" if info.constraint else ""),
-                  info.sampler, info.state, f"{_fmt(info.best_value)} (trial {info.best_trial or 'n/a'})",
+                  f"{metric} ({mode})" + (f", subject to {_constraint(info.constraint)}" if info.constraint else ""),
+                  info.sampler, info.state, f"{_fmt(_best_value(df, info))} (trial {info.best_trial or 'n/a'})",
                   f"{info.uri}, run {info.run_id}"]})).splitlines() + [""]
     if info.fixed:
         md += ["Fixed: " + ", ".join(f"`{k}={v}`" for k, v in info.fixed.items()), ""]
     if info.constraint:
-        md += [f"`{best}` is the constrained score: the metric where the constraint holds, "
-               "1000 worse where it does not.", ""]
+        md += [f"Tables and plots show `{metric}` at each trial's best epoch; `{records.FEASIBLE}` says whether "
+               f"{_constraint(info.constraint)} held there (infeasible trials: red crosses, dashed curves). The "
+               "search ranked on a penalized score that puts every infeasible trial after every feasible one.", ""]
 
     md += ["## Trials", ""]
     if df.empty:
         md += ["No trial was recorded.", ""]
-        path = out / "report.md"
-        path.write_text("\n".join(md))
-        return path
+        return _finish(ctx, md)
     md += tables.to_markdown(_counts(df)).splitlines() + [""]
     failed = df[df["outcome"] == "failed"]
     for _, row in failed.head(5).iterrows():
         md.append(f"- `{row['trial']}` {row['state']}")
     md += [""] if len(failed) else []
-    md += [f"### Top {min(top, len(df))} by `{best}`", ""]
+    md += [f"### Top {min(top, len(df))} by `{metric}`", ""]
     md += tables.to_markdown(_top(df, info, top)).splitlines()
     md += ["", "All trials: [trials.csv](trials.csv).", ""]
 
     log(f"reading the per-epoch history of {len(df)} trials")
-    history = records.histories(name, uri, metrics=(obj,), info=info, client=client)
-    common, at_common = records.at_common_epoch(df, history, obj)
+    history = records.histories(name, uri, metrics=(metric,), info=info, client=client)
+    common, at_common = records.at_common_epoch(df, history, metric)
     full = int((df["outcome"] == "completed").sum())
     md += ["## By parameter", "",
            f"Each value's trials at epoch {common}, the last epoch every scored trial reached (like with like), "
-           f"beside their best `{obj}` over the epochs each ran. {full} of {len(df)} trials ran the full budget "
+           f"beside their best `{metric}` over the epochs each ran. {full} of {len(df)} trials ran the full budget "
            f"of {info.max_epochs} epochs (`full_budget`)."
            + (" This search stopped trials early (ASHA): `mean_best` mixes budgets." if info.scheduler == "asha"
               else " No early stopping: every scored trial ran the full budget."), ""]
@@ -164,40 +208,33 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
     for param, spec in info.space.items():
         md += [f"### `{param}`", ""]
         if _categorical(spec):
-            table = tables.compare(df, param, best, mode, at_common=at_common if common else None, common_epoch=common)
+            table = tables.compare(df, param, shown, mode, at_common=at_common if common else None,
+                                   common_epoch=common).rename(columns={"mean_best": f"mean_best_{metric}"})
             tables.to_csv(table, out / f"compare_{_slug(param)}.csv")
             md += tables.to_markdown(table).splitlines() + [""]
-        if not df[best].notna().any():
-            md += [f"No trial reported `{best}`.", ""]
+        if not df[shown].notna().any():
+            md += [f"No trial reported `{metric}`.", ""]
         else:
-            plots.by_parameter(df, param, best, out / f"param_{_slug(param)}.png", categorical=_categorical(spec))
-            md += [f"![{best} by {param}](param_{_slug(param)}.png)", ""]
+            plots.by_parameter(df, param, shown, out / f"param_{_slug(param)}.png", categorical=_categorical(spec),
+                               infeasible=ctx.infeasible, title=f"{metric} by {param}")
+            md += [f"![{metric} by {param}](param_{_slug(param)}.png)", ""]
 
     md += ["## Learning curves", ""]
+    dashed = set(df.loc[ctx.infeasible, "trial"])
     if history.empty:
-        md += [f"No per-epoch `{obj}` was logged.", ""]
+        md += ctx.skip("Learning curves", f"no per-epoch `{metric}` was logged")
     else:
         for param, spec in info.space.items():
             file = f"curves_{_slug(param)}.png"
-            plots.learning_curves(history, out / file, obj, trials=df, color_by=param, categorical=_categorical(spec),
-                                  title=f"{obj} per epoch, by {param}")
-            md += [f"![{obj} per epoch, colored by {param}]({file})", ""]
+            plots.learning_curves(history, out / file, metric, trials=df, color_by=param,
+                                  categorical=_categorical(spec), title=f"{metric} per epoch, by {param}", dashed=dashed)
+            md += [f"![{metric} per epoch, colored by {param}]({file})", ""]
         if not info.space:
-            plots.learning_curves(history, out / "curves.png", obj)
-            md += [f"![{obj} per epoch](curves.png)", ""]
+            plots.learning_curves(history, out / "curves.png", metric, dashed=dashed)
+            md += [f"![{metric} per epoch](curves.png)", ""]
 
-    if plots.has_robust_metrics(df.columns):
-        log("plotting robustness vs eps")
-        robust_cols = [c for c in df.columns if plots.ROBUST_METRIC.match(str(c))]
-        ranked = df[df[robust_cols].notna().any(axis=1)]
-        k = min(3, len(ranked))
-        plots.robustness_curve(ranked, out / "robustness.png", k=k, title=f"accuracy vs eps, best {k} trials")
-        cols = ["trial"] + [c for c in ("clean_acc",) if c in df] + _robust_columns(robust_cols, "clean_acc" in df)
-        cols += [c for c in ("indep_pgd_acc", "indep_apgd_acc") if c in df]
-        md += ["## Robustness", "", "Final-epoch accuracies on the validation subset used by the robust "
-               "evaluation (eps 0 is the clean accuracy).", "",
-               "![accuracy vs eps](robustness.png)", ""]
-        md += tables.to_markdown(ranked[cols].head(top)).splitlines() + [""]
+    md += _robustness(ctx)
+    md += _optuna_section(ctx)
 
     repro = records.reproductions(name, uri, client)
     if not repro.empty:
@@ -205,15 +242,45 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
                "over seeds of the objective and the test metrics (final epoch).", ""]
         md += tables.to_markdown(repro).splitlines() + [""]
 
-    if info.family == "regnet":
-        from . import regnet
-
-        log("RegNet sections")
-        md += regnet.sections(info, df, out, log, best_model=best_model)
-
+    md += _family_sections(ctx)
     if best_model:
-        md += _best_model(info, out, log, umap_points)
+        md += _best_model(ctx, umap_points)
+    else:
+        ctx.skip("Best model", "--no-best-model")
+    return _finish(ctx, md, log_to_mlflow)
 
-    path = out / "report.md"
+
+def _best_value(df: pd.DataFrame, info: records.SearchInfo):
+    best = records.best_row(df)
+    return None if best is None else best[info.shown_column]
+
+
+def _robustness(ctx: ReportContext) -> list[str]:
+    df = ctx.trials
+    robust_cols = plots.robust_columns(df.columns)
+    if not robust_cols:
+        return []
+    ctx.log("plotting robustness vs eps")
+    ranked = df[df[robust_cols].notna().any(axis=1)]
+    k = min(3, len(ranked))
+    plots.robustness_curve(ranked, ctx.out / "robustness.png", k=k, title=f"accuracy vs eps, best {k} trials")
+    cols = ["trial"] + [c for c in (CLEAN_METRIC,) if c in df] + _robust_columns(robust_cols, CLEAN_METRIC in df)
+    cols += [c for c in INDEPENDENT_METRICS if c in df]
+    md = ["## Robustness", "", "Final-epoch accuracies on the validation subset used by the robust evaluation "
+          "(eps 0 is the clean accuracy). Beside them, the independent torchattacks check at `indep_eps` and "
+          "`gradient_masking` (1: our PGD beats the strongest independent attack by more than 2 points: the robust "
+          "numbers of that trial are not to be trusted).", "", "![accuracy vs eps](robustness.png)", ""]
+    return md + tables.to_markdown(ranked[cols].head(ctx.top)).splitlines() + [""]
+
+
+def _finish(ctx: ReportContext, md: list[str], log_to_mlflow: bool = True) -> Path:
+    if ctx.skipped:
+        md += ["## Skipped sections", ""] + [f"- {section}: {why}" for section, why in ctx.skipped] + [""]
+    path = ctx.out / "report.md"
     path.write_text("\n".join(md))
+    page = html.write(path, ctx.out / "report.html", title=f"Search {ctx.info.name}")
+    ctx.log(f"report written to {path} and {page}")
+    if log_to_mlflow:
+        where = records.log_report(ctx.info, ctx.out, ctx.client)
+        ctx.log(f"report logged to MLflow: {where}")
     return path

@@ -21,6 +21,7 @@ from .schema import (
 )
 from .states import OUTCOMES, RANKABLE, TrialState, TrialTracker, decide, outcome
 from .table import (
+    FEASIBLE,
     NoScore,
     RecordError,
     SearchInfo,
@@ -31,9 +32,12 @@ from .table import (
     client_for,
     display,
     download_checkpoint,
+    download_report_file,
     histories,
     list_searches,
+    log_report,
     rank,
+    reproduction_seeds,
     reproductions,
     search_info,
     trials,
@@ -45,5 +49,6 @@ __all__ = [
     "best_key", "child_runs", "find_parent", "tracking_uri", "OUTCOMES", "RANKABLE", "TrialState", "TrialTracker",
     "decide", "outcome", "NoScore", "RecordError", "SearchInfo", "SearchNotFound", "at_common_epoch", "best_trial_record",
     "best_row", "client_for", "display", "download_checkpoint", "histories", "list_searches", "rank", "reproductions",
+    "reproduction_seeds", "log_report", "FEASIBLE", "download_report_file",
     "search_info", "trials", "typed_param",
 ]

@@ -41,6 +41,10 @@ def best_key(metric: str) -> str:
     return f"best_{metric}"
 
 
+OBJECTIVE = "objective"  # the penalized score a constrained search ranks on (trainables/objective.py reports it)
+REPORT = "report"  # the parent run's artifact folder holding ``search report``'s output
+
+
 def at_best_key(metric: str) -> str:
     """``metric``'s value at the trial's best epoch (for Pareto fronts and constraints)."""
     return f"at_best.{metric}"
@@ -129,7 +133,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 def searched_metric(study) -> str:
     """The value the sampler and ASHA see: ``objective`` under a constraint (trainables/objective.py)."""
-    return "objective" if study.objective.constraint else study.objective.metric
+    return OBJECTIVE if study.objective.constraint else study.objective.metric
 
 
 def start_parent(client: MlflowClient, study, search_name: str, study_path: Path, *, sampler: str,

@@ -26,6 +26,8 @@ from . import schema
 from .schema import PARETO, STATE, TRIAL_ID, StoreNotFound
 from .states import OUTCOMES, RANKABLE, outcome
 
+FEASIBLE = "feasible"  # column of a constrained search: the constraint held at the trial's best epoch
+
 
 class RecordError(LookupError):
     """The records cannot answer (exit code 2 in the CLI); the message says why."""
@@ -71,6 +73,12 @@ class SearchInfo:
     @property
     def has_checkpoint(self) -> bool:
         return schema.BEST_MODEL in self.artifacts
+
+    @property
+    def shown_column(self) -> str:
+        """The column a person reads: the study's metric at each trial's best epoch (``best_<target>``); under a
+        constraint that is not the penalized ``best_objective`` the search ranks on."""
+        return schema.best_key(self.target)
 
 
 def client_for(uri: str | None = None) -> MlflowClient:
@@ -209,9 +217,17 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
         if spec.get("type") in ("uniform", "loguniform", "int"):
             table[p] = pd.to_numeric(table[p], errors="coerce")
     table["best_epoch"] = table["best_epoch"].astype("Int64")
+    if info.shown_column != best_col:  # a constraint: the metric at the best epoch, and whether it held there
+        at_best = schema.at_best_key(info.target)
+        shown = table[at_best] if at_best in table else pd.Series(float("nan"), index=table.index)
+        table.insert(table.columns.get_loc(best_col) + 1, info.shown_column, shown)
+        # the penalized score equals the metric exactly where the constraint holds (trainables/objective.py)
+        feasible = (table[best_col] == shown).where(shown.notna() & table[best_col].notna())
+        table.insert(table.columns.get_loc(info.shown_column) + 1, FEASIBLE, feasible.astype("boolean"))
     table = rank(table, best_col, info.mode)
     table.attrs.update(objective=info.objective, target=info.target, mode=info.mode, best_column=best_col,
-                       params=list(info.space), search=info.name, max_epochs=info.max_epochs)
+                       shown_column=info.shown_column, params=list(info.space), search=info.name,
+                       max_epochs=info.max_epochs)
     return table
 
 
@@ -225,12 +241,14 @@ def best_row(table: pd.DataFrame) -> pd.Series | None:
     return first
 
 
-def display(table: pd.DataFrame, top: int | None = None) -> str:
-    """The trial table as ``search run`` and ``search show`` print it (the same function for both)."""
-    best_col, metric = table.attrs["best_column"], table.attrs["objective"]
-    cols = ["trial", *table.attrs["params"], best_col, "best_epoch", "epochs", "state"]
-    cols += ["pareto"] if "pareto" in table else []
-    shown = table[cols].rename(columns={best_col: metric})
+def display(table: pd.DataFrame, top: int | None = None, extra: Iterable[str] = ()) -> str:
+    """The trial table as ``search run`` and ``search show`` print it (the same function for both); ``extra``:
+    more metric columns (final epoch) after the state, such as the family's cross-domain accuracies."""
+    shown_col, metric = table.attrs.get("shown_column", table.attrs["best_column"]), table.attrs["target"]
+    cols = ["trial", *table.attrs["params"], shown_col] + ([FEASIBLE] if FEASIBLE in table else [])
+    cols += ["best_epoch", "epochs", "state"] + (["pareto"] if "pareto" in table else [])
+    cols += [c for c in extra if c in table and c not in cols]
+    shown = table[cols].rename(columns={shown_col: metric})
     shown["best_epoch"] = shown["best_epoch"].astype("string").fillna("-")  # pandas prints <NA> otherwise
     if top is not None:
         shown = shown.head(top)
@@ -354,3 +372,33 @@ def reproductions(name: str, uri: str | None = None, client: MlflowClient | None
             row[base] = f"{m[key]:.4f} ± {m.get(base + '_std', float('nan')):.4f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def reproduction_seeds(name: str, uri: str | None = None, client: MlflowClient | None = None) -> pd.DataFrame:
+    """One row per seed of every ``search reproduce`` of this search: ``run`` (the reproduction), ``seed``, then
+    every metric's last value (the bands over seeds of the report are drawn from these, never from repeats)."""
+    client = client or client_for(uri)
+    rows = []
+    for parent in schema.reproductions(client, name):
+        for run in schema.child_runs(client, parent):
+            seed = _float(run.data.params.get("seed"))
+            rows.append({"run": parent.info.run_name, "seed": int(seed) if seed is not None else None,
+                         **{k: v for k, v in run.data.metrics.items() if not k.startswith(("best_", "at_best."))}})
+    return pd.DataFrame(rows)
+
+
+def download_report_file(info: SearchInfo, name: str, dst: str | Path, client: MlflowClient | None = None) -> Path | None:
+    """A file an earlier ``search report`` logged under ``report/`` (a stored projection), or None."""
+    client = client or client_for(info.uri)
+    if schema.REPORT not in info.artifacts:
+        return None
+    if f"{schema.REPORT}/{name}" not in {a.path for a in client.list_artifacts(info.run_id, schema.REPORT)}:
+        return None
+    return Path(client.download_artifacts(info.run_id, f"{schema.REPORT}/{name}", str(dst)))
+
+
+def log_report(info: SearchInfo, folder: str | Path, client: MlflowClient | None = None) -> str:
+    """Log a written report folder as the ``report/`` artifacts of the search's parent run; returns their URI."""
+    client = client or client_for(info.uri)
+    client.log_artifacts(info.run_id, str(folder), schema.REPORT)
+    return f"{client.get_run(info.run_id).info.artifact_uri}/{schema.REPORT}"

@@ -108,8 +108,8 @@ def _report(outcome, top: int) -> None:
     print(f"\nsearch '{outcome.name}' finished in {outcome.seconds:.1f} s")
     print(render(outcome.table, top))  # read back from MLflow: the same text as `search show`
     if outcome.best_yaml is not None:
-        best = outcome.table.iloc[0]
-        print(f"\nbest: trial {best['trial']}, {outcome.table.attrs['objective']} {outcome.best_value:.4f} at epoch "
+        best, attrs = outcome.table.iloc[0], outcome.table.attrs
+        print(f"\nbest: trial {best['trial']}, {attrs['target']} {best[attrs['shown_column']]:.4f} at epoch "
               f"{best['best_epoch']} (its weights: artifact best_model); configuration written to {outcome.best_yaml}")
     else:
         print("\nno trial holds a score (all failed or diverged): no best configuration")
@@ -155,15 +155,36 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
+    # umap-learn's numba kernels compile once per machine, not once per report (set before numba is imported)
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.expanduser("~/.cache/robust-search/numba"))
     import records
     from analysis.report import build  # the CLI is the one place where search meets analysis
 
     try:
         path = build(args.name, args.tracking_uri, args.out, top=args.top, umap_points=args.umap_points,
-                     best_model=not args.no_best_model)
+                     best_model=not args.no_best_model, log_to_mlflow=not args.no_mlflow)
     except records.RecordError as e:
         return _fail(str(e))
     print(path)
+    return 0
+
+
+def cmd_suite(args) -> int:
+    import records
+    from spaces.study import StudyError
+
+    try:
+        if args.action == "run":
+            from .suite import run_suite
+
+            run_suite(args.name, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir, address=args.address,
+                      quiet=args.quiet)
+        from analysis.suite import build
+        from spaces.suite import load_suite
+
+        print(build(load_suite(args.name), args.tracking_uri, args.out))
+    except (StudyError, records.RecordError) as e:
+        return _fail(str(e))
     return 0
 
 
@@ -239,8 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--top", type=positive, default=10, help="rows of the best-trials table")
     rep.add_argument("--umap-points", type=positive, default=2000, help="test samples in the UMAP projection")
     rep.add_argument("--no-best-model", action="store_true", help="skip UMAP and calibration of the best model")
+    rep.add_argument("--no-mlflow", action="store_true", help="do not log the report to the search's MLflow run")
     common(rep)
     rep.set_defaults(func=cmd_report)
+
+    su = sub.add_parser("suite", help="a seed's studies (spaces/suites/NAME.yaml): run them, report claim by claim")
+    su.add_argument("action", choices=("run", "report"), help="run: run (resume, skip) every study, then report")
+    su.add_argument("name", help="the suite (spaces/suites/NAME.yaml)")
+    su.add_argument("--out", default=None, help="report folder (default: docs/replications)")
+    common(su, ray=True)
+    su.set_defaults(func=cmd_suite)
 
     rp = sub.add_parser("reproduce", help="re-run an exported configuration at full budget on several seeds")
     rp.add_argument("best", help="a YAML written by `search export`")

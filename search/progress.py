@@ -12,6 +12,7 @@ import time
 
 from ray import tune
 
+from records import schema
 from records.states import OUTCOMES, TrialTracker
 
 
@@ -61,7 +62,7 @@ class LiveProgress(tune.Callback):
         state = self.tracker.finished(trial.trial_id)
         self.counts[state.kind] += 1
         best = self.tracker.get(trial.trial_id).best
-        self._line(f"trial {trial.trial_id} {state}" + (f": best {self.metric}={best:.4f}" if best is not None else ""))
+        self._line(f"trial {trial.trial_id} {state}" + (f": best {self._reading(trial.trial_id)}" if best is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
@@ -75,12 +76,24 @@ class LiveProgress(tune.Callback):
             self.stream.flush()
 
     # ------------------------------------------------------------ drawing
+    def _reading(self, trial_id: str, sep: str = "=") -> str:
+        """``metric=value`` at the trial's best epoch: under a constraint the study's metric (the first companion),
+        never the penalized score, marked infeasible where the score differs from it."""
+        t = self.tracker.get(trial_id)
+        if self.metric != schema.OBJECTIVE or not self.tracker.companions:
+            return f"{self.metric}{sep}{t.best:.4f}"
+        target = self.tracker.companions[0]
+        value = t.at_best.get(target)
+        if value is None:
+            return f"{target}{sep}-"
+        return f"{target}{sep}{value:.4f}" + ("" if value == t.best else " (infeasible)")
+
     def summary(self) -> str:
         c = self.counts
         finished = sum(c.values())
         elapsed = time.monotonic() - self.start
         eta = elapsed / finished * (self.num_samples - finished) if finished else None
-        best = f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
+        best = f"best {self._reading(self.best[1], ' ')} ({self.best[1]})" if self.best else "best -"
         rare = "".join(f" | {c[k]} {k}" for k in ("ended", "diverged") if c[k])
         return (f"[{_clock(elapsed)}] {len(self.running)} running | {c['completed']} done | "
                 f"{c['stopped']} stopped early{rare} | {c['failed']} failed | {finished}/{self.num_samples} | {best} | "

@@ -174,6 +174,17 @@ class Study(_Strict):
                              "'own: <why>'")
         return v.strip()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _grid_values_imply_the_grid_sampler(cls, data):
+        """``type: grid`` means "walk every value": without a ``sampler:`` the study is searched by the grid
+        sampler (under TPE a grid point could be sampled twice and another skipped; ``check_sampler`` refuses
+        an explicit other sampler)."""
+        if isinstance(data, dict) and "sampler" not in data and any(
+                isinstance(p, dict) and p.get("type") == "grid" for p in (data.get("search") or {}).values()):
+            return {**data, "sampler": "grid"}
+        return data
+
     # ------------------------------------------------------------ derived
     def base_config(self) -> dict[str, Any]:
         """What every trial shares: dataset, fixed parameters, the epoch budget, the seed."""
@@ -545,7 +556,8 @@ def _check_semantics(study: Study, problems: _Problems) -> None:
 def check_sampler(study: Study, sampler: str) -> list[str]:
     """Problems that only appear with a given sampler: one that searches two objectives needs the second
     one and no early stopping (ASHA ranks trials on one metric); one over a finite space (grid) needs
-    discrete parameters. (Under the other samplers a ``grid`` parameter is a categorical choice.)
+    discrete parameters, and a ``type: grid`` parameter needs such a sampler (a study without ``sampler:``
+    gets the grid sampler); ``choice`` is the categorical parameter the other samplers draw from.
     """
     if sampler not in SAMPLERS:
         return [f"sampler: unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}"]
@@ -562,6 +574,10 @@ def check_sampler(study: Study, sampler: str) -> list[str]:
     if kind.finite_space:
         problems += [f"search.{n}: the {sampler} sampler needs choice/grid/int parameters, not '{p.type}'"
                      for n, p in study.search.items() if not p.is_discrete()]
+    else:
+        problems += [f"search.{n}: 'type: grid' values are walked by the grid sampler, not sampled by '{sampler}' "
+                     "(which may draw one value twice and skip another); drop the other sampler, or write "
+                     "'type: choice'" for n, p in study.search.items() if p.type == "grid"]
     return problems
 
 

@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from trainables.core import TrainConfig, train
-from trainables.core.adversarial import adv_step_size, gairat_weights, make_batch_loss, robust_metrics
+from trainables.core.adversarial import RobustEval, adv_step_size, gairat_weights, make_batch_loss, robust_metrics
 from trainables.core.attacks import fgsm, pgd
 from trainables.core.registry import build
-from trainables.families import robust_metric_names
 
 TINY = {"dataset": "digits", "filters": [8, 16], "max_train_samples": 256, "device": "cpu",
         "batch_size": 64, "lr": 0.05}
@@ -137,7 +136,7 @@ def test_adversarial_training_runs_and_reports_robust_metrics(mode, extra):
                "eval_pgd_steps": 3, **extra})
     assert len(r.history) == 2
     for m in r.history:
-        names = ("clean_acc",) + robust_metric_names([0.0, 0.1])
+        names = RobustEval.metric_names([0.0, 0.1])
         assert set(names) <= set(m)
         assert all(0.0 <= m[k] <= 1.0 for k in names)
         assert m["fgsm_acc_eps0"] == m["pgd_acc_eps0"] == m["noise_acc_eps0"] == m["clean_acc"]
@@ -156,7 +155,7 @@ def test_robust_metrics_on_a_trained_model():
     m = robust_metrics(r.model, val, cfg)
     assert r.model.training  # the metrics ran it in eval mode and restored the caller's mode
     r.model.eval()
-    assert set(m) == {"clean_acc", *robust_metric_names([0.0, 0.1])}
+    assert set(m) == set(RobustEval.metric_names([0.0, 0.1]))
     with torch.no_grad():
         assert m["clean_acc"] == pytest.approx((r.model(val.x[:200]).argmax(1) == val.y[:200]).float().mean().item())
     assert m["pgd_acc_eps0.1"] <= m["fgsm_acc_eps0.1"] < m["clean_acc"]
@@ -176,3 +175,15 @@ def test_pgd_at_resumes_exactly_from_a_checkpoint(tmp_path):
     resumed = train(cfg, resume_from=ckpt)
     for key in ("train_loss", "val_loss", "pgd_acc_eps0.1"):
         assert resumed.history[-1][key] == full.history[-1][key]
+
+
+@pytest.mark.parametrize("eps", [0.0, 8 / 255, 0.1, 0.3, 1.0, 1e-5])
+def test_parse_metric_name_reads_back_every_name_the_formatter_writes(eps):
+    from trainables.core.adversarial import ATTACK_METRICS, metric_name, parse_metric_name
+
+    for attack in ATTACK_METRICS:
+        attack_back, eps_back = parse_metric_name(metric_name(attack, eps))
+        assert attack_back == attack and metric_name(attack, eps_back) == metric_name(attack, eps)
+    for other in ("clean_acc", "val_acc", "xdomain_acc_svhn", "cw_acc_eps0.1", "pgd_acc_eps", "pgd_acc_epsx",
+                  "indep_pgd_acc", "pgd_acc_eps0.10"):
+        assert parse_metric_name(other) is None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainables.adversarial import check_eps, independent_metrics
+from trainables.adversarial import check_eps
+from trainables.adversarial import final_metrics as independent_metrics
 from trainables.core import TrainConfig, Trainer
 
 TINY_AT = {"dataset": "digits", "filters": [8, 16], "epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.01,
@@ -42,3 +43,24 @@ def test_masking_flag_in_metrics(monkeypatch, ours, theirs, flag):
     monkeypatch.setattr(ic, "independent_check", lambda *a, **k: {"pgd_acc": theirs, "apgd_acc": theirs + 0.01})
     trainer = Trainer({**TINY_AT, "max_train_samples": 64})
     assert independent_metrics(trainer, {"pgd_acc_eps0.1": ours})["gradient_masking"] == flag
+
+
+def test_regnet_checks_the_largest_eps_up_to_0_3_and_adds_the_dlr_attack(monkeypatch):
+    """One ``independent_metrics`` for both families: regnet's eps rule and its APGD-DLR enter the masking flag."""
+    import trainables.independent_check as ic
+    from trainables.regnet import check_eps as regnet_eps
+    from trainables.regnet import final_metrics as regnet_final
+
+    assert regnet_eps(TrainConfig.from_dict({**TINY_AT, "eval_eps": [0.1, 0.3, 0.5]})) == 0.3
+    assert regnet_eps(TrainConfig.from_dict({**TINY_AT, "eval_eps": [0.5, 1.0]})) == 0.5
+    seen = {}
+
+    def fake(model, x, y, eps, **kw):
+        seen.update(eps=eps, **kw)
+        return {"clean_acc": 0.9, "pgd_acc": 0.6, "apgd_acc": 0.6, "apgd_dlr_acc": 0.1}
+
+    monkeypatch.setattr(ic, "independent_check", fake)
+    trainer = Trainer({**TINY_AT, "eval_eps": [0.1, 0.3, 0.5], "max_train_samples": 64})
+    out = regnet_final(trainer, {"pgd_acc_eps0.3": 0.6})
+    assert seen["eps"] == 0.3 and seen["dlr"] is True
+    assert out["indep_apgd_dlr_acc"] == 0.1 and out["gradient_masking"] == 1.0  # only DLR exposes the masking

@@ -146,10 +146,12 @@ def store(tmp_path_factory, tiny_model):
     cdoc = {**doc, "objective": {"metric": "val_acc", "mode": "max", "constraint": {"metric": "val_acc", "min": 0.5}}}
     cparent = _parent(client, exp, "constrained", cdoc, tmp, best_metric="best_objective", best_value=0.8,
                       best_trial="c1", checkpoint=None)
-    _child(client, cparent, "constrained", "c1", TRIALS["t_best"][0], "completed",
-           [{"val_acc": 0.8, "objective": 0.8}], "best_objective")
-    _child(client, cparent, "constrained", "c2", TRIALS["t_second"][0], "completed",
-           [{"val_acc": 0.3, "objective": 0.3 - 1000}], "best_objective")
+    c1 = _child(client, cparent, "constrained", "c1", TRIALS["t_best"][0], "completed",
+                [{"val_acc": 0.8, "objective": 0.8}], "best_objective")
+    c2 = _child(client, cparent, "constrained", "c2", TRIALS["t_second"][0], "completed",
+                [{"val_acc": 0.3, "objective": 0.3 - 1000}], "best_objective")
+    for rid, acc in ((c1, 0.8), (c2, 0.3)):  # the tracking callback's companions at the best epoch
+        client.log_metric(rid, "at_best.val_acc", acc, step=1)
     return uri, run_ids
 
 
@@ -174,14 +176,32 @@ def test_trials_types_params_sorts_and_keeps_the_searched_lr(store):
     assert df.loc[df.trial == "t_best", "run_id"].item() == run_ids["t_best"]
 
 
-def test_constrained_search_uses_best_objective(store, tmp_path):
+def test_constrained_search_uses_best_objective(store, tmp_path, monkeypatch):
     uri, _ = store
+    drawn = []  # every value a figure of the report receives
+
+    def spy(fn, values):
+        def wrapped(*args, **kwargs):
+            drawn.extend(values(*args, **kwargs))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(plots, "by_parameter", spy(plots.by_parameter, lambda df, p, metric, *a, **k: df[metric]))
+    monkeypatch.setattr(plots, "learning_curves", spy(plots.learning_curves,
+                                                      lambda h, out, metric, **k: h[h["metric"] == metric]["value"]))
     info = records.search_info("constrained", uri)
     assert info.best_column == "best_objective" and info.constraint == {"metric": "val_acc", "min": 0.5}
     df = records.trials("constrained", uri, info=info)
     assert list(df["trial"]) == ["c1", "c2"] and df["best_objective"].iloc[1] == pytest.approx(-999.7)
-    text = report.build("constrained", uri, tmp_path / "rep", best_model=False, log=lambda m: None).read_text()
-    assert "val_acc (max), subject to val_acc >= 0.5" in text and "### Top 2 by `best_objective`" in text
+    assert list(df["best_val_acc"]) == [0.8, 0.3] and list(df["feasible"]) == [True, False]
+    text = report.build("constrained", uri, tmp_path / "rep", best_model=False, log=lambda m: None,
+                        log_to_mlflow=False).read_text()
+    assert "val_acc (max), subject to val_acc >= 0.5" in text and "### Top 2 by `val_acc`" in text
+    # the penalized score never reaches the page: no number below val_acc's range [0, 1] in any table
+    numbers = [float(x) for line in text.splitlines() if line.startswith("|")
+               for x in re.findall(r"(?<![\w.])-?\d+\.?\d*(?:e-?\d+)?(?![\w.])", line)]
+    assert numbers and min(numbers) >= 0 and "-999" not in text and "objective" not in text.split("## Trials")[1]
+    assert len(drawn) > 4 and min(drawn) >= 0  # nor in any plot
 
 
 def test_histories_long_format_only_the_metrics_asked_last_value_wins(store):
@@ -354,6 +374,14 @@ def test_umap_of_penultimate_features(tiny_model, tmp_path):
     assert feats.shape == (150, 256)  # the CNN's 256-unit layer before its head
     path = embedding.umap_plot(model, split, tmp_path / "umap.png", n=150, n_epochs=50)
     assert _png(path)
+    # a stored projection is reused for the same model and settings, recomputed for another model
+    stored = tmp_path / "umap.npz"
+    xy, labels, reused = embedding.projection(model, split, n=150, n_epochs=50, stored=stored, key="run/t1/3")
+    assert not reused and stored.is_file() and xy.shape == (150, 2) and len(labels) == 150
+    again, _, reused = embedding.projection(model, split, n=150, n_epochs=50, stored=stored, key="run/t1/3")
+    assert reused and np.array_equal(again, xy)
+    _, _, reused = embedding.projection(model, split, n=150, n_epochs=50, stored=stored, key="run/t1/4")
+    assert not reused
     with pytest.raises(ValueError, match="split must be"):
         embedding.from_checkpoint(ckpt, "validation")
 
@@ -382,8 +410,19 @@ def test_report_end_to_end(store, tmp_path, capsys):
         "fgsm_acc_eps0.03137", "fgsm_acc_eps0.1", "pgd_acc_eps0.03137", "pgd_acc_eps0.1",
         "noise_acc_eps0.03137", "noise_acc_eps0.1"]  # eps 0 repeats clean_acc: left out
     assert re.search(r"expected calibration error \(15 bins\) \*\*0\.\d{4}\*\*", text)
+    for name in ("optuna_history.png", "optuna_importances.png", "optuna_parallel.png", "optuna_contour.png"):
+        assert name in links, name  # Optuna's figures of the rebuilt study, on the searched metric
+    page = (tmp_path / "rep" / "report.html").read_text()
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(sources) == len([x for x in links if x.endswith(".png")])
+    assert all(src.startswith("data:image/png;base64,") for src in sources)  # self-contained
+    assert "<table>" in page
+    client = MlflowClient(uri)
+    parent = records.search_info("demo", uri).run_id
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.md", "report/report.html", "report/umap.png"} <= logged
     out = capsys.readouterr().out
-    assert "reading search 'demo'" in out and "UMAP" in out
+    assert "reading search 'demo'" in out and "UMAP" in out and "report logged to MLflow: " in out
 
 
 def test_cli_unknown_search_exits_2_without_traceback_and_never_imports_ray(store):
@@ -414,5 +453,8 @@ def test_report_command_writes_the_report(store, tmp_path, capsys):
     from search.cli import main
 
     uri, _ = store
-    assert main(["report", "demo", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-best-model"]) == 0
+    assert main(["report", "demo", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-best-model",
+                 "--no-mlflow"]) == 0
     assert capsys.readouterr().out.strip().endswith("report.md") and (tmp_path / "r" / "report.md").is_file()
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "## Skipped sections" in text and "- Best model: --no-best-model" in text

@@ -281,3 +281,15 @@ def test_channels_last_is_the_cpu_default_and_one_channel_batches_are_restrided(
     off = Trainer({"dataset": "digits", "filters": [4, 8], "max_train_samples": 64, "device": "cpu",
                    "augment": False, "epochs": 1, "channels_last": False})
     assert not off.channels_last and next(off._batches())[0].is_contiguous()
+
+
+def test_a_plain_run_reports_exactly_the_declared_epoch_metrics():
+    """``EPOCH_METRICS`` (what the families' metrics start from) is what ``fit`` reports, no more, no less."""
+    from trainables.core.train import EPOCH_METRICS, TEST_METRICS
+    from trainables.families import FAMILIES
+
+    result = train({"dataset": "digits", "filters": [8, 16], "epochs": 2, "batch_size": 64, "device": "cpu"})
+    first, last = result.history
+    assert set(first) - {"epoch"} == set(EPOCH_METRICS)
+    assert set(last) - {"epoch"} == set(EPOCH_METRICS) | set(TEST_METRICS)
+    assert FAMILIES["optimization"].metrics({"dataset": "digits"})[:len(EPOCH_METRICS)] == EPOCH_METRICS

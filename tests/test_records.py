@@ -347,3 +347,22 @@ def test_progress_line_counts_states_by_the_one_rule():
     assert "1 done | 1 stopped early | 1 ended | 1 failed | 4/4 | best val_acc 0.6000 (a)" in summary
     lines = stream.getvalue()
     assert "trial b stopped early by ASHA at epoch 1" in lines and "trial c ended by the time budget at epoch 1" in lines
+
+
+def test_progress_under_a_constraint_shows_the_metric_never_the_penalized_score():
+    import io
+
+    from search.progress import LiveProgress
+
+    stream = io.StringIO()
+    progress = LiveProgress(TrialTracker("objective", "max", 1, companions=("pgd_acc_eps0.1",)), num_samples=2,
+                            stream=stream, every_s=1e9)
+    for tid, pgd, score in (("ok", 0.3, 0.3), ("bad", 0.6, 0.6 - 1000)):  # "bad": the constraint failed
+        trial = _trial(tid, 0.1)
+        progress.on_trial_start(0, [], trial)
+        progress.on_trial_result(0, [], trial, {"epoch": 1, "objective": score, "pgd_acc_eps0.1": pgd})
+        progress.on_trial_complete(0, [], trial)
+    lines, summary = stream.getvalue(), progress.summary()
+    assert "trial ok completed: best pgd_acc_eps0.1=0.3000" in lines
+    assert "trial bad completed: best pgd_acc_eps0.1=0.6000 (infeasible)" in lines
+    assert "best pgd_acc_eps0.1 0.3000 (ok)" in summary and "-999" not in lines + summary

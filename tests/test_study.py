@@ -264,6 +264,29 @@ def test_grid_sampler_rejects_continuous_params(capsys):
     assert "grid sampler needs choice/grid/int" in err and "Traceback" not in err
 
 
+def test_grid_values_imply_the_grid_sampler_and_refuse_another(tmp_path, capsys):
+    text = (SPACES / "generalization_fmnist_finetune.yaml").read_text()
+    assert "sampler:" not in text
+    study = load_study(SPACES / "generalization_fmnist_finetune.yaml")
+    assert study.sampler == "grid" and check_sampler(study, study.sampler) == []
+    assert study.grid_size() == 6  # every grid point once, whatever num_samples says
+    assert load_study(SPACES / "fmnist_optimizers.yaml").sampler == "tpe"  # no grid values: the default stays
+
+    problems = check_sampler(study, "tpe")
+    assert sorted(p.split(":")[0] for p in problems) == ["search.finetune_per_class", "search.freeze"]
+    assert all("grid sampler" in p for p in problems)
+    explicit = tmp_path / "explicit_tpe.yaml"
+    explicit.write_text(text + "sampler: tpe\n")
+    assert main(["validate", str(explicit)]) == 2
+    err = capsys.readouterr().err
+    assert "search.freeze" in err and "grid sampler" in err and "Traceback" not in err
+    assert main(["validate", str(SPACES / "generalization_fmnist_finetune.yaml"), "--sampler", "random"]) == 2
+    capsys.readouterr()
+    choice = tmp_path / "choice_tpe.yaml"
+    choice.write_text(text.replace("type: grid", "type: choice") + "sampler: tpe\n")
+    assert main(["validate", str(choice)]) == 0, capsys.readouterr().err
+
+
 def test_parse_study_overrides():
     study = parse_study(GOOD, overrides={"budget.num_samples": 7, "resources.gpus": 0.5, "seed": 3})
     assert study.budget.num_samples == 7

@@ -6,6 +6,8 @@ A ``Family`` declares
   therefore has no effect there: an error, by the same rule as any field that does not act);
 - its **metrics** as a function of the config (``metrics(config)``): what it reports every
   epoch, the only valid objectives, constraints and Pareto metrics;
+- its **report sections** (``report``, ``"module:function"`` in ``analysis/``, imported by name like the
+  trainable): ``search report`` asks the family, it never tests the family's name;
 - its **trainer**: the trainable (``"module:function"``, imported lazily: Ray re-imports it by
   name) that runs the core ``Trainer`` with the family's hooks and final metrics.
 
@@ -18,22 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from trainables.core.adversarial import metric_name
+from trainables.core.adversarial import RobustEval
 from trainables.core.config import ConfigError, Problem, TrainConfig
 from trainables.core.crossdomain import xdomain_metric_names
 from trainables.core.landscape import landscape_metric_names
 from trainables.core.losses import build_terms
 from trainables.core.registry import Registry
+from trainables.core.train import EPOCH_METRICS
 
 FAMILIES = Registry("family")
 
-# Every run reports these every epoch (``Trainer.fit``); ``train_loss`` is the total objective.
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "lr", "epoch_time", "samples_per_s")
-
-
-def robust_metric_names(eval_eps) -> tuple[str, ...]:
-    """Metric names the robust evaluation reports for a list of eps values (``pgd_acc_eps0.1``, ...)."""
-    return tuple(metric_name(attack, eps) for eps in eval_eps for attack in ("fgsm", "fgsm_plain", "pgd", "noise"))
 
 
 def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -45,12 +41,12 @@ def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
         cfg = None
     terms = tuple(f"train_{t.name}" for t in build_terms(cfg)) if cfg is not None else ()
     eval_eps = cfg.eval_eps if cfg is not None else tuple(config.get("eval_eps") or ())
-    robust = ("clean_acc",) + robust_metric_names(eval_eps) if eval_eps else ()
+    robust = RobustEval.metric_names(eval_eps) if eval_eps else ()
     targets = cfg.eval_datasets if cfg is not None else tuple(config.get("eval_datasets") or ())
     finetune = cfg.finetune_dataset if cfg is not None else config.get("finetune_dataset")
     landscape = landscape_metric_names(cfg.landscape_probe if cfg is not None else config.get("landscape_probe"))
-    return (EPOCH_METRICS + terms + robust + _xdomain_names(targets) + (("finetune_acc",) if finetune else ())
-            + landscape)
+    finetune_metrics = ("finetune_acc", "finetune_acc_before") if finetune else ()
+    return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + finetune_metrics + landscape
 
 
 def _xdomain_names(targets) -> tuple[str, ...]:
@@ -67,6 +63,7 @@ class Family:
     description: str
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # allowed values of switch fields
     extra_metrics: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda config: ()  # family hooks' metrics
+    report: str = ""  # "module:function" of its report sections (analysis layer, taking a ReportContext), by name
 
     def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """Metrics reported every epoch by a trial with ``config`` (a dict of training fields)."""
@@ -95,12 +92,14 @@ register_family(Family(
     "adversarial", "trainables.adversarial:train_adversarial",
     "adversarial training (FGSM-RS, PGD-AT, GAIRAT) with clean / FGSM / PGD / noise accuracy per eps, "
     "and an independent torchattacks check of the final model",
+    report="analysis.adversarial:sections",
 ))
 register_family(Family(
     "generalization", "trainables.generalization:train_generalization",
     "cross-domain accuracy every epoch (eval_datasets: datasets and corruption domains), freeze and fine-tune "
     "on k samples per class of a target (finetune_*), Circle loss, the homework's ResNet options; saves the "
     "final model's predictions for the diagnostics (analysis.diagnostics)",
+    report="analysis.generalization:sections",
 ))
 
 class RegNetFamily(Family):
@@ -133,6 +132,7 @@ register_family(RegNetFamily(
     "linear cross-entropy baseline; gaussianity metrics every epoch, plain and robust FGSM accuracy per eps",
     choices={"head": ("gaussian", "linear"), "adv_mode": ("none",)},
     extra_metrics=_regnet_metrics,
+    report="analysis.regnet:sections",
 ))
 
-__all__ = ["Family", "RegNetFamily", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics", "robust_metric_names"]
+__all__ = ["Family", "RegNetFamily", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics"]

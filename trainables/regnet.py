@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from trainables.adapter import run_trial
 from trainables.core import Trainer
-from trainables.core.adversarial import metric_name
 from trainables.core.regnet import gaussianity_evaluator
-
-INDEPENDENT_SAMPLES = 500
+from trainables.independent_check import independent_metrics
 
 
 def loss_for(head: str) -> str:
@@ -37,27 +35,19 @@ def trial_config(config: dict) -> dict:
     return out
 
 
-def independent_metrics(trainer: Trainer, metrics: dict[str, float]) -> dict[str, float]:
-    from trainables.independent_check import gradient_masking_flag, independent_check
+def check_eps(cfg) -> float:
+    """The eps of the independent check: the largest eval eps <= 0.3 (else the smallest); 0 without eval_eps."""
+    if not cfg.eval_eps:
+        return 0.0
+    small = [e for e in cfg.eval_eps if e <= 0.3]
+    return max(small) if small else min(cfg.eval_eps)
 
-    cfg = trainer.cfg
-    if not cfg.eval_eps or max(cfg.eval_eps) <= 0:
-        return {}
-    eps = max(e for e in cfg.eval_eps if e <= 0.3) if min(cfg.eval_eps) <= 0.3 else min(cfg.eval_eps)
-    n = min(cfg.eval_samples, INDEPENDENT_SAMPLES)
-    val = trainer.data.val
-    found = independent_check(trainer.eval_model(), val.x[:n], val.y[:n], eps, steps=cfg.eval_pgd_steps,
-                              seed=cfg.seed, dlr=True)
-    out = {"indep_eps": eps, "indep_pgd_acc": found["pgd_acc"], "indep_apgd_acc": found["apgd_acc"]}
-    if "apgd_dlr_acc" in found:
-        out["indep_apgd_dlr_acc"] = found["apgd_dlr_acc"]
-    ours = metrics.get(metric_name("pgd", eps))
-    if ours is not None:
-        out["gradient_masking"] = float(gradient_masking_flag(ours, min(v for k, v in found.items() if k != "clean_acc")))
-    return out
+
+def final_metrics(trainer: Trainer, metrics: dict[str, float]) -> dict[str, float]:
+    return independent_metrics(trainer, metrics, check_eps(trainer.cfg), dlr=True)
 
 
 def train_regnet(config: dict) -> None:
     config = trial_config(config)
     evaluators = [gaussianity_evaluator] if config.get("head") == "gaussian" else []
-    run_trial(config, final_metrics=independent_metrics, evaluators=evaluators)
+    run_trial(config, final_metrics=final_metrics, evaluators=evaluators)

@@ -196,9 +196,26 @@ def make_batch_loss(cfg, model: torch.nn.Module, loss_fn, generator=None) -> Ste
     return build("adv_mode", cfg.adv_mode, cfg, model, loss_fn, generator)
 
 
+CLEAN_METRIC = "clean_acc"
+ATTACK_METRICS = ("fgsm", "fgsm_plain", "pgd", "noise")  # what ``RobustEval`` reports at every eps
+_EPS_SEP = "_acc_eps"
+
+
 def metric_name(attack: str, eps: float) -> str:
-    """``pgd_acc_eps0.1``: MLflow metric names allow no ``@``; must match ``families.robust_metric_names``."""
-    return f"{attack}_acc_eps{eps_tag(eps)}"
+    """``pgd_acc_eps0.1`` (MLflow metric names allow no ``@``); ``parse_metric_name`` reads it back."""
+    return f"{attack}{_EPS_SEP}{eps_tag(eps)}"
+
+
+def parse_metric_name(name: str) -> tuple[str, float] | None:
+    """``(attack, eps)`` of a name ``metric_name`` writes (``("pgd", 0.1)``), None for any other name."""
+    attack, sep, tag = str(name).partition(_EPS_SEP)
+    if not sep or attack not in ATTACK_METRICS:
+        return None
+    try:
+        eps = float(tag)
+    except ValueError:
+        return None
+    return (attack, eps) if metric_name(attack, eps) == name else None
 
 
 def robust_metrics(model: torch.nn.Module, split, cfg: Any) -> dict[str, float]:
@@ -238,6 +255,11 @@ class RobustEval:
     pgd_step_size: float | None = None  # None: 2.5 eps / steps
     fgsm_loss: str = DEFAULT_FGSM_LOSS  # a key of FGSM_LOSSES
 
+    @staticmethod
+    def metric_names(eval_eps) -> tuple[str, ...]:
+        """What ``measure`` reports for these eps values (the family's metrics ask this)."""
+        return (CLEAN_METRIC,) + tuple(metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
+
     def __call__(self, trainer) -> dict[str, float]:
         return self.measure(trainer.eval_model(), trainer.data.val)
 
@@ -260,7 +282,7 @@ class RobustEval:
             ok = torch.cat([model(x[i : i + bs]).argmax(1) == y[i : i + bs] for i in range(0, len(y), bs)])
         wrong = (x[~ok], y[~ok])
         x, y = x[ok], y[ok]
-        out = {"clean_acc": len(y) / n}
+        out = {CLEAN_METRIC: len(y) / n}
         fgsm_attack = FGSM_LOSSES[self.fgsm_loss]
         attacks = {
             "fgsm": lambda eps: partial(fgsm_attack, eps=eps),
@@ -305,5 +327,5 @@ def robust_eval_off(batch_size: int, seed: int) -> None:
 
 
 __all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "default_step_size", "robust_metrics",
-           "metric_name", "gairat_weights", "adv_step_size", "BatchLoss", "FGSM_LOSSES", "DEFAULT_FGSM_LOSS",
-           "PGD_STARTS"]
+           "metric_name", "parse_metric_name", "ATTACK_METRICS", "CLEAN_METRIC", "gairat_weights", "adv_step_size",
+           "BatchLoss", "FGSM_LOSSES", "DEFAULT_FGSM_LOSS", "PGD_STARTS"]

@@ -81,9 +81,12 @@ def parse_name(name: str, datasets: Mapping | None = None) -> DomainName:
     return DomainName(base, corr, int(sev))
 
 
+XDOMAIN_PREFIX = "xdomain_acc_"
+
+
 def metric_name(name: str, datasets: Mapping | None = None) -> str:
-    """The cross-domain metric of a target: ``xdomain_acc_fashion_mnist_rotate_3``."""
-    return f"xdomain_acc_{parse_name(name, datasets).safe}"
+    """The cross-domain metric of a target: ``xdomain_acc_fashion_mnist_rotate_3`` (``XDOMAIN_PREFIX`` + name)."""
+    return f"{XDOMAIN_PREFIX}{parse_name(name, datasets).safe}"
 
 
 def _stream(seed: int, domain: DomainName, tag: str) -> torch.Generator:

@@ -12,13 +12,18 @@
    ``finetune_per_class`` samples of each class of the target's training split
    (drawn by ``seed``). Validation and test stay the source's (forgetting shows in ``val_acc``).
 
-Every epoch of both phases reports ``finetune_acc``: accuracy on the target's test split (so
-the value at the last pretraining epoch is the "before"); fine-tuning epochs also report
-``finetune_acc_before``. ``epoch`` (the trainer's ``step``) keeps counting across the phases.
+Every epoch reports the accuracy on the target's test split: as ``finetune_acc_before`` while
+pretraining (the value at the last pretraining epoch is the "before", which fine-tuning epochs
+repeat), as ``finetune_acc`` while fine-tuning. ``finetune_acc`` is NaN on pretraining epochs, so a
+study whose objective is ``finetune_acc`` ranks trials on fine-tuned accuracy only: a pretrained
+model that happens to score higher on the target before fine-tuning is not its best epoch (NaN is
+never a best value, never stops a trial under ASHA and ranks below every checkpoint in Ray).
+``epoch`` (the trainer's ``step``) keeps counting across the phases.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -71,11 +76,10 @@ class TransferTrainer(Trainer):
                        p.class_groups)
 
     def _target_accuracy(self, trainer) -> dict[str, float]:
-        out = {"finetune_acc": accuracy(self.eval_model(), self._target_split(), self.cfg.eval_batch_size,
-                                        self.autocast())}
+        acc = accuracy(self.eval_model(), self._target_split(), self.cfg.eval_batch_size, self.autocast())
         if self.phase == 1:
-            out["finetune_acc_before"] = self.before
-        return out
+            return {"finetune_acc": acc, "finetune_acc_before": self.before}
+        return {"finetune_acc": math.nan, "finetune_acc_before": acc}
 
     def enter_finetune(self) -> None:
         """Freeze, swap the training set for the k-shot target subset, and start the fine-tuning phase."""

@@ -140,6 +140,11 @@ class TrainResult:
         return pick(self.history, key=lambda m: m[metric])
 
 
+# What ``Trainer.fit`` reports every epoch whatever the config (``epoch`` aside); terms and evaluators add theirs.
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "lr", "epoch_time", "samples_per_s")
+TEST_METRICS = ("test_loss", "test_acc", "test_nll")  # the last epoch adds these
+
+
 class Trainer:
     """Holds one run's state; ``fit`` runs the remaining epochs.
 
@@ -366,7 +371,7 @@ class Trainer:
                 metrics.update(evaluator(self))
             if last:
                 test = self._evaluate(self.data.test)
-                metrics.update(test_loss=test["loss"], test_acc=test["acc"], test_nll=test["nll"])
+                metrics.update(zip(TEST_METRICS, (test["loss"], test["acc"], test["nll"])))
             metrics.update(epoch_time=time.perf_counter() - t0, samples_per_s=seen / max(train_time, 1e-9))
             self.history.append(metrics)
             if on_epoch is not None and on_epoch(metrics, self) is True:
