@@ -107,7 +107,8 @@ class MlflowTrialLogger(tune.Callback):
         # What every trial run shares with its parent, read once (these tags never change during a search).
         self.experiment_id = parent.info.experiment_id
         self.inherited_tags = {k: v for k, v in parent.data.tags.items()
-                               if k.startswith("rs.") and k not in (ROLE, STATE, schema.BEST_TRIAL, schema.BEST_EPOCH)}
+                               if k.startswith("rs.") and k not in (ROLE, STATE, schema.BEST_TRIAL, schema.BEST_EPOCH,
+                                                                   *durable.DRIVER_TAGS)}
         self.logged: dict[str, int] = {}
         for run in schema.child_runs(self.client, parent):  # after a resume: reuse, never duplicate
             tid = run.data.tags.get(TRIAL_ID)
