@@ -315,8 +315,8 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> list[tuple] | Study
                 node[part] = {}
                 placed.append(path[:i + 1])
             if not isinstance(node[part], dict):
-                problems.append(f"{'.'.join(path[:i + 1])} ({COMMAND_LINE}): {key}={value!r} sets a key inside "
-                                f"a {type(node[part]).__name__}, not inside a mapping")
+                problems.append(f"{'.'.join(path[:i + 1])} ({COMMAND_LINE}): is {node[part]!r}, not a mapping; "
+                                f"{key} cannot be set")
                 break
             node = node[part]
         else:

@@ -191,7 +191,7 @@ def test_two_runs_with_one_name_started_together(tmp_path):
 def test_resume_while_the_driver_lives_is_refused(tmp_path):
     """From another folder, as from another clone: refused with the driver's host, pid and start; the first
     search then ends with exactly its trials."""
-    (tmp_path / "s.yaml").write_text(STUDY.replace("max_epochs: 3", "max_epochs: 8"))
+    (tmp_path / "s.yaml").write_text(STUDY.replace("max_epochs: 3", "max_epochs: 30"))  # outlives the resume
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = subprocess.Popen(search_cmd("run", "s.yaml", "--name", "dd2", "--tracking-uri", uri, "--quiet"),
                              cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -207,7 +207,7 @@ def test_resume_while_the_driver_lives_is_refused(tmp_path):
                                             str(tmp_path / "runs")), cwd=other, env=env(), capture_output=True,
                                  text=True, timeout=120)
         took = time.monotonic() - t0
-        assert first.poll() is None, "the first search ended before the resume was tried"
+        assert first.poll() is None, f"the first search ended before the resume was refused: {resumed.stderr}"
     finally:
         out, err = first.communicate(timeout=400)
     assert resumed.returncode == 2 and len(resumed.stderr.splitlines()) == 1, resumed.stderr

@@ -106,9 +106,9 @@ def test_run_prints_the_table_show_prints(finished_search, capsys):
 
     run_out, uri, _ = finished_search
     assert main(["show", "tiny-e2e", "--tracking-uri", uri, "--top", "10"]) == 0
-    show_out = capsys.readouterr().out
+    show_out, link = capsys.readouterr().out.split("MLflow: ")
     assert "top 6 of 6 trials of 'tiny-e2e'" in show_out and len(show_out.splitlines()) == 8
-    assert show_out in run_out  # the same reader, the same text
+    assert show_out in run_out and run_out.endswith(link)  # the same reader, the same text, the same link
     assert main(["ls", "--tracking-uri", uri]) == 0
     ls_out = capsys.readouterr().out
     assert "tiny-e2e" in ls_out and "stopped" in ls_out.splitlines()[0]
@@ -169,7 +169,7 @@ def test_existing_name_is_refused(finished_search):
         start_search(root / "tiny.yaml", tracking_uri=uri, runs_dir=root / "runs", name="tiny-e2e", quiet=True)
 
 
-def test_reproduce_uses_the_studys_resources_and_objective(finished_search, tmp_path):
+def test_reproduce_uses_the_studys_resources_and_objective(finished_search, tmp_path, capfd):
     """The exported study's GPU fraction is what each seed's trial reserves (one fake GPU in this Ray)."""
     import yaml
 
@@ -185,6 +185,7 @@ def test_reproduce_uses_the_studys_resources_and_objective(finished_search, tmp_
     (tmp_path / "best.yaml").write_text(yaml.safe_dump(doc))
     per_seed, summary = reproduce(tmp_path / "best.yaml", seeds=[0, 1], epochs=1, tracking_uri=uri,
                                   runs_dir=root / "runs", quiet=True)
+    assert "Failed to fetch metrics" not in capfd.readouterr().err  # Tune reads each seed's result.json
     assert sorted(per_seed["seed"]) == [0, 1]
     assert summary.index[0] == "val_loss" and {"test_acc", "test_loss"} <= set(summary.index)
     assert all(m.startswith("test_") for m in summary.index[1:])  # the objective, then the test metrics
