@@ -88,10 +88,14 @@ class MlflowTrialLogger(tune.Callback):
         for f in pending:
             f.result()
 
-    def get_state(self):
-        """Called by Tune at each experiment checkpoint: the store catches up first. Nothing else to save."""
+    def get_state(self) -> dict:
+        """Called by Tune at each experiment checkpoint: the store catches up first; the trials' best epochs
+        are saved with it, so a trial resumed past its best epoch keeps that best (not the best since the resume)."""
         self.flush()
-        return None
+        return {"tracker": self.tracker}
+
+    def set_state(self, state: dict) -> None:
+        self.tracker = state["tracker"]
 
     def on_experiment_end(self, trials, **info):
         self.flush()
