@@ -199,7 +199,8 @@ def refuse_if_live(parent, now: float | None = None) -> None:
     age = (now or time.time()) - last_heartbeat(parent)
     raise SearchError(f"search '{parent.data.tags.get(schema.SEARCH, parent.info.run_name)}' is running "
                       f"({describe_driver(parent)}; last heartbeat {age:.0f} s ago): a resume takes over only "
-                      f"after {LOST_AFTER_S:.0f} s without a heartbeat; stop that driver first")
+                      f"after {LOST_AFTER_S:.0f} s without a heartbeat (in {LOST_AFTER_S - age:.0f} s if that driver "
+                      "is gone); stop it first")
 
 
 # ------------------------------------------------------------------ liveness
