@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import TrialsFailed
 
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(build_parser(), argv)
         _check_environment(args)
     except (UsageError, SearchError) as e:
         return _fail(str(e))
@@ -291,6 +291,18 @@ def main(argv: list[str] | None = None) -> int:
         name = e.args[0] if e.args else "NAME"
         print(f"\ninterrupted: nothing is lost; continue with `search resume {name}`", file=sys.stderr)
         return 130
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """``parse_args``, where the study overrides of ``run`` may also follow its options (argparse takes
+    positionals in one run: ``run s.yaml --name x budget.max_epochs=2`` would leave the override over)."""
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [x for x in extra if not x.startswith("-")]
+        extra = [x for x in extra if x.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _check_environment(args) -> None:

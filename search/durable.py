@@ -192,6 +192,17 @@ def take_over(client, parent_run_id: str) -> None:
         client.set_tag(parent_run_id, key, value)
 
 
+def parent_of(client, name: str, parent_run_id: str, uri: str):
+    """The search's parent run in this store; a store that does not hold it is the user's to fix."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(parent_run_id)
+    except MlflowException:
+        raise SearchError(f"search '{name}': its parent run {parent_run_id} is not in MLflow at "
+                          f"{without_password(uri)}; pass --tracking-uri where it ran") from None
+
+
 def refuse_if_live(parent, now: float | None = None) -> None:
     """A search whose driver still beats is not resumed: a second driver would run its trials twice."""
     if parent.data.tags.get(schema.STATE) != "running" or driver_lost(parent, now):

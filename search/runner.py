@@ -509,8 +509,9 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
     doors.check_address(address)
     # A driver that still beats owns the search: nothing is written, and Ray is not started, before this check.
     fields, _ = find_recorded(name, runs, storage, tracking_uri)
-    client = doors.open_store(tracking_uri or fields["tracking_uri"], "tracking_uri")
-    durable.refuse_if_live(client.get_run(fields["parent_run_id"]))
+    uri = tracking_uri or fields["tracking_uri"]
+    client = doors.open_store(uri, "--tracking-uri" if tracking_uri else "tracking_uri")
+    durable.refuse_if_live(durable.parent_of(client, name, fields["parent_run_id"], uri))
     meta = recover_meta(name, runs, storage, tracking_uri)
     study = load_study(meta.study_path)
     experiment = f"{meta.storage.rstrip('/')}/{name}"

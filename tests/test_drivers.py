@@ -114,6 +114,23 @@ def test_resume_of_a_live_search_exits_2_before_ray_starts(store, tmp_path, caps
     assert client.get_run(parent).data.tags[durable.DRIVER] == f"pid {os.getpid()} on {socket.gethostname()}"
 
 
+def test_resume_against_a_store_without_the_search_is_one_line(store, tmp_path, capsys):
+    from search.cli import main
+
+    uri, _ = store
+    folder = tmp_path / "runs" / "elsewhere"
+    folder.mkdir(parents=True)
+    (folder / durable.STUDY_FILE).write_text(STUDY)
+    (folder / durable.META_FILE).write_text(
+        f'{{"name": "elsewhere", "study_path": "{folder / durable.STUDY_FILE}", "tracking_uri": "{uri}", '
+        f'"parent_run_id": "0123456789abcdef0123456789abcdef", "sampler": "tpe", "num_samples": 2, '
+        f'"max_concurrent": null, "storage": "{tmp_path / "runs"}"}}')
+    assert main(["resume", "elsewhere", "--runs-dir", str(tmp_path / "runs"), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: search 'elsewhere': its parent run 0123456789abcdef0123456789abcdef is not in "
+                          "MLflow at sqlite:///") and len(err.splitlines()) == 1, err
+
+
 def test_trial_runs_do_not_inherit_the_drivers_tags(store):
     from records.states import TrialTracker
     from search.callbacks import MlflowTrialLogger

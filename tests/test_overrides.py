@@ -107,3 +107,14 @@ def test_run_with_a_bad_override_exits_2_and_writes_nothing(study_file, tmp_path
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
     assert main(["run", str(study_file), "max_epochs"]) == 2
     assert "override 'max_epochs': write KEY.PATH=VALUE" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_the_options():
+    from search.cli import UsageError, build_parser, parse_args
+
+    args = parse_args(build_parser(), ["run", "s.yaml", "budget.num_samples=3", "--name", "x", "fixed.lr=0.1"])
+    assert args.overrides == ["budget.num_samples=3", "fixed.lr=0.1"] and args.name == "x"
+    with pytest.raises(UsageError, match="unrecognized arguments: --bogus"):
+        parse_args(build_parser(), ["run", "s.yaml", "--bogus"])
+    with pytest.raises(UsageError, match="unrecognized arguments: extra"):
+        parse_args(build_parser(), ["ls", "extra"])
