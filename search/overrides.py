@@ -52,5 +52,5 @@ def frozen_text(study_path: str | Path, overrides: dict[str, Any]) -> str:
     if not overrides:
         return text
     apply_overrides(raw, overrides)  # already validated by load_study: every path can be set
-    return (f"# {Path(study_path).name} with the command-line overrides {as_text(overrides)}\n"
-            + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    header = " ".join(f"{Path(study_path).name} with the command-line overrides {as_text(overrides)}".splitlines())
+    return f"# {header}\n" + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)

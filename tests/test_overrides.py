@@ -92,6 +92,8 @@ def test_the_frozen_study_is_the_file_with_the_overrides_applied(study_file):
     assert doc["budget"] == {"num_samples": 4, "max_epochs": 2, "scheduler": "none"}
     assert doc["search"]["lr"] == {"type": "loguniform", "low": 1e-3, "high": 0.1}
     assert frozen_text(study_file, {}) == STUDY  # no overrides: the file itself, comments and all
+    lines = {"description": "two\nlines"}
+    assert yaml.safe_load(frozen_text(study_file, lines))["description"] == "two\nlines"  # the header stays a comment
     assert as_text({"fixed.filters": [4, 8], "fixed.optimizer": "sgd"}) == "fixed.filters=[4, 8] fixed.optimizer=sgd"
 
 
