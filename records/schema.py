@@ -84,7 +84,14 @@ def client_for(uri: str | None = None, *, must_exist: bool = False) -> MlflowCli
     return MlflowClient(tracking_uri=uri)
 
 
+GIT_COMMIT_ENV = "RS_GIT_COMMIT"  # set by the submitting side: a job's copy of the project may have no .git
+
+
 def git_commit() -> str:
+    """The commit of the code that runs: $RS_GIT_COMMIT where the submitter set it (scripts/submit.sh,
+    docs/cluster.md), else the checkout this package lives in, else ``unknown``."""
+    if os.environ.get(GIT_COMMIT_ENV, "").strip():
+        return os.environ[GIT_COMMIT_ENV].strip()
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).parent)
@@ -120,6 +127,16 @@ def as_metrics(result: dict[str, Any], step: int) -> list[Metric]:
 
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI's "Model training" view
+# MLflow 3.17's UI opens every page in its GenAI view unless the link says otherwise (the experiment tag
+# above only names the kind; a fresh browser still starts in "GenAI", breadcrumb "Evaluations").
+UI_VIEW = "workflowType=machine_learning"
+DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
+
+
+def ui_url(base: str, experiment: str, run_id: str | None = None) -> str:
+    """The UI page of an experiment's runs (or of one run) in the classic training view."""
+    page = f"/runs/{run_id}" if run_id else "/runs"
+    return f"{base.rstrip('/')}/#/experiments/{experiment}{page}?{UI_VIEW}"
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -143,6 +160,8 @@ def start_parent(client: MlflowClient, study, search_name: str, study_path: Path
     tags = {ROLE: "search", SEARCH: search_name, "rs.study": study.name, "rs.family": study.family,
             "rs.dataset": study.dataset, "rs.git_commit": git_commit(), "rs.sampler": sampler,
             STATE: "running", **(extra_tags or {})}
+    if study.description.strip():
+        tags[DESCRIPTION] = study.description.strip()
     if data_source:
         tags["rs.data_source"] = data_source
     run = client.create_run(exp, run_name=search_name, tags=tags)
@@ -172,6 +191,13 @@ def find_parent(client: MlflowClient, search_name: str, role: str = "search"):
         return None
     runs = _parents(client, f"tags.`{ROLE}` = '{role}' and tags.`{SEARCH}` = '{search_name}'", 1)
     return runs[0] if runs else None
+
+
+def parents_named(client: MlflowClient, search_name: str) -> list:
+    """Every (not deleted) search parent run of that name, newest first."""
+    if "'" in search_name:
+        return []
+    return _parents(client, f"tags.`{ROLE}` = 'search' and tags.`{SEARCH}` = '{search_name}'")
 
 
 def search_parents(client: MlflowClient) -> list:

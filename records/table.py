@@ -183,7 +183,7 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
     metric's last logged value (``val_acc`` is the *final* epoch's value, ``test_*`` exist only
     for trials that reached their last epoch; a metric named like a searched parameter, such as
     the scheduled ``lr``, becomes ``last_lr``), then ``run_id``. ``df.attrs`` carries the
-    objective, mode, searched parameter names and the best-value column.
+    objective, mode, searched parameter names, the best-value column and the parent run's ids.
     """
     client = client or client_for(uri)
     info = info or search_info(name, uri, client)
@@ -227,7 +227,7 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
     table = rank(table, best_col, info.mode)
     table.attrs.update(objective=info.objective, target=info.target, mode=info.mode, best_column=best_col,
                        shown_column=info.shown_column, params=list(info.space), search=info.name,
-                       max_epochs=info.max_epochs)
+                       max_epochs=info.max_epochs, parent_run_id=info.run_id, experiment_id=info.experiment_id)
     return table
 
 
@@ -306,7 +306,11 @@ def list_searches(uri: str | None = None) -> pd.DataFrame:
     rows = []
     for run in schema.search_parents(client):
         tags, metric = run.data.tags, run.data.params.get("objective", "")
-        kinds = [outcome(c.data.tags.get(STATE, "")) for c in schema.child_runs(client, run)]
+        children = schema.child_runs(client, run)
+        kinds = [outcome(c.data.tags.get(STATE, "")) for c in children]
+        best = run.data.metrics.get(schema.best_key(metric)) if metric else None
+        if best is None and metric:  # still running (or stopped): the best of the trials that ended so far
+            best = best_so_far(children, kinds, schema.best_key(metric), run.data.params.get("mode", "max"))
         rows.append({
             "search": tags.get(schema.SEARCH, run.info.run_name),
             "study": tags.get("rs.study", ""),
@@ -314,10 +318,21 @@ def list_searches(uri: str | None = None) -> pd.DataFrame:
             "trials": len(kinds),
             **{k: sum(x == k for x in kinds) for k in OUTCOMES if k != "running"},
             "objective": metric,
-            "best": run.data.metrics.get(schema.best_key(metric)) if metric else None,
+            "best": best,
             "started": pd.to_datetime(run.info.start_time, unit="ms").strftime("%Y-%m-%d %H:%M"),
         })
     return pd.DataFrame(rows)
+
+
+def best_so_far(children: list, kinds: list[str], best_col: str, mode: str) -> float | None:
+    """The best value among a search's trial runs that hold a score, by the one best-trial rule."""
+    table = pd.DataFrame({"trial": [c.data.tags.get(TRIAL_ID, c.info.run_id) for c in children], "outcome": kinds,
+                          best_col: [c.data.metrics.get(best_col, float("nan")) for c in children],
+                          "best_epoch": [c.data.metrics.get(schema.best_key("epoch")) for c in children]})
+    first = rank(table, best_col, mode).head(1)
+    if first.empty or first["outcome"].iat[0] not in RANKABLE or pd.isna(first[best_col].iat[0]):
+        return None
+    return float(first[best_col].iat[0])
 
 
 def download_checkpoint(info: SearchInfo, dst: str | Path, client: MlflowClient | None = None) -> Path | None:

@@ -67,7 +67,7 @@ def experiment_url(uri: str, search: str) -> str:
         sys.exit(f"error: no search named '{search}' at {uri}")
     query = urllib.parse.urlencode({"searchFilter": f"tags.`{tracking.SEARCH}` = '{search}'"},
                                    quote_via=urllib.parse.quote)
-    return f"{uri.rstrip('/')}/#/experiments/{parent.info.experiment_id}/runs?{query}"
+    return f"{tracking.ui_url(uri, parent.info.experiment_id)}&{query}"  # the training view, this search's runs
 
 
 async def capture(debug_port: int, url: str, out: Path, settle: float) -> int:

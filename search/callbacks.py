@@ -88,10 +88,14 @@ class MlflowTrialLogger(tune.Callback):
         for f in pending:
             f.result()
 
-    def get_state(self):
-        """Called by Tune at each experiment checkpoint: the store catches up first. Nothing else to save."""
+    def get_state(self) -> dict:
+        """Called by Tune at each experiment checkpoint: the store catches up first; the trials' best epochs
+        are saved with it, so a trial resumed past its best epoch keeps that best (not the best since the resume)."""
         self.flush()
-        return None
+        return {"tracker": self.tracker}
+
+    def set_state(self, state: dict) -> None:
+        self.tracker = state["tracker"]
 
     def on_experiment_end(self, trials, **info):
         self.flush()
@@ -107,7 +111,8 @@ class MlflowTrialLogger(tune.Callback):
         # What every trial run shares with its parent, read once (these tags never change during a search).
         self.experiment_id = parent.info.experiment_id
         self.inherited_tags = {k: v for k, v in parent.data.tags.items()
-                               if k.startswith("rs.") and k not in (ROLE, STATE, schema.BEST_TRIAL, schema.BEST_EPOCH)}
+                               if k.startswith("rs.") and k not in (ROLE, STATE, schema.BEST_TRIAL, schema.BEST_EPOCH,
+                                                                   *durable.DRIVER_TAGS)}
         self.logged: dict[str, int] = {}
         for run in schema.child_runs(self.client, parent):  # after a resume: reuse, never duplicate
             tid = run.data.tags.get(TRIAL_ID)

@@ -84,11 +84,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .overrides import parse_overrides
     from .runner import start_search
 
     outcome = start_search(args.study, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
                            sampler=args.sampler, tracking_uri=args.tracking_uri, address=args.address,
-                           name=args.name, runs_dir=args.runs_dir, storage=args.storage, quiet=args.quiet)
+                           name=args.name, runs_dir=args.runs_dir, storage=args.storage, quiet=args.quiet,
+                           overrides=parse_overrides(args.overrides))
     _report(outcome, args.top)
     return 0
 
@@ -113,19 +115,19 @@ def _report(outcome, top: int) -> None:
               f"{best['best_epoch']} (its weights: artifact best_model); configuration written to {outcome.best_yaml}")
     else:
         print("\nno trial holds a score (all failed or diverged): no best configuration")
-    print(ui_hint(outcome.tracking_uri, outcome.parent_run_id))
+    print(ui_hint(outcome.tracking_uri, outcome.table.attrs["experiment_id"], outcome.parent_run_id))
 
 
-def ui_hint(uri: str, parent_run_id: str) -> str:
-    """Where to look: a server's page for the run, or the command that serves a local store."""
+def ui_hint(uri: str, experiment_id: str, parent_run_id: str) -> str:
+    """Where to look: the search's run on a server, or the command that serves a local store and the page."""
+    from records.schema import ui_url
+
     if uri.startswith(("http://", "https://")):
-        from records.schema import client_for
-
-        exp = client_for(uri).get_run(parent_run_id).info.experiment_id
-        return (f"MLflow: open {uri.rstrip('/')}/#/experiments/{exp}/runs/{parent_run_id} "
+        return (f"MLflow: open {ui_url(uri, experiment_id, parent_run_id)} "
                 "(on a cluster head: forward the port first, e.g. `ray attach cluster.yaml -p 5000`)")
     return (f"MLflow: {uri} (parent run {parent_run_id}). Open the UI with:\n"
-            f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then http://127.0.0.1:5000")
+            f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+            f"  then {ui_url('http://127.0.0.1:5000', experiment_id, parent_run_id)}")
 
 
 def cmd_ls(args) -> int:
@@ -140,9 +142,13 @@ def cmd_ls(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from records.schema import tracking_uri
+
     from .queries import render, trials_table
 
-    print(render(trials_table(args.name, args.tracking_uri), args.top))
+    table = trials_table(args.name, args.tracking_uri)
+    print(render(table, args.top))
+    print(ui_hint(tracking_uri(args.tracking_uri), table.attrs["experiment_id"], table.attrs["parent_run_id"]))
     return 0
 
 
@@ -219,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run every trial of a study file")
     r.add_argument("study")
+    r.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE",
+                   help="study settings without editing the file, e.g. budget.max_epochs=2 search.lr.high=0.1 "
+                        "(validated like the file, recorded on the parent run)")
     r.add_argument("--num-samples", type=positive, help="trials to run (default: the study's budget)")
     r.add_argument("--max-concurrent", type=positive, help="trials running at once (default: as many as fit)")
     r.add_argument("--sampler", choices=SAMPLERS, help="default: the study's `sampler:` (tpe)")
@@ -291,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import TrialsFailed
 
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(build_parser(), argv)
         _check_environment(args)
     except (UsageError, SearchError) as e:
         return _fail(str(e))
@@ -311,6 +320,18 @@ def main(argv: list[str] | None = None) -> int:
         name = e.args[0] if e.args else "NAME"
         print(f"\ninterrupted: nothing is lost; continue with `search resume {name}`", file=sys.stderr)
         return 130
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """``parse_args``, where the study overrides of ``run`` may also follow its options (argparse takes
+    positionals in one run: ``run s.yaml --name x budget.max_epochs=2`` would leave the override over)."""
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [x for x in extra if not x.startswith("-")]
+        extra = [x for x in extra if x.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _check_environment(args) -> None:

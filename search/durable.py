@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from .errors import SearchError
 META_FILE, STUDY_FILE = "search.json", "study.yaml"
 META_TAG = "rs.meta"  # the SearchMeta fields as JSON, on the parent run
 HEARTBEAT = "rs.heartbeat"  # unix seconds, refreshed by the driver (search.callbacks.MlflowTrialLogger)
+DRIVER, DRIVER_SINCE = "rs.driver", "rs.driver_since"  # "pid N on HOST", and unix seconds since it drives
+DRIVER_TAGS = (DRIVER, DRIVER_SINCE, HEARTBEAT)  # the parent's alone: trial runs do not inherit them
 HEARTBEAT_EVERY_S = 30.0
 LOST_AFTER_S = 150.0  # five missed heartbeats: the driver is gone
 DRIVER_LOST, INTERRUPTED = "driver lost", "interrupted"
@@ -132,9 +135,93 @@ def find_search(name: str, *, runs: Path, storage: str | None, tracking_uri: str
                       "--tracking-uri where it ran)")
 
 
+# ------------------------------------------------------------------ one driver per search name
+def claim_folder(folder: Path, name: str) -> Path:
+    """Create runs/NAME, atomically: of two drivers started with one name in one runs folder, one gets it."""
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        raise SearchError(f"a search named '{name}' already exists in {folder.parent}/: choose another --name, "
+                          f"or continue it with `search resume {name}`") from None
+    return folder
+
+
+def check_name_free(client, name: str, uri: str) -> None:
+    """No parent run of that name in the store (another checkout's search, or one whose runs/ is gone)."""
+    taken = schema.find_parent(client, name)
+    if taken is not None:
+        raise SearchError(f"a search named '{name}' already exists in MLflow at {without_password(uri)} "
+                          f"({state_of(taken)}; {describe_driver(taken)}): choose another --name, or continue it with "
+                          f"`search resume {name}`")
+
+
+def claim_parent(client, name: str, parent_run_id: str, uri: str) -> None:
+    """Keep our new parent run only if it is the oldest of that name; otherwise delete it and refuse.
+
+    MLflow has no create-if-absent: two drivers that both passed ``check_name_free`` each create a run,
+    then each looks; both see the same oldest run, so exactly one keeps its run.
+    """
+    runs = schema.parents_named(client, name)
+    first = min(runs, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+    if first is not None and first.info.run_id != parent_run_id:
+        client.delete_run(parent_run_id)
+        raise SearchError(f"a search named '{name}' was started at the same time in MLflow at "
+                          f"{without_password(uri)} ({describe_driver(first)}): choose another --name")
+
+
+def driver_tags(now: float | None = None) -> dict[str, str]:
+    """Who drives the search and since when (on the parent run, with the first heartbeat)."""
+    now = int(now or time.time())
+    return {DRIVER: f"pid {os.getpid()} on {socket.gethostname()}", DRIVER_SINCE: str(now), HEARTBEAT: str(now)}
+
+
+def describe_driver(parent) -> str:
+    tags = parent.data.tags
+    since = float(tags.get(DRIVER_SINCE) or parent.info.start_time / 1000)
+    return f"driver {tags.get(DRIVER, 'unknown')} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}"
+
+
+def state_of(parent) -> str:
+    return parent.data.tags.get(schema.STATE, parent.info.status.lower())
+
+
+def take_over(client, parent_run_id: str) -> None:
+    """This driver continues the search: running again, its own driver tags and a fresh heartbeat."""
+    client.set_tag(parent_run_id, schema.STATE, "running")
+    for key, value in driver_tags().items():
+        client.set_tag(parent_run_id, key, value)
+
+
+def parent_of(client, name: str, parent_run_id: str, uri: str):
+    """The search's parent run in this store; a store that does not hold it is the user's to fix."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(parent_run_id)
+    except MlflowException:
+        raise SearchError(f"search '{name}': its parent run {parent_run_id} is not in MLflow at "
+                          f"{without_password(uri)}; pass --tracking-uri where it ran") from None
+
+
+def refuse_if_live(parent, now: float | None = None) -> None:
+    """A search whose driver still beats is not resumed: a second driver would run its trials twice."""
+    if parent.data.tags.get(schema.STATE) != "running" or driver_lost(parent, now):
+        return
+    age = (now or time.time()) - last_heartbeat(parent)
+    raise SearchError(f"search '{parent.data.tags.get(schema.SEARCH, parent.info.run_name)}' is running "
+                      f"({describe_driver(parent)}; last heartbeat {age:.0f} s ago): a resume takes over only "
+                      f"after {LOST_AFTER_S:.0f} s without a heartbeat (in {LOST_AFTER_S - age:.0f} s if that driver "
+                      "is gone); stop it first")
+
+
 # ------------------------------------------------------------------ liveness
 def heartbeat(client, parent_run_id: str) -> None:
     client.set_tag(parent_run_id, HEARTBEAT, str(int(time.time())))
+
+
+def last_heartbeat(parent) -> float:
+    """Unix seconds of the driver's last heartbeat (the run's start for a search from before heartbeats)."""
+    return float(parent.data.tags.get(HEARTBEAT) or parent.info.start_time / 1000)
 
 
 def driver_lost(parent, now: float | None = None) -> bool:
@@ -142,8 +229,7 @@ def driver_lost(parent, now: float | None = None) -> bool:
     tags = parent.data.tags
     if tags.get(schema.STATE) != "running":
         return False
-    last = float(tags.get(HEARTBEAT) or parent.info.start_time / 1000)
-    return (now or time.time()) - last > LOST_AFTER_S
+    return (now or time.time()) - last_heartbeat(parent) > LOST_AFTER_S
 
 
 def mark_children_interrupted(client, parent) -> int:

@@ -2,7 +2,9 @@
 
 One status line (running / done / stopped early / ended / diverged / failed, best so far,
 elapsed, ETA), redrawn in place on a terminal and printed every few seconds otherwise, plus one
-line per finished trial with its state as ``records.TrialTracker`` decides it.
+line per finished trial with its state as ``records.TrialTracker`` decides it. The counts, the best
+and the ETA's measurements are saved with Tune's experiment state: a resumed search counts on from
+what finished before it (``get_state``/``set_state``). The ETA is ``search.eta``'s.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from ray import tune
 from records import schema
 from records.states import OUTCOMES, TrialTracker
 
+from .eta import EpochPlan, EtaEstimator
+
 
 def _clock(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -22,9 +26,12 @@ def _clock(seconds: float) -> str:
 
 
 class LiveProgress(tune.Callback):
-    def __init__(self, tracker: TrialTracker, num_samples: int, stream=None, every_s: float = 5.0):
+    def __init__(self, tracker: TrialTracker, num_samples: int, stream=None, every_s: float = 5.0,
+                 plan: EpochPlan | None = None, time_budget_s: float | None = None):
         self.tracker, self.metric, self.mode = tracker, tracker.metric, tracker.mode
         self.num_samples = num_samples
+        self.eta = EtaEstimator(plan or EpochPlan(tracker.max_epochs), num_samples)
+        self.time_budget_s = time_budget_s
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.every_s = every_s
@@ -45,13 +52,30 @@ class LiveProgress(tune.Callback):
         self.tty = self.stream.isatty()
         self.start, self.last_print, self.running = time.monotonic(), 0.0, set()
 
+    def get_state(self) -> dict:
+        """Saved by Tune at each experiment checkpoint: what finished, the best so far, the pace."""
+        eta = self.eta
+        return {"counts": dict(self.counts), "best": self.best, "tracker": self.tracker,
+                "ended": eta.ended, "epoch_seconds": eta.epoch_seconds, "epochs_timed": eta.epochs_timed,
+                "side_by_side": eta.side_by_side}
+
+    def set_state(self, state: dict) -> None:
+        """A resumed search: trials that were running start again (they report again), the rest is kept."""
+        self.counts.update(state["counts"])
+        self.best, self.tracker = state["best"], state["tracker"]
+        for key in ("ended", "epoch_seconds", "epochs_timed", "side_by_side"):
+            setattr(self.eta, key, state[key])
+
     # ------------------------------------------------------------ Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
+        self.eta.started(trial.trial_id, time.monotonic())
         self._status()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.tracker.result(trial.trial_id, result):
+        fresh = self.tracker.result(trial.trial_id, result)
+        self.eta.epoch(trial.trial_id, self.tracker.get(trial.trial_id).epoch, time.monotonic())
+        if fresh:
             value = self.tracker.get(trial.trial_id).best
             if self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0]):
                 self.best = (value, trial.trial_id)
@@ -59,6 +83,7 @@ class LiveProgress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
+        self.eta.finished(trial.trial_id)
         state = self.tracker.finished(trial.trial_id)
         self.counts[state.kind] += 1
         best = self.tracker.get(trial.trial_id).best
@@ -66,6 +91,7 @@ class LiveProgress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
+        self.eta.finished(trial.trial_id)
         self.counts["failed"] += 1
         self._line(f"trial {trial.trial_id} FAILED (see {trial.error_file or 'the trial log'})")
 
@@ -92,7 +118,9 @@ class LiveProgress(tune.Callback):
         c = self.counts
         finished = sum(c.values())
         elapsed = time.monotonic() - self.start
-        eta = elapsed / finished * (self.num_samples - finished) if finished else None
+        eta = self.eta.seconds_left(time.monotonic())
+        if self.time_budget_s is not None:  # Tune stops every trial when the budget is spent
+            eta = min(eta if eta is not None else float("inf"), self.time_budget_s - elapsed)
         best = f"best {self._reading(self.best[1], ' ')} ({self.best[1]})" if self.best else "best -"
         rare = "".join(f" | {c[k]} {k}" for k in ("ended", "diverged") if c[k])
         return (f"[{_clock(elapsed)}] {len(self.running)} running | {c['completed']} done | "

@@ -28,6 +28,9 @@ from trainables.objective import OBJECTIVE_KEY
 
 from . import doors, durable
 from .errors import SearchError, TrialsFailed, error_summary
+from .overrides import TAG as OVERRIDES_TAG
+from .overrides import as_text as overrides_text
+from .overrides import frozen_text
 from .pareto import pareto_mask
 
 RUNS_DIR = "runs"
@@ -72,7 +75,7 @@ def quiet_libraries() -> None:
     # would only take CPU while the search starts (bench/vs_optuna.py).
     os.environ.setdefault("RAY_enable_worker_prestart", "0")
     # Tune's ResultGrid reads each trial's result.json, which the JSON logger passed in callbacks_for
-    # writes; its automatic CSV and TensorBoard loggers would write each result twice more.
+    # writes (added in assemble_tuner); its automatic CSV and TensorBoard loggers would write each result twice more.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -206,13 +209,22 @@ def check_fits(cpus: float, gpus: float) -> None:
                           f"{have.get('CPU', 0):g}.")
 
 
-def open_store_while_ray_starts(uri: str, what: str, address: str | None):
+def open_store_while_ray_starts(uri: str, what: str, address: str | None, claim: str | None = None):
     """The MLflow store opens on a thread (imports and migrations: ~2 s) while Ray starts (~3 s, mostly
-    waiting on its processes): 0.8 s less per search (bench/vs_optuna.py). Either's error is raised here."""
+    waiting on its processes): 0.8 s less per search (bench/vs_optuna.py). Either's error is raised here.
+
+    ``claim``: a search name that must be free in the store (checked on the thread, before Ray is used).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
+    def open_and_check():
+        client = doors.open_store(uri, what)
+        if claim:
+            durable.check_name_free(client, claim, uri)
+        return client
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-store") as pool:
-        store = pool.submit(doors.open_store, uri, what)
+        store = pool.submit(open_and_check)
         init_ray(address)
         return store.result()
 
@@ -289,8 +301,14 @@ def assemble_tuner(*, family: str, cpus: float, gpus: float, name: str, storage:
     such epoch). Tune snapshots the whole experiment each time a trial has written ``num_to_keep``
     checkpoints since the last snapshot (so that its state never names a deleted checkpoint): with
     1, a snapshot per epoch, 15 % of a 64-trial quickstart's Tuner.fit (docs/performance.md).
+
+    Tune's ResultGrid reads each trial's result.json, written by the JSON logger added here (its automatic
+    loggers are off: ``quiet_libraries``); without it Tune warns "Failed to fetch metrics" for every trial.
     """
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    callbacks = [JsonLoggerCallback(), *callbacks]
 
     return tune.Tuner(
         trainable_for(family, cpus, gpus), param_space=param_space,
@@ -356,14 +374,14 @@ def tracker_for(study: Study) -> TrialTracker:
 
 
 def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
-    from ray.tune.logger import JsonLoggerCallback
-
     from .callbacks import MlflowTrialLogger  # imports Ray: only when a search runs
+    from .eta import EpochPlan
     from .progress import LiveProgress
 
-    cbs = [JsonLoggerCallback(), MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
+    cbs = [MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
     if not quiet:
-        cbs.append(LiveProgress(tracker_for(study), meta.num_samples))
+        cbs.append(LiveProgress(tracker_for(study), meta.num_samples, plan=EpochPlan.of_budget(study.budget),
+                                time_budget_s=study.budget.time_budget_s))
     return cbs
 
 
@@ -382,9 +400,10 @@ class SearchOutcome:
 def start_search(study_path: str | Path, *, num_samples: int | None = None, max_concurrent: int | None = None,
                  sampler: str | None = None, tracking_uri: str | None = None, address: str | None = None,
                  name: str | None = None, runs_dir: str | Path = RUNS_DIR, storage: str | None = None,
-                 quiet: bool = False) -> SearchOutcome:
+                 quiet: bool = False, overrides: dict[str, Any] | None = None) -> SearchOutcome:
     # Preflight: every input is checked before Ray starts and before anything is written.
-    study = load_study(study_path)
+    overrides = overrides or {}
+    study = load_study(study_path, overrides=dict(overrides))
     sampler = sampler or study.sampler
     problems = check_sampler(study, sampler)
     for option, value in (("--num-samples", num_samples), ("--max-concurrent", max_concurrent)):
@@ -396,25 +415,29 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
         num_samples = study.grid_size() if SAMPLERS[sampler].finite_space else study.budget.num_samples
     name = doors.check_search_name(name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", "--name")
     runs = doors.check_runs_dir(runs_dir)
-    if (runs / name).exists():
-        raise SearchError(f"a search named '{name}' already exists in {runs}/: choose another --name, "
-                          f"or continue it with `search resume {name}`")
     if storage and "://" not in storage:
         doors.check_runs_dir(storage, "--storage")
-    uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri),
-                                   "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", writable=True)
+    what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
+    uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True)
     doors.check_address(address)
     # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
     data_source = doors.check_dataset(study.base_config()) if address is None else None
-    client = open_store_while_ray_starts(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", address)
-    check_resources(study)
-    parent = schema.start_parent(client, study, name, Path(study_path), sampler=sampler, data_source=data_source)
-    (runs / name).mkdir(parents=True)
-    frozen = runs / name / STUDY_FILE  # resume uses the study as it was, even if the file changes later
-    shutil.copyfile(study_path, frozen)
+    folder = durable.claim_folder(runs / name, name)  # the name is ours in this runs folder, before Ray starts
+    try:
+        frozen = folder / STUDY_FILE  # resume uses the study as it was, even if the file changes later
+        frozen.write_text(frozen_text(study_path, overrides))
+        client = open_store_while_ray_starts(uri, what, address, claim=name)
+        check_resources(study)
+        extra = {**durable.driver_tags(), **({OVERRIDES_TAG: overrides_text(overrides)} if overrides else {})}
+        parent = schema.start_parent(client, study, name, frozen, sampler=sampler, data_source=data_source,
+                                     extra_tags=extra)
+        durable.claim_parent(client, name, parent, uri)  # of two drivers that got here at once, the first keeps it
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing half-written: the name is free again
+        raise
     meta = SearchMeta(name, str(frozen.resolve()), uri, parent, sampler, num_samples,
                       max_concurrent or study.budget.max_concurrent, storage_path(storage or runs))
-    meta.save(runs / name)
+    meta.save(folder)
     save_durably(meta, frozen, client)
     tuner = build_tuner(study, meta, callbacks_for(study, meta, quiet))
     return _fit(tuner, study, meta, runs, client)
@@ -427,15 +450,21 @@ def save_durably(meta: SearchMeta, study_file: Path, client) -> None:
     durable.write_to_parent(client, meta.parent_run_id, asdict(meta))
 
 
-def recover_meta(name: str, runs: Path, storage: str | None, tracking_uri: str | None) -> SearchMeta:
-    """The search's metadata from runs/NAME, --storage or MLflow, with its study copied back to runs/NAME."""
-    folder = runs / name
+def find_recorded(name: str, runs: Path, storage: str | None, tracking_uri: str | None) -> tuple[dict, bytes]:
+    """The search's recorded metadata (``SearchMeta`` fields) and frozen study, read without writing anything."""
     try:
         fields, study_bytes = durable.find_search(name, runs=runs, storage=storage, tracking_uri=tracking_uri)
         SearchMeta(**fields)
     except (ValueError, TypeError, KeyError, OSError) as e:
-        raise SearchError(f"{folder / META_FILE}: unreadable ({type(e).__name__}: {e}); "
+        raise SearchError(f"{runs / name / META_FILE}: unreadable ({type(e).__name__}: {e}); "
                           "the search cannot be resumed") from None
+    return fields, study_bytes
+
+
+def recover_meta(name: str, runs: Path, storage: str | None, tracking_uri: str | None) -> SearchMeta:
+    """The search's metadata from runs/NAME, --storage or MLflow, with its study copied back to runs/NAME."""
+    folder = runs / name
+    fields, study_bytes = find_recorded(name, runs, storage, tracking_uri)
     folder.mkdir(parents=True, exist_ok=True)
     frozen = folder / STUDY_FILE
     if not frozen.is_file():
@@ -455,16 +484,20 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
 
     runs = Path(runs_dir)
     doors.check_search_name(name)
+    doors.check_address(address)
+    # A driver that still beats owns the search: nothing is written, and Ray is not started, before this check.
+    fields, _ = find_recorded(name, runs, storage, tracking_uri)
+    uri = tracking_uri or fields["tracking_uri"]
+    client = doors.open_store(uri, "--tracking-uri" if tracking_uri else "tracking_uri")
+    durable.refuse_if_live(durable.parent_of(client, name, fields["parent_run_id"], uri))
     meta = recover_meta(name, runs, storage, tracking_uri)
     study = load_study(meta.study_path)
     experiment = f"{meta.storage.rstrip('/')}/{name}"
     if not tune.Tuner.can_restore(experiment):
         raise SearchError(f"{experiment} holds no restorable Ray Tune state (the search never started its trials, "
                           "or --storage names another place)")
-    doors.check_address(address)
-    client = open_store_while_ray_starts(meta.tracking_uri, "tracking_uri", address)
-    client.set_tag(meta.parent_run_id, schema.STATE, "running")
-    durable.heartbeat(client, meta.parent_run_id)
+    init_ray(address)
+    durable.take_over(client, meta.parent_run_id)
     # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
     tuner = tune.Tuner.restore(experiment, resume_errored=True, trainable=trainable_for(
         study.family, study.resources.cpus, study.resources.gpus))

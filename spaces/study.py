@@ -332,18 +332,45 @@ def _line_index(text: str, duplicates: list[tuple[tuple, int, int]] | None = Non
     return index
 
 
+COMMAND_LINE = "command line"  # where an override's problem is placed instead of a line of the file
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> list[tuple] | StudyError:
+    """Set each dotted key (``search.lr.high``) in the study document; the key paths the overrides wrote
+    (with the mappings they created), or the keys that cannot be set (a path through a value that is not
+    a mapping)."""
+    placed, problems = [], []
+    for key, value in overrides.items():  # e.g. budget.num_samples from the command line
+        path = tuple(key.split("."))
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+                placed.append(path[:i + 1])
+            if not isinstance(node[part], dict):
+                problems.append(f"{'.'.join(path[:i + 1])} ({COMMAND_LINE}): is {node[part]!r}, not a mapping; "
+                                f"{key} cannot be set")
+                break
+            node = node[part]
+        else:
+            node[path[-1]] = value
+            placed.append(path)
+    return StudyError("", problems) if problems else placed
+
+
 class _Problems:
-    def __init__(self, lines: dict[tuple, int]):
+    def __init__(self, lines: dict[tuple, int | str]):
         self.lines, self.items = lines, []
 
-    def add(self, path: tuple, msg: str, line: int | None = None):
+    def add(self, path: tuple, msg: str, line: int | str | None = None):
         for n in range(len(path), 0, -1):  # the key itself, else its closest parent in the file
             if line is not None:
                 break
             if path[:n] in self.lines:
                 line = self.lines[path[:n]]
         where = ".".join(str(p) for p in path) or "(file)"
-        self.items.append(f"{where}{f' (line {line})' if line else ''}: {msg}")
+        place = f" ({line})" if isinstance(line, str) else f" (line {line})" if line else ""
+        self.items.append(f"{where}{place}: {msg}")
 
 
 def yaml_problems(text: str) -> _Problems:
@@ -366,17 +393,12 @@ def _validate(raw: Any, text: str, source: str, overrides: dict[str, Any] | None
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else f"a {type(raw).__name__}"
         raise StudyError(source, [f"(file): a study file is a mapping with name, family, dataset, ... (got {got})"])
-    for key, value in (overrides or {}).items():  # e.g. budget.num_samples from the command line
-        section, dot, field = key.partition(".")
-        if not dot:
-            raw[section] = value
-            continue
-        if raw.get(section) is None:
-            raw[section] = {}
-        if isinstance(raw[section], dict):
-            raw[section][field] = value
     duplicates: list[tuple[tuple, int, int]] = []
-    lines = _line_index(text, duplicates)
+    lines: dict[tuple, int | str] = dict(_line_index(text, duplicates))
+    placed = apply_overrides(raw, overrides or {})
+    if isinstance(placed, StudyError):
+        raise StudyError(source, placed.problems)
+    lines.update(dict.fromkeys(placed, COMMAND_LINE))  # a problem there is the command line's, not the file's
     repeated = _Problems(lines)
     for path, line, first in duplicates:
         repeated.add(path, f"duplicate key, first on line {first}: YAML would silently keep only the last one",

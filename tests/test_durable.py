@@ -218,3 +218,32 @@ def test_a_search_joins_a_running_head_and_passes_over_a_stale_record(tmp_path, 
     monkeypatch.setenv("RAY_ADDRESS", live)
     with pytest.raises(SearchError, match=r"\$RAY_ADDRESS: no Ray cluster answers"):
         running_local_ray()
+
+
+def test_a_trial_resumed_past_its_best_epoch_keeps_that_best(store):
+    """Tune pickles the callback when the search starts and restores ``get_state`` from its last experiment
+    checkpoint: the best epoch (2, 0.8) seen before the interruption stays the trial's best after it."""
+    import pickle
+
+    from records.states import TrialTracker
+    from search.callbacks import MlflowTrialLogger
+
+    uri, client = store
+    parent = a_parent(client, "kept")
+
+    class Trial:
+        trial_id, config = "t1", {"lr": 0.01}
+
+    logger = MlflowTrialLogger(uri, parent, "kept", TrialTracker("val_acc", "max", 6))
+    at_start = pickle.dumps(logger)
+    logger.setup()
+    for step, acc in ((1, 0.5), (2, 0.8), (3, 0.6)):
+        logger.on_trial_result(0, [], Trial(), {"training_iteration": step, "val_acc": acc})
+    saved = pickle.loads(pickle.dumps(logger.get_state()))
+    resumed = pickle.loads(at_start)
+    resumed.set_state(saved)
+    resumed.setup()
+    resumed.on_trial_result(0, [], Trial(), {"training_iteration": 4, "val_acc": 0.7})
+    resumed.flush()
+    run = client.get_run(resumed.runs["t1"])
+    assert run.data.metrics[tracking.best_key("val_acc")] == 0.8 and run.data.metrics["best_epoch"] == 2

@@ -106,9 +106,9 @@ def test_run_prints_the_table_show_prints(finished_search, capsys):
 
     run_out, uri, _ = finished_search
     assert main(["show", "tiny-e2e", "--tracking-uri", uri, "--top", "10"]) == 0
-    show_out = capsys.readouterr().out
+    show_out, link = capsys.readouterr().out.split("MLflow: ")
     assert "top 6 of 6 trials of 'tiny-e2e'" in show_out and len(show_out.splitlines()) == 8
-    assert show_out in run_out  # the same reader, the same text
+    assert show_out in run_out and run_out.endswith(link)  # the same reader, the same text, the same link
     assert main(["ls", "--tracking-uri", uri]) == 0
     ls_out = capsys.readouterr().out
     assert "tiny-e2e" in ls_out and "stopped" in ls_out.splitlines()[0]
@@ -199,3 +199,21 @@ def test_reproduce_uses_the_studys_resources_and_objective(finished_search, tmp_
     assert all(c.data.tags[schema.STATE] == "completed" for c in children)
     summary_table = records.reproductions("tiny-e2e", uri)
     assert summary_table.iloc[0]["objective"] == "val_loss" and "±" in summary_table.iloc[0]["test_acc"]
+
+
+@pytest.mark.slow
+def test_reproduce_says_nothing_when_all_is_well(finished_search):
+    """`search reproduce` as a command: Tune found no result.json to read back (its own loggers are off) and
+    printed "Failed to fetch metrics for N trial(s): FileNotFoundError ..." though every seed had finished."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, uri, root = finished_search
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "RAY_ADDRESS": "local"}
+    out = subprocess.run([sys.executable, "-m", "search", "reproduce", str(root / "runs" / "tiny-e2e" / "best.yaml"),
+                          "--seeds", "0", "1", "--epochs", "1", "--quiet", "--tracking-uri", uri, "--runs-dir",
+                          str(root / "runs")], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Failed to fetch metrics" not in out.stderr and "test_acc:" in out.stdout, out.stderr
