@@ -21,15 +21,15 @@ import yaml
 import records
 from records import schema
 from records.states import RANKABLE, TrialTracker
-from spaces.study import Study, check_sampler, define_by_run, load_study
+from spaces.study import Study, check_sampler, define_by_run, key_line, load_study
 from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
-from . import doors, durable
+from . import credentials, doors, durable, machine
 from .errors import SearchError, TrialsFailed, error_summary
 from .pareto import pareto_mask
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+SAMPLERS = doors.SAMPLERS
 RUNS_DIR = "runs"
 META_FILE, STUDY_FILE = durable.META_FILE, durable.STUDY_FILE
 
@@ -94,20 +94,39 @@ def init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    if not address and not running_local_ray(quiet=True):
+        keep_to_loopback()
     kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
     check_ray_auth(address)
     try:
         if address:
             ray.init(address=address, **kwargs)
-        elif running_local_ray():  # joined as Ray joins it on its own (which also reads a local head's token)
-            ray.init(**kwargs)
+        elif joined := running_local_ray():  # as Ray joins it on its own (which also reads a local head's token)
+            ray.init(address=joined, **kwargs)
         else:  # local: no dashboard server at all, nothing listens beyond 127.0.0.1
-            ray.init(address="local", include_dashboard=False, **kwargs)
+            ray.init(address="local", include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
     except Exception as e:  # noqa: BLE001 - Ray raises several types for an unreachable or refusing cluster
         raise SearchError(ray_init_error(address, e)) from None
 
 
-def running_local_ray() -> str | None:
+LOOPBACK = "127.0.0.1"
+LOOPBACK_SETTING = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" keeps every node address on 127.0.0.1
+
+
+def keep_to_loopback() -> None:
+    """A private local Ray listens on 127.0.0.1 only (its GCS, raylet, workers; measured with ``ss -ltnp``).
+
+    Ray otherwise takes the machine's network address and binds its gRPC servers to every interface. Its
+    own switch for single-machine clusters (Windows, macOS) keeps them on loopback: the processes Ray starts
+    read it from the environment, this driver from Ray's constants (already imported by then).
+    """
+    from ray._private import ray_constants
+
+    os.environ[LOOPBACK_SETTING] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def running_local_ray(quiet: bool = False) -> str | None:
     """The Ray that ``ray.init()`` would join without ``--address``: $RAY_ADDRESS, else the head that
     ``ray start --head`` recorded on this machine (a search then connects in 0.1 s instead of starting
     Ray in 3 s: docs/performance.md). A recorded head that no longer answers is passed over (ray.init
@@ -116,6 +135,11 @@ def running_local_ray() -> str | None:
     from ray._private.services import find_bootstrap_address
 
     env = os.environ.get("RAY_ADDRESS", "")
+    if env.startswith(("http://", "https://")):  # the jobs API's address (`ray job submit`), not a cluster's
+        if not quiet:
+            print(f"note: RAY_ADDRESS={env} is the jobs API address, for `ray job submit`; a search joins a cluster "
+                  "with --address HOST:6379 (its GCS). Starting a local Ray.", file=sys.stderr)
+        env = ""
     if env and env not in ("auto", "local"):
         doors.check_address(env, "$RAY_ADDRESS")
         return env
@@ -127,11 +151,14 @@ def running_local_ray() -> str | None:
     try:
         doors.check_address(recorded, "ray_current_cluster")
     except SearchError:
+        if quiet:
+            return None
         logging.getLogger(__name__).warning("the Ray head recorded by `ray start` at %s does not answer (a stale "
                                             "/tmp/ray/ray_current_cluster): starting a local Ray instead", recorded)
         return None
-    print(f"using the Ray head already running at {recorded} (ray start --head); "
-          "RAY_ADDRESS=local starts a private one", file=sys.stderr)
+    if not quiet:
+        print(f"using the Ray head already running at {recorded} (ray start --head); "
+              "RAY_ADDRESS=local starts a private one", file=sys.stderr)
     return recorded
 
 
@@ -193,17 +220,18 @@ def check_resources(study: Study) -> None:
     check_fits(study.resources.cpus, study.resources.gpus)
 
 
-def check_fits(cpus: float, gpus: float) -> None:
+def check_fits(cpus: float, gpus: float, line_of=None) -> None:
     import ray
 
-    have = ray.cluster_resources()
-    if gpus > have.get("GPU", 0):
-        raise SearchError(f"resources.gpus: a trial asks for {gpus} GPU but the cluster has "
-                          f"{have.get('GPU', 0):g}. Set resources.gpus: 0 to run on CPUs, or use --address "
-                          "to submit to a cluster with GPUs.")
-    if cpus > have.get("CPU", 0):
-        raise SearchError(f"resources.cpus: a trial asks for {cpus:g} CPUs but the cluster has "
-                          f"{have.get('CPU', 0):g}.")
+    machine.check_fits(cpus, gpus, ray.cluster_resources(), "the cluster", line_of)
+
+
+def check_fits_here(study: Study, study_path: str | Path, address: str | None) -> None:
+    """Before Ray starts: a search that will start a private Ray checks its trials fit this machine."""
+    if address or running_local_ray(quiet=True):
+        return  # a cluster's resources are known once joined (check_resources)
+    machine.check_fits(study.resources.cpus, study.resources.gpus, machine.local_resources(), "this machine",
+                       lambda key: key_line(study_path, key))
 
 
 def open_store_while_ray_starts(uri: str, what: str, address: str | None):
@@ -423,9 +451,12 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
                           f"or continue it with `search resume {name}`")
     if storage and "://" not in storage:
         doors.check_runs_dir(storage, "--storage")
-    uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri),
-                                   "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", writable=True)
+    what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
+    uri = credentials.adopt_password(doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True),
+                                     what)
+    doors.probe_store(uri, what)
     doors.check_address(address)
+    check_fits_here(study, study_path, address)
     # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
     data_source = doors.check_dataset(study.base_config()) if address is None else None
     client = open_store_while_ray_starts(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", address)
@@ -477,6 +508,7 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
 
     runs = Path(runs_dir)
     doors.check_search_name(name)
+    tracking_uri = credentials.adopt_password(tracking_uri) if tracking_uri else None
     meta = recover_meta(name, runs, storage, tracking_uri)
     study = load_study(meta.study_path)
     experiment = f"{meta.storage.rstrip('/')}/{name}"
