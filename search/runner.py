@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,17 +95,19 @@ def init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    if not address and not running_local_ray(quiet=True):
-        keep_to_loopback()
     kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
     check_ray_auth(address)
+    joined = None if address else running_local_ray()
     try:
         if address:
             ray.init(address=address, **kwargs)
-        elif joined := running_local_ray():  # as Ray joins it on its own (which also reads a local head's token)
+        elif joined and jobs_api_address():  # Ray would read $RAY_ADDRESS: name the head
             ray.init(address=joined, **kwargs)
-        else:  # local: no dashboard server at all, nothing listens beyond 127.0.0.1
-            ray.init(address="local", include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
+        elif joined:  # as Ray joins it on its own (which also reads a local head's token)
+            ray.init(**kwargs)
+        else:  # a private Ray: no dashboard server at all, nothing listens beyond 127.0.0.1
+            with loopback_only():
+                ray.init(address="local", include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
     except Exception as e:  # noqa: BLE001 - Ray raises several types for an unreachable or refusing cluster
         raise SearchError(ray_init_error(address, e)) from None
 
@@ -113,17 +116,32 @@ LOOPBACK = "127.0.0.1"
 LOOPBACK_SETTING = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" keeps every node address on 127.0.0.1
 
 
-def keep_to_loopback() -> None:
-    """A private local Ray listens on 127.0.0.1 only (its GCS, raylet, workers; measured with ``ss -ltnp``).
+@contextmanager
+def loopback_only():
+    """While a private Ray starts: its GCS, raylet and workers listen on 127.0.0.1 only (``ss -ltnp``).
 
     Ray otherwise takes the machine's network address and binds its gRPC servers to every interface. Its
     own switch for single-machine clusters (Windows, macOS) keeps them on loopback: the processes Ray starts
-    read it from the environment, this driver from Ray's constants (already imported by then).
+    read it from the environment they inherit, this driver from Ray's constants. Both are put back once Ray
+    runs (the driver then asks its node for the address).
     """
     from ray._private import ray_constants
 
-    os.environ[LOOPBACK_SETTING] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    saved_env, saved_flag = os.environ.get(LOOPBACK_SETTING), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_SETTING], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_SETTING, None)
+        else:
+            os.environ[LOOPBACK_SETTING] = saved_env
+
+
+def jobs_api_address() -> bool:
+    """$RAY_ADDRESS names the jobs API (http://HOST:8265, as docs/cluster.md exports it for `ray job submit`)."""
+    return os.environ.get("RAY_ADDRESS", "").startswith(("http://", "https://"))
 
 
 def running_local_ray(quiet: bool = False) -> str | None:
@@ -135,10 +153,10 @@ def running_local_ray(quiet: bool = False) -> str | None:
     from ray._private.services import find_bootstrap_address
 
     env = os.environ.get("RAY_ADDRESS", "")
-    if env.startswith(("http://", "https://")):  # the jobs API's address (`ray job submit`), not a cluster's
+    if jobs_api_address():
         if not quiet:
-            print(f"note: RAY_ADDRESS={env} is the jobs API address, for `ray job submit`; a search joins a cluster "
-                  "with --address HOST:6379 (its GCS). Starting a local Ray.", file=sys.stderr)
+            print(f"note: RAY_ADDRESS={env} is the jobs API's address (for `ray job submit`), not a Ray cluster's: "
+                  "ignored here (join a cluster with --address HOST:6379)", file=sys.stderr)
         env = ""
     if env and env not in ("auto", "local"):
         doors.check_address(env, "$RAY_ADDRESS")
