@@ -214,7 +214,8 @@ def basic_auth(root: Path) -> dict[str, str]:
                    "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     write_private(root / AUTH_ENV, f"export MLFLOW_TRACKING_USERNAME=admin\nexport MLFLOW_TRACKING_PASSWORD={password}\n")
     return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-            "MLFLOW_AUTH_ADMIN_PASSWORD": password}
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}  # the app's CSRF protection signs with it
 
 
 def secure_ray_token(home: Path | None = None) -> None:

@@ -125,7 +125,7 @@ def files_holding(folder: Path, secret: str) -> list[str]:
 def test_search_on_postgres_writes_and_prints_no_password(workdir, postgres, given):
     """The issue's grep: every file under the search's folder (runs/, tuner.pkl, Ray's session files, the
     artifacts, best.yaml) and everything it printed, for the password; and `ls`/`show` afterwards."""
-    cwd = workdir / given.strip("-").lower()
+    cwd = workdir / ("arg" if given.startswith("--") else "env")  # short: Ray's socket paths (107 bytes)
     cwd.mkdir()
     (cwd / "study.yaml").write_text(STUDY)
     uri = f"postgresql://{postgres}"
@@ -158,7 +158,9 @@ def test_refused_postgres_login_is_one_line_within_seconds(workdir, postgres, tm
     (tmp_path / "study.yaml").write_text(STUDY)
     netloc = postgres.replace(PASSWORD, password) if password else postgres.replace(f":{PASSWORD}", "")
     t0 = time.monotonic()
-    out = search(tmp_path, search_env(tmp_path), *argv, "--tracking-uri", f"postgresql://{netloc}", timeout=60)
+    home = Path(tempfile.mkdtemp(prefix="rs17h-"))
+    out = search(tmp_path, search_env(home), *argv, "--tracking-uri", f"postgresql://{netloc}", timeout=60)
+    shutil.rmtree(home)
     seconds = time.monotonic() - t0
     err = out.stderr.strip()
     assert out.returncode == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
@@ -199,8 +201,10 @@ def test_basic_auth_server_refuses_strangers_and_records_a_signed_in_search(auth
     t0 = time.monotonic()
     out = search(tmp_path, search_env(tmp_path), "run", "study.yaml", "--tracking-uri", url, "--quiet", timeout=60)
     assert out.returncode == 2 and "refused our credentials" in out.stderr and time.monotonic() - t0 < 10, out.stderr
-    signed_in = search_env(tmp_path, **login)
+    home = Path(tempfile.mkdtemp(prefix="rs17a-"))  # short: Ray's socket paths live under $RAY_TMPDIR
+    signed_in = search_env(home, **login)
     out = search(tmp_path, signed_in, "run", "study.yaml", "--tracking-uri", url, "--name", "authed", "--quiet")
+    shutil.rmtree(home, ignore_errors=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert login["MLFLOW_TRACKING_PASSWORD"] not in out.stdout + out.stderr
     shown = search(tmp_path, signed_in, "show", "authed", "--tracking-uri", url, timeout=120)
