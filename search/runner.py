@@ -108,12 +108,23 @@ def init_ray(address: str | None) -> None:
         else:  # a private Ray: no dashboard server at all, nothing listens beyond 127.0.0.1
             with loopback_only():
                 ray.init(address="local", include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
+            keep_token_private()
     except Exception as e:  # noqa: BLE001 - Ray raises several types for an unreachable or refusing cluster
         raise SearchError(ray_init_error(address, e)) from None
 
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_SETTING = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" keeps every node address on 127.0.0.1
+
+
+def keep_token_private() -> None:
+    """A private Ray turns token auth on and writes ~/.ray/auth_token as the umask allows (0644): whoever
+    reads it may connect to every Ray cluster that trusts it. Only its owner reads it from here on."""
+    from ray._private.authentication.authentication_token_setup import _get_default_token_path
+
+    token = _get_default_token_path()
+    if token.is_file() and token.stat().st_mode & 0o077:
+        token.chmod(0o600)
 
 
 @contextmanager
@@ -427,9 +438,10 @@ def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
     from .callbacks import MlflowTrialLogger  # imports Ray: only when a search runs
     from .progress import LiveProgress
 
-    cbs = [JsonLoggerCallback(), MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
+    records_cb = MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))
+    cbs = [JsonLoggerCallback(), records_cb]
     if not quiet:
-        cbs.append(LiveProgress(tracker_for(study), meta.num_samples))
+        cbs.append(LiveProgress(tracker_for(study), meta.num_samples, store_status=records_cb.outage))
     return cbs
 
 

@@ -238,6 +238,9 @@ def test_private_ray_listens_on_loopback_only(monkeypatch):
     if ray.is_initialized():
         ray.shutdown()
     monkeypatch.setenv("RAY_ADDRESS", "local")
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file():
+        token.chmod(0o644)  # as Ray writes it
     runner.init_ray(None)
     try:
         ray.get(ray.remote(lambda: 1).remote())  # a worker process started and listening too
@@ -249,5 +252,6 @@ def test_private_ray_listens_on_loopback_only(monkeypatch):
         exposed = [m for m in mine if not m[0].startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:"))]
         assert not exposed, exposed
         assert os.environ.get(runner.LOOPBACK_SETTING) is None  # put back once Ray runs
+        assert (Path.home() / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
     finally:
         ray.shutdown()
