@@ -232,7 +232,9 @@ def _probe_server(uri: str) -> None:
                                "and MLFLOW_TRACKING_PASSWORD") from None
         return  # it answers: MLflow reports anything else itself
     except urllib.error.URLError as e:
-        raise OSError(f"no answer within {CONNECT_TIMEOUT_S} s ({e.reason})") from None
+        if isinstance(e.reason, TimeoutError):
+            raise OSError(f"no answer within {CONNECT_TIMEOUT_S} s") from None
+        raise OSError(getattr(e.reason, "strerror", None) or str(e.reason)) from None
     except TimeoutError:
         raise OSError(f"no answer within {CONNECT_TIMEOUT_S} s") from None
 

@@ -158,3 +158,17 @@ def test_dev_cluster_keeps_the_database_password_in_a_private_file(tmp_path):
     token.chmod(0o644)
     dev_cluster.secure_ray_token(tmp_path)
     assert token.stat().st_mode & 0o777 == 0o600
+
+
+def test_validate_with_address_checks_the_cluster_instead(tmp_path, monkeypatch, capsys):
+    from search import doors
+
+    asked = []
+    monkeypatch.setattr(doors, "check_address", lambda address, what="--address": asked.append(address))
+    monkeypatch.setattr(machine, "local_resources", lambda: CPU_MACHINE)
+    monkeypatch.setattr(machine, "cluster_resources", lambda address: {machine.CPU: 16.0, machine.GPU: 2.0})
+    path, _ = gpu_study(tmp_path)
+    assert main(["validate", str(path), "--address", "10.0.0.1:6379"]) == 0
+    assert asked == ["10.0.0.1:6379"]
+    out = capsys.readouterr().out
+    assert "checked against the cluster at 10.0.0.1:6379 (16 CPUs, 2 GPUs)" in out and "use --address" not in out

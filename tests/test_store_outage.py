@@ -5,6 +5,11 @@ The store is a real sqlite one behind a client that refuses connections while ``
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -108,3 +113,66 @@ def test_a_request_the_store_refuses_is_not_retried(logger):
     cb._submit(bad)
     with pytest.raises(ValueError):
         cb.flush()
+
+
+# ---------------------------------------------------------------- a real server stopped and restarted (slow)
+OUTAGE_STUDY = """\
+name: outage_tiny
+family: optimization
+dataset: digits
+budget: {num_samples: 2, max_epochs: 40, scheduler: none}
+resources: {cpus: 1, gpus: 0}
+fixed: {model: cnn, filters: [16, 32], batch_size: 16}
+search:
+  lr: {type: loguniform, low: 1.0e-3, high: 0.1}
+seed: 0
+"""
+
+
+@pytest.mark.slow
+def test_search_survives_its_tracking_server_going_away(tmp_path):
+    """`search run` on an `mlflow server`, stopped 20 s into the search and started again 30 s later: the
+    search says it waits, ends normally, and every trial has each epoch once."""
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    import dev_cluster  # the scripts folder is no package
+
+    port = dev_cluster.free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = dev_cluster.mlflow_server_cmd(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", port)
+
+    def start_server(n: int):
+        proc = dev_cluster.spawn(cmd, tmp_path / f"server{n}.log", dict(os.environ))
+        dev_cluster.wait_for(lambda: dev_cluster.http_ok(f"{url}/health"), "mlflow server", 120, proc)
+        return proc
+
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "study.yaml").write_text(OUTAGE_STUDY)
+    home = Path(tempfile.mkdtemp(prefix="rs17o-"))  # short: Ray's socket paths
+    env = {"PYTHONPATH": str(root), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(home),
+           "RAY_ADDRESS": "local", "RAY_TMPDIR": str(home)}
+    server = start_server(1)
+    with open(tmp_path / "search.out", "w") as out, open(tmp_path / "search.err", "w") as err:
+        search = subprocess.Popen([sys.executable, "-m", "search.cli", "run", "study.yaml", "--tracking-uri", url,
+                                   "--name", "outage"], cwd=tmp_path, env=env, stdout=out, stderr=err)
+        try:
+            time.sleep(20)
+            assert search.poll() is None, (tmp_path / "search.err").read_text()
+            dev_cluster.stop_groups([server.pid])
+            time.sleep(30)
+            server = start_server(2)
+            assert search.wait(timeout=400) == 0, (tmp_path / "search.err").read_text()[-3000:]
+            said = (tmp_path / "search.err").read_text() + (tmp_path / "search.out").read_text()
+            assert "MLflow store not answering since" in said and "records waiting" in said
+            assert "MLflow store answers again" in said
+            client = schema.client_for(url)
+            children = schema.child_runs(client, schema.find_parent(client, "outage"))
+            assert len(children) == 2
+            for run in children:
+                steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+                assert sorted(steps) == list(range(1, 41)), steps  # every epoch, once
+        finally:
+            if search.poll() is None:
+                search.kill()
+            dev_cluster.stop_groups([server.pid])
+            shutil.rmtree(home, ignore_errors=True)
