@@ -50,7 +50,7 @@ class SearchMeta:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / META_FILE).write_text(json.dumps(asdict(self), indent=2))
+        (folder / META_FILE).write_text(json.dumps(durable.shareable(asdict(self)), indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> "SearchMeta":
@@ -244,9 +244,9 @@ def ray_init_error(address: str | None, e: Exception) -> str:
     return f"{where}: cannot connect to Ray ({text.splitlines()[0][:300]})"
 
 
-def check_resources(study: Study) -> None:
-    """Fail before any trial starts when one trial cannot fit on the cluster."""
-    check_fits(study.resources.cpus, study.resources.gpus)
+def check_resources(study: Study, study_path: str | Path | None = None) -> None:
+    """Fail before any trial starts when one trial cannot fit on the cluster (naming the key's line)."""
+    check_fits(study.resources.cpus, study.resources.gpus, (lambda key: key_line(study_path, key)) if study_path else None)
 
 
 def check_fits(cpus: float, gpus: float, line_of=None) -> None:
@@ -490,7 +490,7 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
     data_source = doors.check_dataset(study.base_config()) if address is None else None
     client = open_store_while_ray_starts(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI", address)
-    check_resources(study)
+    check_resources(study, study_path)
     parent = schema.start_parent(client, study, name, Path(study_path), sampler=sampler, data_source=data_source)
     (runs / name).mkdir(parents=True)
     frozen = runs / name / STUDY_FILE  # resume uses the study as it was, even if the file changes later
@@ -540,6 +540,7 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
     doors.check_search_name(name)
     tracking_uri = credentials.adopt_password(tracking_uri) if tracking_uri else None
     meta = recover_meta(name, runs, storage, tracking_uri)
+    meta.tracking_uri = credentials.adopt_password(meta.tracking_uri, "tracking_uri")  # a search.json of old
     study = load_study(meta.study_path)
     experiment = f"{meta.storage.rstrip('/')}/{name}"
     if not tune.Tuner.can_restore(experiment):

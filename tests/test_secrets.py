@@ -60,6 +60,17 @@ def test_printed_uris_are_redacted():
     assert credentials.scrub(f"FATAL: {PASSWORD} refused", PASSWORD) == "FATAL: *** refused"
 
 
+def test_search_json_is_written_without_the_password(tmp_path):
+    """runs/NAME/search.json as written, also when the metadata came from an older search.json that held one."""
+    from search.runner import SearchMeta
+
+    meta = SearchMeta("n", "study.yaml", f"postgresql+psycopg2://mlflow:{PASSWORD}@db/mlflow", "rid", "tpe", 2, None, "/s")
+    meta.save(tmp_path)
+    written = json.loads((tmp_path / "search.json").read_text())
+    assert written["tracking_uri"] == "postgresql+psycopg2://mlflow@db/mlflow"
+    assert PASSWORD not in (tmp_path / "search.json").read_text()
+
+
 # ---------------------------------------------------------------- PostgreSQL, MLflow server, Ray (slow)
 needs_postgres = pytest.mark.skipif(not dev_cluster.postgres_available(),
                                     reason="PostgreSQL server binaries not installed (apt-get install -y postgresql)")
