@@ -5,9 +5,11 @@ seconds; nothing echoes a password. The PostgreSQL and Ray cases that need serve
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,11 +30,12 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def search_cli(*argv: str, cwd: Path, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+def search_cli(*argv: str, cwd: Path, env: dict | None = None,
+               timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
     base = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd), "RAY_ADDRESS": "local"}
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "search.cli", *argv], capture_output=True, text=True, cwd=cwd,
-                          env={**base, **(env or {})}, timeout=60)
+                          env={**base, **(env or {})}, timeout=timeout)
     return proc, time.monotonic() - t0
 
 
@@ -172,3 +175,18 @@ def test_validate_with_address_checks_the_cluster_instead(tmp_path, monkeypatch,
     assert asked == ["10.0.0.1:6379"]
     out = capsys.readouterr().out
     assert "checked against the cluster at 10.0.0.1:6379 (16 CPUs, 2 GPUs)" in out and "use --address" not in out
+
+
+@pytest.mark.slow
+def test_local_search_runs_with_a_jobs_api_ray_address(tmp_path):
+    """The docs' `export RAY_ADDRESS=http://127.0.0.1:8265`, then a plain local `search run`."""
+    home = Path(tempfile.mkdtemp(prefix="rs17r-"))  # short: Ray's socket paths
+    try:
+        proc, _ = search_cli("run", str(QUICK), "--num-samples", "1", "--name", "r", "--quiet", cwd=tmp_path,
+                             env={"RAY_ADDRESS": "http://127.0.0.1:8265", "HOME": str(home), "RAY_TMPDIR": str(home)},
+                             timeout=600)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RAY_ADDRESS=http://127.0.0.1:8265 is the jobs API's address" in proc.stderr
+    assert "top 1 of 1 trials" in proc.stdout
