@@ -98,6 +98,7 @@ def workdir():
 
 @pytest.fixture(scope="module")
 def postgres(workdir):
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver comes with the cluster extra")
     port = dev_cluster.free_port()
     pid = dev_cluster.start_postgres(workdir / "db", port, PASSWORD) if (workdir / "db").mkdir() is None else None
     (workdir / "db" / "pg" / "pgpass").unlink()  # the test gives the password only in the URI
@@ -185,6 +186,7 @@ def test_refused_postgres_login_is_one_line_within_seconds(workdir, postgres, tm
 @pytest.fixture
 def auth_server(tmp_path):
     """MLflow's basic-auth app on sqlite, as dev_cluster.py --auth starts it."""
+    pytest.importorskip("flask_wtf", reason="the basic-auth app needs the cluster extra (mlflow[auth])")
     port = dev_cluster.free_port()
     (tmp_path / "artifacts").mkdir()
     env = {**os.environ, **dev_cluster.basic_auth(tmp_path)}
