@@ -126,7 +126,7 @@ class MlflowTrialLogger(tune.Callback):
             return None
         waiting = sum(not f.done() for f in self._pending) + sum(len(m) for _, m in self._buffered.values())
         return f"MLflow store not answering since {time.strftime('%H:%M:%S', time.localtime(since))}, " \
-               f"{waiting} records waiting"
+               f"{waiting} record{'s' if waiting != 1 else ''} waiting"
 
     def _write_metrics(self, trial_id: str | None = None) -> None:
         """Queue the buffered epochs' metrics: one batch per run (of one trial, or of all)."""

@@ -192,8 +192,6 @@ def storage_arg(sp, text: str = "") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    SAMPLERS = doors.SAMPLERS  # noqa: N806 - from the doors: --help imports neither Ray nor Optuna
-
     p = _Parser(prog="search", description="Hyperparameter searches on Ray Tune, recorded in MLflow.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -211,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study")
     r.add_argument("--num-samples", type=positive, help="trials to run (default: the study's budget)")
     r.add_argument("--max-concurrent", type=positive, help="trials running at once (default: as many as fit)")
-    r.add_argument("--sampler", choices=SAMPLERS, help="default: the study's `sampler:` (tpe)")
+    r.add_argument("--sampler", choices=doors.SAMPLERS, help="default: the study's `sampler:` (tpe)")
     r.add_argument("--name", type=search_name, help="search name (default: STUDY-DATE-TIME)")
     storage_arg(r)
     common(r, ray=True)
@@ -219,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a study file without running anything")
     v.add_argument("study")
-    v.add_argument("--sampler", choices=SAMPLERS, help="default: the study's `sampler:` (tpe)")
+    v.add_argument("--sampler", choices=doors.SAMPLERS, help="default: the study's `sampler:` (tpe)")
     v.add_argument("--address", help="check the resources against this Ray cluster (default: this machine)")
     v.set_defaults(func=cmd_validate)
 

@@ -87,7 +87,7 @@ def test_outage_is_on_the_progress_line_and_nothing_is_lost(logger, capsys):
     assert cb._client.refused >= 2
     status = cb.outage()
     assert status is not None and status.startswith("MLflow store not answering since ")
-    assert status.split("since ")[1][:8] >= went_down[:8] and status.endswith("1 records waiting")
+    assert status.split("since ")[1][:8] >= went_down[:8] and status.endswith(", 1 record waiting")
     cb.on_trial_complete(0, [], trial)  # queued behind the waiting write
     assert cb.outage().endswith("2 records waiting")
     assert "| MLflow store not answering since" in progress.summary()
@@ -95,7 +95,7 @@ def test_outage_is_on_the_progress_line_and_nothing_is_lost(logger, capsys):
     threading.Timer(0.6, lambda: setattr(cb._client, "down", False)).start()
     cb.flush()  # an experiment checkpoint: waits for the store, says so, carries on when it is back
     err = capsys.readouterr().err
-    assert "records waiting; the search waits for it (nothing is lost)" in err
+    assert "2 records waiting; the search waits for it (nothing is lost)" in err
     assert "MLflow store answers again" in err
     assert cb.outage() is None and "not answering" not in progress.summary()
     run = client.get_run(cb.runs["t_1"])
@@ -163,7 +163,7 @@ def test_search_survives_its_tracking_server_going_away(tmp_path):
             server = start_server(2)
             assert search.wait(timeout=400) == 0, (tmp_path / "search.err").read_text()[-3000:]
             said = (tmp_path / "search.err").read_text() + (tmp_path / "search.out").read_text()
-            assert "MLflow store not answering since" in said and "records waiting" in said
+            assert "MLflow store not answering since" in said and "waiting; the search waits for it" in said
             assert "MLflow store answers again" in said
             client = schema.client_for(url)
             children = schema.child_runs(client, schema.find_parent(client, "outage"))
