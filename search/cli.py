@@ -314,10 +314,11 @@ def _check_environment(args) -> None:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     what = "--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI" if env else "the default tracking URI"
     uri = args.tracking_uri or doors.check_tracking_uri(env or DEFAULT_TRACKING_URI, what)
-    args.tracking_uri = credentials.adopt_password(uri, what)
-    if env:  # what Ray's workers and the jobs they start inherit
+    if args.tracking_uri:  # left unset otherwise: `resume` and `reproduce` then use the store the search recorded
+        args.tracking_uri = credentials.adopt_password(uri, what)
+    if env:  # what this process reads without --tracking-uri, and Ray's workers and jobs inherit
         os.environ["MLFLOW_TRACKING_URI"] = credentials.adopt_password(env, "MLFLOW_TRACKING_URI")
-    doors.probe_store(args.tracking_uri, what)
+    doors.probe_store(credentials.without_password(uri), what)
     if what == "--tracking-uri" and credentials.password_of(uri) is not None:
         print(f"note: the password in --tracking-uri can be read with `ps` while this runs; leave it out of the URI "
               f"and set {credentials.password_variable(uri)}", file=sys.stderr)

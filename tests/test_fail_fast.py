@@ -190,3 +190,18 @@ def test_local_search_runs_with_a_jobs_api_ray_address(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RAY_ADDRESS=http://127.0.0.1:8265 is the jobs API's address" in proc.stderr
     assert "top 1 of 1 trials" in proc.stdout
+
+
+def test_resume_without_tracking_uri_keeps_the_recorded_store(tmp_path, monkeypatch):
+    """The store check must not pin `resume` to the default store: it reads the one the search recorded."""
+    seen = {}
+
+    def resume(name, **kwargs):
+        seen.update(kwargs)
+        raise runner.SearchError("stop here")
+
+    monkeypatch.setattr(runner, "resume_search", resume)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["resume", "some-search"]) == 2
+    assert seen["tracking_uri"] is None
