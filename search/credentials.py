@@ -89,7 +89,8 @@ def adopt_password(uri: str, what: str = "--tracking-uri", environ: dict | None 
     scheme = _scheme(uri)
     if scheme not in PASSWORD_VARIABLES:
         raise SearchError(f"{what}: {redacted(uri)} holds a password, which would be written into files and logs; "
-                          "keep it in the database driver's own configuration instead")
+                          "keep it in the database driver's own configuration instead (MySQL: an option file, "
+                          "?read_default_file=~/.my.cnf)")
     user_var, password_var = PASSWORD_VARIABLES[scheme]
     if environ.get(password_var, password) != password:
         raise SearchError(f"{what}: {redacted(uri)} holds a password and ${password_var} holds another; "
