@@ -79,6 +79,12 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
                 out.append((f"Aggregate training, {name} (trials x threads)", f"{x['samples_per_s']:.0f} samples/s",
                             f"{ref}: {s['layouts'][ref]['samples_per_s']:.0f} samples/s", f"{x['ratio']:.2f}", "",
                             s["date"]))
+    if "cli_startup" in r:
+        c = r["cli_startup"]
+        for name, x in c["commands"].items():
+            out.append((f"`search {name}` in a fresh process (its imports), vs `python -c 'import pandas'`",
+                        f"{x['seconds']:.2f} s", f"{c['baseline_s']:.2f} s", f"{x['ratio']:.2f}",
+                        f"<= {c['target_ratio']:g}", c["date"]))
     if "trial_overhead" in r:
         t = r["trial_overhead"]
         out.append(("One trial inside a search vs the core called directly", f"{t['search_s_per_trial']:.2f} s",

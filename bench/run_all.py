@@ -32,8 +32,9 @@ BENCHES = {
     "vs_optuna_long": (["--num-samples", "64", "--pairs", "2"], ["--quick", "--num-samples", "12"]),
     "multiobjective": ([], ["--quick"]),
     "search_efficiency": ([], ["--quick"]),
+    "cli_startup": ([], ["--quick"]),
 }
-WRITES_JSON = {"core_speed", "scaling", "vs_optuna", "vs_optuna_warm", "vs_optuna_long", "multiobjective",
+WRITES_JSON = {"cli_startup", "core_speed", "scaling", "vs_optuna", "vs_optuna_warm", "vs_optuna_long", "multiobjective",
                "search_efficiency"}
 MODULE = {"vs_optuna_warm": "vs_optuna", "vs_optuna_long": "vs_optuna"}  # one script, other arguments
 

@@ -7,7 +7,10 @@
 ``up`` starts a Ray head (0 CPUs for trials, dashboard + jobs API on 127.0.0.1), N worker raylets,
 PostgreSQL on a private port in D/pg, and ``mlflow server`` on that database with proxied artifacts
 (D/artifacts). Every process listens on 127.0.0.1 only. It writes D/cluster.json (ports, PIDs) and
-D/cluster.env (``source`` it: RAY_ADDRESS, RS_RAY_GCS, MLFLOW_TRACKING_URI, RAY_AUTH_MODE).
+D/cluster.env (``source`` it: RAY_ADDRESS, RS_RAY_GCS, MLFLOW_TRACKING_URI, RAY_AUTH_MODE). The database
+password lives only in D/pg/pgpass (mode 0600), which ``mlflow server`` reads through $PGPASSFILE: it is
+on no command line (``ps``) and in no other file. ``--auth`` serves MLflow's basic-auth app instead
+(docs/cluster.md: a shared cluster); its admin credentials are in D/mlflow-auth.env (mode 0600).
 ``down`` stops exactly the processes ``up`` started, by their PIDs (never ``ray stop``, which would
 stop every Ray cluster on the machine). Ray's token auth is on (RAY_AUTH_MODE=token, ~/.ray/auth_token).
 """
@@ -172,6 +175,56 @@ def as_pg_user() -> list[str]:
     return [runuser, "-u", "postgres", "--"]
 
 
+def write_private(path: Path, text: str) -> Path:
+    """A file only its owner reads, created so (never readable for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
+    return path
+
+
+def pgpass_file(root: Path, port: int, password: str) -> Path:
+    """libpq's password file (host:port:db:user:password) for the mlflow role: read at connect time."""
+    return write_private(root / "pg" / "pgpass", f"127.0.0.1:{port}:*:mlflow:{password}\n")
+
+
+def backend_uri(root: Path, pg_port: int | None) -> str:
+    """The store behind ``mlflow server``, without a password (libpq finds it in $PGPASSFILE)."""
+    if pg_port is None:
+        return f"sqlite:///{root / 'mlflow.db'}"
+    return f"postgresql+psycopg2://mlflow@127.0.0.1:{pg_port}/mlflow"
+
+
+def mlflow_server_cmd(root: Path, backend: str, port: int, auth: bool = False) -> list[str]:
+    cmd = [mlflow_exe(), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", backend, "--artifacts-destination", str(root / "artifacts")]
+    return cmd + (["--app-name", "basic-auth"] if auth else [])
+
+
+AUTH_ENV = "mlflow-auth.env"
+
+
+def basic_auth(root: Path) -> dict[str, str]:
+    """MLflow's basic-auth app: its user database in ROOT, an admin with a random password (ROOT/mlflow-auth.env,
+    0600: `source` it to sign in as MLFLOW_TRACKING_USERNAME/PASSWORD). The server's environment for it."""
+    password = secrets.token_hex(12)
+    ini = root / "basic_auth.ini"
+    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'basic_auth.db'}\n"
+                   "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    write_private(root / AUTH_ENV, f"export MLFLOW_TRACKING_USERNAME=admin\nexport MLFLOW_TRACKING_PASSWORD={password}\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}  # the app's CSRF protection signs with it
+
+
+def secure_ray_token(home: Path | None = None) -> None:
+    """Ray writes ~/.ray/auth_token readable by everyone (0644); whoever reads it may run code on the cluster."""
+    token = (home or Path.home()) / ".ray" / "auth_token"
+    if token.is_file():
+        token.chmod(0o600)
+
+
 def start_postgres(root: Path, port: int, password: str) -> int:
     pgdir, sock = root / "pg" / "data", root / "pg"
     sock.mkdir(parents=True)
@@ -193,7 +246,7 @@ def start_postgres(root: Path, port: int, password: str) -> int:
     if out.returncode:
         raise ClusterError(f"PostgreSQL did not start: {out.stdout}{out.stderr}")
     pid = int((pgdir / "postmaster.pid").read_text().split()[0])
-    env = {"PGPASSWORD": password, **os.environ}
+    env = {**os.environ, "PGPASSFILE": str(pgpass_file(root, port, password))}
     createdb = pg_bin("createdb")
     subprocess.run([createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"], check=True, env=env,
                    capture_output=True)
@@ -202,7 +255,7 @@ def start_postgres(root: Path, port: int, password: str) -> int:
 
 # ------------------------------------------------------------------ up / down / status
 def up(root: Path | None = None, *, workers: int = 2, worker_cpus: int = 1, postgres: bool = True,
-       timeout: float = 120) -> dict:
+       timeout: float = 120, auth: bool = False) -> dict:
     """Start the cluster and return its state (also written to ROOT/cluster.json)."""
     root = Path(root) if root else Path(tempfile.mkdtemp(prefix="rsdc-", dir="/tmp"))
     root.mkdir(parents=True, exist_ok=True)
@@ -227,14 +280,16 @@ def up(root: Path | None = None, *, workers: int = 2, worker_cpus: int = 1, post
             pg_port, password = free_port(), secrets.token_hex(12)
             state["pids"]["postgres"] = start_postgres(root, pg_port, password)
             state["pg_port"] = pg_port
-            backend = f"postgresql+psycopg2://mlflow:{password}@127.0.0.1:{pg_port}/mlflow"
-        else:
-            backend = f"sqlite:///{root / 'mlflow.db'}"
+            state["pgpass"] = str(root / "pg" / "pgpass")
+        backend = backend_uri(root, state.get("pg_port"))
         state["backend_store_uri"] = backend
         save(root, state)
         ml_log = root / "logs" / "mlflow.log"
-        ml = spawn([mlflow_exe(), "server", "--host", "127.0.0.1", "--port", str(ml_port), "--workers", "1",
-                    "--backend-store-uri", backend, "--artifacts-destination", str(root / "artifacts")], ml_log, env)
+        ml_env = {**env, **({"PGPASSFILE": state["pgpass"]} if postgres else {})}
+        if auth:
+            ml_env.update(basic_auth(root))
+            state["auth_env"] = str(root / AUTH_ENV)
+        ml = spawn(mlflow_server_cmd(root, backend, ml_port, auth), ml_log, ml_env)
         state["pids"]["mlflow"] = ml.pid
         save(root, state)
         # Ray starts while mlflow server migrates its database (the slowest part of `up`).
@@ -246,6 +301,7 @@ def up(root: Path | None = None, *, workers: int = 2, worker_cpus: int = 1, post
         state["pids"]["ray-head"] = head.pid
         save(root, state)
         wait_for(lambda: http_ok(f"{state['dashboard']}/api/version"), "Ray head (dashboard)", timeout, head, head_log)
+        secure_ray_token()
         state["worker_cpus"] = worker_cpus
         for _ in range(workers):
             start_worker(root, state, env)
@@ -275,7 +331,7 @@ def save(root: Path, state: dict) -> None:
     tmp = root / (STATE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(root / STATE)
-    (root / STATE).chmod(0o600)  # it holds the database password
+    (root / STATE).chmod(0o600)  # ports and PIDs: no password
 
 
 def write_env(root: Path, state: dict) -> None:
@@ -347,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--workers", type=int, default=2)
     u.add_argument("--worker-cpus", type=int, default=1)
     u.add_argument("--no-postgres", action="store_true", help="a sqlite store behind mlflow server instead")
+    u.add_argument("--auth", action="store_true", help="MLflow's basic-auth app (credentials in DIR/mlflow-auth.env)")
     for name in ("down", "status"):
         sub.add_parser(name).add_argument("--dir", type=Path, required=True)
     argv = sys.argv[1:] if argv is None else argv
@@ -356,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "up":
-            state = up(args.dir, workers=args.workers, worker_cpus=args.worker_cpus, postgres=not args.no_postgres)
+            state = up(args.dir, workers=args.workers, worker_cpus=args.worker_cpus, postgres=not args.no_postgres,
+                       auth=args.auth)
             print(f"cluster up in {state['dir']}\n  ray jobs API  {state['dashboard']}\n  ray GCS       {state['gcs']}\n"
                   f"  MLflow        {state['mlflow']}\n  source {state['dir']}/{ENV}\n"
                   f"  stop with: python {sys.argv[0]} down --dir {state['dir']}")

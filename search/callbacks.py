@@ -7,12 +7,20 @@ on sqlite; bench/vs_optuna.py). Every experiment checkpoint Tune writes flushes 
 so a resumed search never starts from a point the store has not recorded. After a resume, the
 callback finds the child runs that already exist (by trial id) instead of opening duplicates.
 Trial states come from ``records.TrialTracker``.
+
+A store that stops answering (a restarted tracking server, a lost database connection) holds the
+writes back, in order: each is tried again until it lands, nothing is dropped. ``outage()`` says since
+when and how many records wait (the progress line shows it); a flush waiting on the store says so
+on stderr every ``REPORT_OUTAGE_EVERY_S``.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from mlflow.entities import Metric, RunTag
@@ -26,6 +34,26 @@ from records.states import TrialTracker
 from . import durable
 
 WRITE_METRICS_EVERY_S = 1.0  # how far the UI's curves may lag the trials
+SLOW_WRITE_S = 5.0  # a write that has not returned by then: the store is not answering
+RETRY_EVERY_S = 5.0  # between tries of a write the store refused for being unreachable
+REPORT_OUTAGE_EVERY_S = 15.0
+
+
+def store_unreachable(error: BaseException) -> bool:
+    """A failure of the connection, not of the request: worth trying the same write again later.
+
+    MLflow's REST client gives up with an MlflowException whose cause (or text) is the connection
+    error; SQLAlchemy raises OperationalError for a database it lost.
+    """
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, (ConnectionError, TimeoutError)) or type(error).__name__ == "OperationalError":
+            return True
+        text = str(error)
+        if "Max retries exceeded" in text or "Connection refused" in text or "could not connect" in text:
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def requested_resources(trial) -> str:
@@ -50,18 +78,20 @@ class MlflowTrialLogger(tune.Callback):
         self._pending: list[Future] = []
         self._buffered: dict[str, tuple] = {}  # trial id -> (trial, metrics not yet written)
         self._last_write = 0.0
+        self._busy_since: float | None = None  # wall time the write now running started (writer thread)
+        self._unreachable_since: float | None = None  # wall time a write first found the store unreachable
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment state; clients do not pickle
         self.flush()
         state = dict(self.__dict__)
-        state.update(_client=None, _writer=None, _pending=[], _buffered={})
+        state.update(_client=None, _writer=None, _pending=[], _buffered={}, _busy_since=None, _unreachable_since=None)
         state["last_beat"] = 0.0  # a monotonic time means nothing to the next driver: beat at once
         return state
 
     def __setstate__(self, state):
         """Callbacks pickled by older versions lack the attributes added since: start them empty."""
         self.__dict__.update({"redone": {}, "_writer": None, "_pending": [], "_buffered": {}, "_last_write": 0.0,
-                              **state})
+                              "_busy_since": None, "_unreachable_since": None, **state})
 
     def _submit(self, write) -> None:
         """Queue ``write()`` (MLflow calls) on the writer thread; a failed earlier write is raised here."""
@@ -70,7 +100,33 @@ class MlflowTrialLogger(tune.Callback):
             f.result()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
-        self._pending.append(self._writer.submit(write))
+        self._pending.append(self._writer.submit(self._persist, write))
+
+    def _persist(self, write) -> None:
+        """On the writer thread: ``write()``, tried again while the store is unreachable (nothing dropped)."""
+        self._busy_since = time.time()
+        try:
+            while True:
+                try:
+                    write()
+                    self._unreachable_since = None
+                    return
+                except Exception as e:
+                    if not store_unreachable(e):
+                        raise
+                    self._unreachable_since = self._unreachable_since or self._busy_since
+                    time.sleep(RETRY_EVERY_S)
+        finally:
+            self._busy_since = None
+
+    def outage(self) -> str | None:
+        """``store not answering since 12:03:05, 14 records waiting``; None while writes land in time."""
+        since = self._unreachable_since or self._busy_since
+        if since is None or (self._unreachable_since is None and time.time() - since < SLOW_WRITE_S):
+            return None
+        waiting = sum(not f.done() for f in self._pending) + sum(len(m) for _, m in self._buffered.values())
+        return f"MLflow store not answering since {time.strftime('%H:%M:%S', time.localtime(since))}, " \
+               f"{waiting} record{'s' if waiting != 1 else ''} waiting"
 
     def _write_metrics(self, trial_id: str | None = None) -> None:
         """Queue the buffered epochs' metrics: one batch per run (of one trial, or of all)."""
@@ -84,9 +140,28 @@ class MlflowTrialLogger(tune.Callback):
     def flush(self) -> None:
         """Write the buffered metrics, wait for every queued write; raise the first that failed."""
         self._write_metrics()
-        pending, self._pending = self._pending, []
-        for f in pending:
-            f.result()
+        pending = self._pending
+        try:
+            for f in pending:
+                while True:
+                    try:
+                        f.result(timeout=REPORT_OUTAGE_EVERY_S)
+                        break
+                    except FutureTimeout:
+                        self._report_waiting()
+        finally:
+            self._pending = [f for f in pending if not f.done()]
+        if self._reported:
+            print("MLflow store answers again: every waiting record is written", file=sys.stderr, flush=True)
+            self._reported = False
+
+    _reported = False  # a flush said it waits on the store
+
+    def _report_waiting(self) -> None:
+        text = self.outage()
+        if text and threading.current_thread() is threading.main_thread():
+            print(f"{text}; the search waits for it (nothing is lost)", file=sys.stderr, flush=True)
+            self._reported = True
 
     def get_state(self) -> dict:
         """Called by Tune at each experiment checkpoint: the store catches up first; the trials' best epochs

@@ -11,8 +11,10 @@ import argparse
 import os
 import sys
 
-from . import doors
-from .errors import SearchError
+from spaces.samplers import SAMPLERS
+
+from . import credentials, doors, machine
+from .errors import SearchError, TrialsFailed
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -70,16 +72,25 @@ tracking_uri = _door(doors.check_tracking_uri)
 
 
 def cmd_validate(args) -> int:
-    from spaces.study import check_sampler, load_study
+    from spaces.study import check_sampler, key_line, load_study
 
     study = load_study(args.study)
     problems = check_sampler(study, args.sampler or study.sampler)
     if problems:
         return _fail("\n".join(problems))
+    if args.address:
+        doors.check_address(args.address)
+        have, where = machine.cluster_resources(args.address), f"the cluster at {args.address}"
+    else:
+        have, where = machine.local_resources(), "this machine"
+    need = study.resources
+    machine.check_fits(need.cpus, need.gpus, have, where, lambda key: key_line(args.study, key))
     n = f"{study.grid_size()} grid points" if all(p.is_discrete() for p in study.search.values()) else "continuous"
     print(f"{args.study}: valid — study '{study.name}', family {study.family}, dataset {study.dataset}, "
           f"{len(study.search)} searched parameter(s) ({n}), {len(study.fixed)} fixed, "
           f"objective {study.objective.mode} {study.objective.metric}")
+    print(f"resources: a trial needs {need.cpus:g} CPU and {need.gpus:g} GPU; checked against {where} "
+          f"({machine.describe(have)})" + ("" if args.address else "; use --address to check a cluster instead"))
     return 0
 
 
@@ -123,8 +134,9 @@ def ui_hint(uri: str, experiment_id: str, parent_run_id: str) -> str:
     from records.schema import ui_url
 
     if uri.startswith(("http://", "https://")):
-        return (f"MLflow: open {ui_url(uri, experiment_id, parent_run_id)} "
+        return (f"MLflow: open {ui_url(credentials.redacted(uri), experiment_id, parent_run_id)} "
                 "(on a cluster head: forward the port first, e.g. `ray attach cluster.yaml -p 5000`)")
+    uri = credentials.redacted(uri)
     return (f"MLflow: {uri} (parent run {parent_run_id}). Open the UI with:\n"
             f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
             f"  then {ui_url('http://127.0.0.1:5000', experiment_id, parent_run_id)}")
@@ -208,8 +220,6 @@ def storage_arg(sp, text: str = "") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spaces.samplers import SAMPLERS
-
     p = _Parser(prog="search", description="Hyperparameter searches on Ray Tune, recorded in MLflow.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -239,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a study file without running anything")
     v.add_argument("study")
     v.add_argument("--sampler", choices=SAMPLERS, help="default: the study's `sampler:` (tpe)")
+    v.add_argument("--address", help="check the resources against this Ray cluster (default: this machine)")
     v.set_defaults(func=cmd_validate)
 
     ls = sub.add_parser("ls", help="list searches and their status")
@@ -290,15 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Bad input, by the module that raises it: (module, exception class name).
+USER_ERRORS = (("spaces.study", "StudyError"), ("records.schema", "StoreNotFound"),
+               ("trainables.core.data", "DatasetNotFound"), ("trainables.core.train", "CheckpointError"))
+CONFIG_ERROR = ("trainables.core.config", "ConfigError")
+
+
+def loaded(*names: tuple[str, str]) -> tuple[type, ...]:
+    """The exception classes among ``names`` whose modules this command imported. A command imports only what it
+    uses (``search --help`` and ``ls`` no torch): an exception of a module never imported cannot have been raised."""
+    return tuple(getattr(sys.modules[m], c) for m, c in names if m in sys.modules)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from records import StoreNotFound
-    from spaces.study import StudyError
-    from trainables.core.config import ConfigError
-    from trainables.core.data import DatasetNotFound
-    from trainables.core.train import CheckpointError
-
-    from .errors import TrialsFailed
-
     try:
         args = parse_args(build_parser(), argv)
         _check_environment(args)
@@ -310,12 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()  # process-wide settings belong to the program, not to the library calls below
     try:
         return args.func(args)
-    except (StudyError, SearchError, StoreNotFound, DatasetNotFound, CheckpointError) as e:
+    except SearchError as e:
         return _fail(str(e))
-    except ConfigError as e:
-        return _fail(str(e).replace("\n  - ", "\n  "))
     except TrialsFailed as e:
         return _fail(str(e), EXIT_FAILED)
+    except Exception as e:
+        if isinstance(e, loaded(CONFIG_ERROR)):
+            return _fail(str(e).replace("\n  - ", "\n  "))
+        if isinstance(e, loaded(*USER_ERRORS)):
+            return _fail(str(e))
+        raise
     except KeyboardInterrupt as e:
         name = e.args[0] if e.args else "NAME"
         print(f"\ninterrupted: nothing is lost; continue with `search resume {name}`", file=sys.stderr)
@@ -335,12 +354,25 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
 
 
 def _check_environment(args) -> None:
-    """$MLFLOW_TRACKING_URI (or the default store) stands in for --tracking-uri: the same check, naming it."""
-    if hasattr(args, "tracking_uri") and not args.tracking_uri:
-        from records import DEFAULT_TRACKING_URI
+    """The tracking store, before anything else: $MLFLOW_TRACKING_URI (or the default store) stands in for
+    --tracking-uri, with the same check naming it; a password moves out of the URI into the variable its client
+    library reads (``credentials``), so that nothing below writes or prints it; a database or server that does
+    not answer within seconds is said so here."""
+    if not hasattr(args, "tracking_uri"):
+        return
+    from records import DEFAULT_TRACKING_URI  # every command with a tracking URI reads the records
 
-        env = os.environ.get("MLFLOW_TRACKING_URI")
-        doors.check_tracking_uri(env or DEFAULT_TRACKING_URI, "MLFLOW_TRACKING_URI" if env else "the default tracking URI")
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    what = "--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI" if env else "the default tracking URI"
+    uri = args.tracking_uri or doors.check_tracking_uri(env or DEFAULT_TRACKING_URI, what)
+    if args.tracking_uri:  # left unset otherwise: `resume` and `reproduce` then use the store the search recorded
+        args.tracking_uri = credentials.adopt_password(uri, what)
+    if env:  # what this process reads without --tracking-uri, and Ray's workers and jobs inherit
+        os.environ["MLFLOW_TRACKING_URI"] = credentials.adopt_password(env, "MLFLOW_TRACKING_URI")
+    doors.probe_store(credentials.without_password(uri), what)
+    if what == "--tracking-uri" and credentials.password_of(uri) is not None:
+        print(f"note: the password in --tracking-uri can be read with `ps` while this runs; leave it out of the URI "
+              f"and set {credentials.password_variable(uri)}", file=sys.stderr)
 
 
 def exit_now(code: int):

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .credentials import password_of, redacted, scrub
 from .errors import SearchError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -19,6 +20,7 @@ MAX_NAME = 128
 # MLflow stores we can reach: a database through SQLAlchemy, a tracking server, a local folder.
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 SERVER_SCHEMES = ("http", "https", "databricks")
+CONNECT_TIMEOUT_S = 5  # a store that has not answered by then will not: say so (MLflow would retry for minutes)
 
 
 def check_search_name(name: str, what: str = "search name") -> str:
@@ -38,20 +40,20 @@ def check_tracking_uri(uri: str, what: str = "--tracking-uri", *, writable: bool
 
     ``writable``: the store will be written (a search): a sqlite file's folder must exist and be writable.
     """
-    text = uri.strip()
+    text, shown = uri.strip(), redacted(uri.strip())
     if not text or any(c in text for c in "\n\r\t\0"):
-        raise SearchError(f"{what}: {uri!r} is not a tracking URI")
+        raise SearchError(f"{what}: {shown!r} is not a tracking URI")
     parsed = urlparse(text)
     scheme = parsed.scheme.lower()
     base = scheme.split("+", 1)[0]  # postgresql+psycopg2, mysql+pymysql, ...
     hint = "use sqlite:///mlflow.db, postgresql://USER@HOST/DB, http://HOST:PORT or file:/path/mlruns"
     if not scheme or len(scheme) == 1:  # a bare path (or a Windows drive letter)
-        raise SearchError(f"{what}: {uri!r} has no scheme; {hint}")
+        raise SearchError(f"{what}: {shown!r} has no scheme; {hint}")
     if base not in DB_SCHEMES + SERVER_SCHEMES + ("file",):
-        raise SearchError(f"{what}: unsupported scheme '{scheme}://' in {uri!r}; {hint}")
+        raise SearchError(f"{what}: unsupported scheme '{scheme}://' in {shown!r}; {hint}")
     if base == "sqlite":
         if not text.lower().startswith("sqlite:///") or len(text) == len("sqlite:///"):
-            raise SearchError(f"{what}: {uri!r} names no database file; write sqlite:///relative.db or "
+            raise SearchError(f"{what}: {shown!r} names no database file; write sqlite:///relative.db or "
                               "sqlite:////absolute/path.db")
         path = Path(text[len("sqlite:///"):].split("?", 1)[0])
         if path.is_dir():
@@ -66,16 +68,16 @@ def check_tracking_uri(uri: str, what: str = "--tracking-uri", *, writable: bool
     elif base == "file":
         path = Path(parsed.path or "")
         if not parsed.path:
-            raise SearchError(f"{what}: {uri!r} names no folder; write file:/path/to/mlruns")
+            raise SearchError(f"{what}: {shown!r} names no folder; write file:/path/to/mlruns")
         if path.exists() and not path.is_dir():
             raise SearchError(f"{what}: {path} is a file, not a folder")
     elif not parsed.hostname:
-        raise SearchError(f"{what}: {uri!r} names no host; {hint}")
+        raise SearchError(f"{what}: {shown!r} names no host; {hint}")
     else:
         try:
             parsed.port  # noqa: B018 - raises on a malformed port
         except ValueError:
-            raise SearchError(f"{what}: {uri!r} has an invalid port") from None
+            raise SearchError(f"{what}: {shown!r} has an invalid port") from None
     return text
 
 
@@ -166,16 +168,87 @@ def check_other_datasets(base_config: dict, main: str) -> None:
             raise type(e)(f"fixed.{key} ({target}): {e}") from None
 
 
+def probe_store(uri: str, what: str = "--tracking-uri") -> None:
+    """A database or tracking server that answers within CONNECT_TIMEOUT_S, and accepts our credentials.
+
+    Before anything else: MLflow retries a refused password or an unreachable host for minutes and then
+    prints a traceback that may echo the URI. SQLite and file stores are local and checked above.
+    """
+    scheme = urlparse(uri).scheme.lower().split("+", 1)[0]
+    try:
+        if scheme in ("postgresql", "postgres"):
+            _probe_postgres(uri)
+        elif scheme in ("http", "https"):
+            _probe_server(uri)
+    except (OSError, RuntimeError) as e:
+        raise SearchError(f"{what}: cannot reach the MLflow store {redacted(uri)}: {first_line(e, uri)}") from None
+
+
+def first_line(e: BaseException, uri: str) -> str:
+    """The cause in one line, without the URI's password."""
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    return scrub(" ".join(lines[:2])[:300] or type(e).__name__, password_of(uri))
+
+
+def _probe_postgres(uri: str) -> None:
+    """libpq itself, with a connect timeout: it reads the password from the URI, $PGPASSWORD or ~/.pgpass.
+    Without psycopg2 there is nothing to probe with (``records.schema.with_db_driver`` says so)."""
+    from importlib.util import find_spec
+
+    if find_spec("psycopg2") is None:
+        return
+    import psycopg2
+
+    dsn = "postgresql://" + uri.split("://", 1)[1]  # libpq knows no SQLAlchemy driver suffix
+    try:
+        psycopg2.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
+    except psycopg2.OperationalError as e:
+        text = str(e)
+        if "password" in text and ("no password supplied" in text or "authentication failed" in text):
+            hint = ("; set PGPASSWORD or keep it in ~/.pgpass (mode 0600)" if "no password" in text
+                    else "; check PGPASSWORD, ~/.pgpass or the password in the URI")
+            raise RuntimeError(first_line(e, uri) + hint) from None
+        raise RuntimeError(text) from None
+
+
+def _probe_server(uri: str) -> None:
+    """One authenticated request to the server's REST API (MLflow's client would retry for minutes)."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise RuntimeError(f"HTTP {e.code}: the server refused our credentials; set MLFLOW_TRACKING_USERNAME "
+                               "and MLFLOW_TRACKING_PASSWORD") from None
+        return  # it answers: MLflow reports anything else itself
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, TimeoutError):
+            raise OSError(f"no answer within {CONNECT_TIMEOUT_S} s") from None
+        raise OSError(getattr(e.reason, "strerror", None) or str(e.reason)) from None
+    except TimeoutError:
+        raise OSError(f"no answer within {CONNECT_TIMEOUT_S} s") from None
+
+
 def open_store(uri: str, what: str = "--tracking-uri"):
     """An MLflow client whose store answers (a sqlite file that is no database fails here, not mid-search)."""
     from records import schema
 
+    probe_store(uri, what)
     try:
         client = schema.client_for(uri)
         client.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - MLflow and SQLAlchemy raise many types for an unusable store
-        last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-        raise SearchError(f"{what}: cannot open the MLflow store {uri} ({type(e).__name__}: {last})") from None
+        last = scrub((str(e).strip().splitlines() or [type(e).__name__])[-1][:300], password_of(uri))
+        raise SearchError(f"{what}: cannot open the MLflow store {redacted(uri)} ({type(e).__name__}: {last})") from None
     return client
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from records import schema
 
+from .credentials import without_password
 from .errors import SearchError
 
 META_FILE, STUDY_FILE = "search.json", "study.yaml"
@@ -38,17 +39,6 @@ def _fs(location: str):
     if "://" not in location:
         return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
     return pyarrow.fs.FileSystem.from_uri(location)
-
-
-def without_password(uri: str) -> str:
-    """A database URI as it may be written down: the password stays with the user (env, ~/.pgpass)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{parts.username}@{netloc[1]}"))
 
 
 def shareable(meta: dict) -> dict:

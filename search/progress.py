@@ -27,7 +27,7 @@ def _clock(seconds: float) -> str:
 
 class LiveProgress(tune.Callback):
     def __init__(self, tracker: TrialTracker, num_samples: int, stream=None, every_s: float = 5.0,
-                 plan: EpochPlan | None = None, time_budget_s: float | None = None):
+                 plan: EpochPlan | None = None, time_budget_s: float | None = None, store_status=None):
         self.tracker, self.metric, self.mode = tracker, tracker.metric, tracker.mode
         self.num_samples = num_samples
         self.eta = EtaEstimator(plan or EpochPlan(tracker.max_epochs), num_samples)
@@ -40,6 +40,7 @@ class LiveProgress(tune.Callback):
         self.running: set[str] = set()
         self.counts = {k: 0 for k in OUTCOMES if k not in ("running", "interrupted")}  # what this driver ends
         self.best: tuple[float, str] | None = None
+        self.store_status = store_status  # () -> "MLflow store not answering since ..." or None (callbacks.py)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -47,7 +48,7 @@ class LiveProgress(tune.Callback):
         return state
 
     def __setstate__(self, state):  # restored with a resumed search: a new clock, nothing running yet
-        self.__dict__.update(state)
+        self.__dict__.update({"store_status": None, **state})  # pickled before the store's status was shown
         self.stream = sys.stdout
         self.tty = self.stream.isatty()
         self.start, self.last_print, self.running = time.monotonic(), 0.0, set()
@@ -123,9 +124,10 @@ class LiveProgress(tune.Callback):
             eta = min(eta if eta is not None else float("inf"), self.time_budget_s - elapsed)
         best = f"best {self._reading(self.best[1], ' ')} ({self.best[1]})" if self.best else "best -"
         rare = "".join(f" | {c[k]} {k}" for k in ("ended", "diverged") if c[k])
+        outage = self.store_status() if self.store_status else None
         return (f"[{_clock(elapsed)}] {len(self.running)} running | {c['completed']} done | "
                 f"{c['stopped']} stopped early{rare} | {c['failed']} failed | {finished}/{self.num_samples} | {best} | "
-                f"ETA {_clock(eta) if eta is not None else '?'}")
+                f"ETA {_clock(eta) if eta is not None else '?'}" + (f" | {outage}" if outage else ""))
 
     def _status(self, force: bool = False):
         now = time.monotonic()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ from records import schema
 from records.states import RANKABLE, TrialTracker
 from spaces.exported import exported_from, write_exported
 from spaces.samplers import SAMPLERS, make_sampler
-from spaces.study import Study, check_sampler, define_by_run, load_study
+from spaces.study import Study, check_sampler, define_by_run, key_line, load_study
 from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
-from . import doors, durable
+from . import credentials, doors, durable, machine
 from .errors import SearchError, TrialsFailed, error_summary
 from .overrides import TAG as OVERRIDES_TAG
 from .overrides import as_text as overrides_text
@@ -52,7 +53,7 @@ class SearchMeta:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / META_FILE).write_text(json.dumps(asdict(self), indent=2))
+        (folder / META_FILE).write_text(json.dumps(durable.shareable(asdict(self)), indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> "SearchMeta":
@@ -99,18 +100,65 @@ def init_ray(address: str | None) -> None:
         return
     kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
     check_ray_auth(address)
+    joined = None if address else running_local_ray()
     try:
         if address:
             ray.init(address=address, **kwargs)
-        elif running_local_ray():  # joined as Ray joins it on its own (which also reads a local head's token)
+        elif joined and jobs_api_address():  # Ray would read $RAY_ADDRESS: name the head
+            ray.init(address=joined, **kwargs)
+        elif joined:  # as Ray joins it on its own (which also reads a local head's token)
             ray.init(**kwargs)
-        else:  # local: no dashboard server at all, nothing listens beyond 127.0.0.1
-            ray.init(address="local", include_dashboard=False, **kwargs)
+        else:  # a private Ray: no dashboard server at all, nothing listens beyond 127.0.0.1
+            with loopback_only():
+                ray.init(address="local", include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
+            keep_token_private()
     except Exception as e:  # noqa: BLE001 - Ray raises several types for an unreachable or refusing cluster
         raise SearchError(ray_init_error(address, e)) from None
 
 
-def running_local_ray() -> str | None:
+LOOPBACK = "127.0.0.1"
+LOOPBACK_SETTING = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" keeps every node address on 127.0.0.1
+
+
+def keep_token_private() -> None:
+    """A private Ray turns token auth on and writes ~/.ray/auth_token as the umask allows (0644): whoever
+    reads it may connect to every Ray cluster that trusts it. Only its owner reads it from here on."""
+    from ray._private.authentication.authentication_token_setup import _get_default_token_path
+
+    token = _get_default_token_path()
+    if token.is_file() and token.stat().st_mode & 0o077:
+        token.chmod(0o600)
+
+
+@contextmanager
+def loopback_only():
+    """While a private Ray starts: its GCS, raylet and workers listen on 127.0.0.1 only (``ss -ltnp``).
+
+    Ray otherwise takes the machine's network address and binds its gRPC servers to every interface. Its
+    own switch for single-machine clusters (Windows, macOS) keeps them on loopback: the processes Ray starts
+    read it from the environment they inherit, this driver from Ray's constants. Both are put back once Ray
+    runs (the driver then asks its node for the address).
+    """
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(LOOPBACK_SETTING), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_SETTING], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_SETTING, None)
+        else:
+            os.environ[LOOPBACK_SETTING] = saved_env
+
+
+def jobs_api_address() -> bool:
+    """$RAY_ADDRESS names the jobs API (http://HOST:8265, as docs/cluster.md exports it for `ray job submit`)."""
+    return os.environ.get("RAY_ADDRESS", "").startswith(("http://", "https://"))
+
+
+def running_local_ray(quiet: bool = False) -> str | None:
     """The Ray that ``ray.init()`` would join without ``--address``: $RAY_ADDRESS, else the head that
     ``ray start --head`` recorded on this machine (a search then connects in 0.1 s instead of starting
     Ray in 3 s: docs/performance.md). A recorded head that no longer answers is passed over (ray.init
@@ -119,6 +167,11 @@ def running_local_ray() -> str | None:
     from ray._private.services import find_bootstrap_address
 
     env = os.environ.get("RAY_ADDRESS", "")
+    if jobs_api_address():
+        if not quiet:
+            print(f"note: RAY_ADDRESS={env} is the jobs API's address (for `ray job submit`), not a Ray cluster's: "
+                  "ignored here (join a cluster with --address HOST:6379)", file=sys.stderr)
+        env = ""
     if env and env not in ("auto", "local"):
         doors.check_address(env, "$RAY_ADDRESS")
         return env
@@ -130,11 +183,14 @@ def running_local_ray() -> str | None:
     try:
         doors.check_address(recorded, "ray_current_cluster")
     except SearchError:
+        if quiet:
+            return None
         logging.getLogger(__name__).warning("the Ray head recorded by `ray start` at %s does not answer (a stale "
                                             "/tmp/ray/ray_current_cluster): starting a local Ray instead", recorded)
         return None
-    print(f"using the Ray head already running at {recorded} (ray start --head); "
-          "RAY_ADDRESS=local starts a private one", file=sys.stderr)
+    if not quiet:
+        print(f"using the Ray head already running at {recorded} (ray start --head); "
+              "RAY_ADDRESS=local starts a private one", file=sys.stderr)
     return recorded
 
 
@@ -191,22 +247,23 @@ def ray_init_error(address: str | None, e: Exception) -> str:
     return f"{where}: cannot connect to Ray ({text.splitlines()[0][:300]})"
 
 
-def check_resources(study: Study) -> None:
-    """Fail before any trial starts when one trial cannot fit on the cluster."""
-    check_fits(study.resources.cpus, study.resources.gpus)
+def check_resources(study: Study, study_path: str | Path | None = None) -> None:
+    """Fail before any trial starts when one trial cannot fit on the cluster (naming the key's line)."""
+    check_fits(study.resources.cpus, study.resources.gpus, (lambda key: key_line(study_path, key)) if study_path else None)
 
 
-def check_fits(cpus: float, gpus: float) -> None:
+def check_fits(cpus: float, gpus: float, line_of=None) -> None:
     import ray
 
-    have = ray.cluster_resources()
-    if gpus > have.get("GPU", 0):
-        raise SearchError(f"resources.gpus: a trial asks for {gpus} GPU but the cluster has "
-                          f"{have.get('GPU', 0):g}. Set resources.gpus: 0 to run on CPUs, or use --address "
-                          "to submit to a cluster with GPUs.")
-    if cpus > have.get("CPU", 0):
-        raise SearchError(f"resources.cpus: a trial asks for {cpus:g} CPUs but the cluster has "
-                          f"{have.get('CPU', 0):g}.")
+    machine.check_fits(cpus, gpus, ray.cluster_resources(), "the cluster", line_of)
+
+
+def check_fits_here(study: Study, study_path: str | Path, address: str | None) -> None:
+    """Before Ray starts: a search that will start a private Ray checks its trials fit this machine."""
+    if address or running_local_ray(quiet=True):
+        return  # a cluster's resources are known once joined (check_resources)
+    machine.check_fits(study.resources.cpus, study.resources.gpus, machine.local_resources(), "this machine",
+                       lambda key: key_line(study_path, key))
 
 
 def open_store_while_ray_starts(uri: str, what: str, address: str | None, claim: str | None = None):
@@ -378,10 +435,11 @@ def callbacks_for(study: Study, meta: SearchMeta, quiet: bool = False) -> list:
     from .eta import EpochPlan
     from .progress import LiveProgress
 
-    cbs = [MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))]
+    records_cb = MlflowTrialLogger(meta.tracking_uri, meta.parent_run_id, meta.name, tracker_for(study))
+    cbs = [records_cb]
     if not quiet:
         cbs.append(LiveProgress(tracker_for(study), meta.num_samples, plan=EpochPlan.of_budget(study.budget),
-                                time_budget_s=study.budget.time_budget_s))
+                                time_budget_s=study.budget.time_budget_s, store_status=records_cb.outage))
     return cbs
 
 
@@ -418,8 +476,11 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
     if storage and "://" not in storage:
         doors.check_runs_dir(storage, "--storage")
     what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
-    uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True)
+    uri = credentials.adopt_password(doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True),
+                                     what)
+    doors.probe_store(uri, what)
     doors.check_address(address)
+    check_fits_here(study, study_path, address)
     # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
     data_source = doors.check_dataset(study.base_config()) if address is None else None
     folder = durable.claim_folder(runs / name, name)  # the name is ours in this runs folder, before Ray starts
@@ -427,7 +488,7 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
         frozen = folder / STUDY_FILE  # resume uses the study as it was, even if the file changes later
         frozen.write_text(frozen_text(study_path, overrides))
         client = open_store_while_ray_starts(uri, what, address, claim=name)
-        check_resources(study)
+        check_resources(study, study_path)
         extra = {**durable.driver_tags(), **({OVERRIDES_TAG: overrides_text(overrides)} if overrides else {})}
         parent = schema.start_parent(client, study, name, frozen, sampler=sampler, data_source=data_source,
                                      extra_tags=extra)
@@ -484,13 +545,15 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
 
     runs = Path(runs_dir)
     doors.check_search_name(name)
+    tracking_uri = credentials.adopt_password(tracking_uri) if tracking_uri else None
     doors.check_address(address)
     # A driver that still beats owns the search: nothing is written, and Ray is not started, before this check.
     fields, _ = find_recorded(name, runs, storage, tracking_uri)
-    uri = tracking_uri or fields["tracking_uri"]
+    uri = tracking_uri or credentials.adopt_password(fields["tracking_uri"], "tracking_uri")
     client = doors.open_store(uri, "--tracking-uri" if tracking_uri else "tracking_uri")
     durable.refuse_if_live(durable.parent_of(client, name, fields["parent_run_id"], uri))
     meta = recover_meta(name, runs, storage, tracking_uri)
+    meta.tracking_uri = credentials.adopt_password(meta.tracking_uri, "tracking_uri")  # a search.json of old
     study = load_study(meta.study_path)
     experiment = f"{meta.storage.rstrip('/')}/{name}"
     if not tune.Tuner.can_restore(experiment):

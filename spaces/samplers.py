@@ -2,15 +2,13 @@
 
 Each entry says what the sampler asks of a study (two objectives, a finite space) so validation
 reads those facts instead of testing names. Optuna is imported when a sampler is built, not when
-the names are read (the CLI's ``--help`` and ``validate`` stay light).
+the names are read, and this module imports nothing heavy: the CLI's ``--help`` reads the names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
-
-from trainables.core.registry import Registry
 
 Study = Any  # a spaces.study.Study (not imported: the study schema imports this module for the names)
 
@@ -22,7 +20,12 @@ class Sampler:
     finite_space: bool = False  # every searched parameter must be discrete (choice / grid / int)
 
 
-SAMPLERS = Registry("sampler")
+SAMPLERS: dict[str, Sampler] = {}  # name -> Sampler, in registration order (the only list of names)
+
+
+def register_sampler(name: str, sampler: Sampler) -> Sampler:
+    SAMPLERS[name] = sampler
+    return sampler
 
 
 def _tpe(study: Study):
@@ -58,16 +61,18 @@ def _nsga2(study: Study):
     return optuna.samplers.NSGAIISampler(seed=study.seed, population_size=population)
 
 
-SAMPLERS.register("tpe", Sampler(_tpe))
-SAMPLERS.register("random", Sampler(_random))
-SAMPLERS.register("grid", Sampler(_grid, finite_space=True))
-SAMPLERS.register("cmaes", Sampler(_cmaes))
-SAMPLERS.register("nsga2", Sampler(_nsga2, objectives=2))
+register_sampler("tpe", Sampler(_tpe))
+register_sampler("random", Sampler(_random))
+register_sampler("grid", Sampler(_grid, finite_space=True))
+register_sampler("cmaes", Sampler(_cmaes))
+register_sampler("nsga2", Sampler(_nsga2, objectives=2))
 
 
 def make_sampler(name: str, study: Study):
     """The Optuna sampler ``name`` for ``study`` (a ``ValueError`` listing the names if unknown)."""
-    return SAMPLERS.lookup(name).build(study)
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name].build(study)
 
 
-__all__ = ["SAMPLERS", "Sampler", "make_sampler"]
+__all__ = ["SAMPLERS", "Sampler", "make_sampler", "register_sampler"]

@@ -373,6 +373,11 @@ class _Problems:
         self.items.append(f"{where}{place}: {msg}")
 
 
+def key_line(path: str | Path, key: tuple) -> int | None:
+    """The line of ``key`` (a key path such as ``("resources", "gpus")``) in the YAML file at ``path``, if written."""
+    return _line_index(Path(path).read_text()).get(key)
+
+
 def yaml_problems(text: str) -> _Problems:
     """A problem collector that places each key path at its line in ``text`` (for YAML inputs besides studies)."""
     return _Problems(_line_index(text))

@@ -407,7 +407,7 @@ def test_start_search_changes_no_process_state(tmp_path, monkeypatch):
     from search import runner
 
     monkeypatch.setattr(runner, "init_ray", lambda address: None)
-    monkeypatch.setattr(runner, "check_resources", lambda study: None)
+    monkeypatch.setattr(runner, "check_resources", lambda study, study_path=None: None)
     monkeypatch.setattr(runner, "build_tuner", lambda study, meta, callbacks: None)
     monkeypatch.setattr(runner, "_fit", lambda tuner, study, meta, runs, client: meta)
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,84 @@
+"""Read-only commands import only what they use (issue 17 §5): each runs in a fresh process and reports
+which heavy packages it loaded. ``bench/cli_startup.py`` measures their time against ``import pandas``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "spaces" / "quickstart.yaml"
+HEAVY = ("torch", "ray", "mlflow", "optuna", "pandas")
+
+# Runs the CLI's main in this process, then prints which heavy packages it imported (and its exit code).
+PROBE = """
+import json, sys
+from search.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print(json.dumps({"code": code, "loaded": [m for m in %r if m in sys.modules]}))
+""" % (HEAVY,)
+
+
+def loaded_by(*argv: str, cwd: Path = ROOT) -> tuple[int, set[str]]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, cwd=cwd, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out["code"], set(out["loaded"])
+
+
+def test_help_imports_nothing_heavy():
+    code, loaded = loaded_by("--help")
+    assert code == 0 and loaded == set()
+    code, loaded = loaded_by("run", "--help")
+    assert code == 0 and loaded == set()
+
+
+def test_validate_imports_no_mlflow_ray_or_optuna():
+    code, loaded = loaded_by("validate", str(QUICK))
+    assert code == 0
+    # torch stays: the study's keys are checked against the training core's registries, which hold torch builders
+    assert not loaded & {"mlflow", "ray", "optuna", "pandas"}, loaded
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A finished two-trial search, written by the real writers (no Ray cluster)."""
+    from records import schema
+    from records.states import TrialTracker
+    from search.callbacks import MlflowTrialLogger
+    from spaces.study import load_study
+
+    tmp = tmp_path_factory.mktemp("light")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = schema.client_for(uri)
+    parent = schema.start_parent(client, load_study(QUICK), "light-1", QUICK, sampler="tpe")
+    logger = MlflowTrialLogger(uri, parent, "light-1", TrialTracker("val_acc", "max", 2))
+    logger.setup()
+    for i, tid in enumerate(("t_00001", "t_00002")):
+        trial = SimpleNamespace(trial_id=tid, config={"lr": 0.01 * (i + 1)}, error_file=None,
+                                placement_group_factory=SimpleNamespace(required_resources={"CPU": 1.0}))
+        logger.on_trial_start(0, [], trial)
+        for epoch in (1, 2):
+            logger.on_trial_result(0, [], trial, {"epoch": epoch, "training_iteration": epoch,
+                                                  "val_acc": 0.5 + 0.1 * epoch + i * 0.01, "done": epoch == 2})
+        logger.on_trial_complete(0, [], trial)
+    logger.on_experiment_end(trials=[])
+    client.set_tag(parent, schema.STATE, "finished")
+    return tmp, uri
+
+
+@pytest.mark.parametrize("argv", [["ls"], ["show", "light-1"], ["export", "light-1", "--out", "best.yaml"]],
+                         ids=["ls", "show", "export"])
+def test_read_commands_read_the_store_without_ray_or_torch(store, argv):
+    tmp, uri = store
+    code, loaded = loaded_by(*argv, "--tracking-uri", uri, cwd=tmp)
+    assert code == 0
+    assert "mlflow" in loaded and not loaded & {"torch", "ray", "optuna"}, loaded
