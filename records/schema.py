@@ -28,6 +28,7 @@ PARENT = "mlflow.parentRunId"
 BEST_TRIAL, BEST_EPOCH, EPOCHS_RUN = "rs.best_trial", "rs.best_epoch", "rs.epochs_run"
 SOURCE_SEARCH = "rs.source_search"  # on a reproduction: the search it reproduces
 RESOURCES = "rs.resources"  # on a trial: what Ray reserved for it ("cpu=1,gpu=0.25")
+SHOWN = "rs.shown_metrics"  # on a search: JSON list of the family's metrics its trial table shows (Family.shown_metrics)
 BEST_MODEL = "best_model"  # artifact folder: the best trial's weights at its best epoch
 BEST_CHECKPOINT = f"{BEST_MODEL}/checkpoint.pt"
 BEST_YAML = "best.yaml"

@@ -69,6 +69,7 @@ class SearchInfo:
     fixed: dict[str, str] = field(default_factory=dict)
     study_doc: dict[str, Any] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
+    shown_metrics: tuple[str, ...] = ()  # the family's columns beside the objective (schema.SHOWN)
 
     @property
     def has_checkpoint(self) -> bool:
@@ -134,7 +135,7 @@ def search_info(name: str, uri: str | None = None, client: MlflowClient | None =
         best_value=_float(parent.data.metrics.get(best_column)), best_column=best_column, constraint=constraint,
         description=str(study.get("description", "") or ""), space=space,
         fixed={k.removeprefix("fixed."): v for k, v in params.items() if k.startswith("fixed.")},
-        study_doc=study, artifacts=artifacts)
+        study_doc=study, artifacts=artifacts, shown_metrics=tuple(json.loads(tags.get(schema.SHOWN, "[]"))))
 
 
 # ------------------------------------------------------------------ typing parameters back
@@ -225,6 +226,7 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
         feasible = (table[best_col] == shown).where(shown.notna() & table[best_col].notna())
         table.insert(table.columns.get_loc(info.shown_column) + 1, FEASIBLE, feasible.astype("boolean"))
     table = rank(table, best_col, info.mode)
+    table.attrs.update(shown_metrics=list(info.shown_metrics))
     table.attrs.update(objective=info.objective, target=info.target, mode=info.mode, best_column=best_col,
                        shown_column=info.shown_column, params=list(info.space), search=info.name,
                        max_epochs=info.max_epochs, parent_run_id=info.run_id, experiment_id=info.experiment_id)

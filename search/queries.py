@@ -13,7 +13,6 @@ import pandas as pd
 import records
 from records import schema
 from spaces.exported import exported_from, write_exported
-from trainables.core.domains import XDOMAIN_PREFIX
 
 from . import durable
 from .errors import SearchError
@@ -51,9 +50,8 @@ def trials_table(name: str, uri: str | None = None) -> pd.DataFrame:
 def render(table: pd.DataFrame, top: int) -> str:
     """What ``search run`` and ``search show`` both print for a search's trials."""
     shown = min(top, len(table))
-    xdomain = [c for c in table.columns if str(c).startswith(XDOMAIN_PREFIX)]  # the generalization family's
     return (f"top {shown} of {len(table)} trials of '{table.attrs['search']}' by {table.attrs['target']} "
-            f"({table.attrs['mode']}):\n{records.display(table, top, extra=xdomain)}")
+            f"({table.attrs['mode']}):\n{records.display(table, top, extra=table.attrs.get('shown_metrics', ()))}")
 
 
 def export_best(name: str, out: str | Path, uri: str | None = None) -> Path:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from records import schema
 from records.states import TrialTracker
-from spaces.exported import load_exported
+from spaces.study import load_exported
+from trainables.core.config import TrainConfig
 
 from . import doors
 from .callbacks import MlflowTrialLogger
@@ -48,7 +49,7 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     metric, mode = exported.objective.metric, exported.objective.mode
     cpus, gpus, max_failures = exported.resources.cpus, exported.resources.gpus, exported.max_failures
     seeds = list(seeds or exported.reproduce.seeds)
-    config = {**exported.config, "epochs": exported.train_config(epochs).epochs}  # fails here, not in every trial
+    config = {**exported.config, "epochs": TrainConfig.from_dict(exported.config_at(epochs)).epochs}  # fails here, once
     doors.check_runs_dir(runs_dir)
     what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
     uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True)

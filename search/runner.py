@@ -489,7 +489,8 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
         frozen.write_text(frozen_text(study_path, overrides))
         client = open_store_while_ray_starts(uri, what, address, claim=name)
         check_resources(study, study_path)
-        extra = {**durable.driver_tags(), **({OVERRIDES_TAG: overrides_text(overrides)} if overrides else {})}
+        extra = {**durable.driver_tags(), **({OVERRIDES_TAG: overrides_text(overrides)} if overrides else {}),
+                 schema.SHOWN: json.dumps(list(FAMILIES[study.family].shown_metrics(study.base_config())))}
         parent = schema.start_parent(client, study, name, frozen, sampler=sampler, data_source=data_source,
                                      extra_tags=extra)
         durable.claim_parent(client, name, parent, uri)  # of two drivers that got here at once, the first keeps it

@@ -1,7 +1,8 @@
 """``best.yaml``: a search's best configuration, as ``search export`` writes it and ``search reproduce``
-reads it. One model (``Exported``) for both directions, built from the study's own sections
-(``Objective``, ``Resources``, ``Reproduce``, ``Budget.max_failures``), so their defaults are the
-study's and are written nowhere else.
+reads it (``spaces.study.load_exported`` also checks its family and configuration). One model
+(``Exported``) for both directions, built from the study's own sections (``Objective``,
+``Resources``, ``Reproduce``, ``Budget.max_failures``), so their defaults are the study's and are
+written nowhere else. Nothing heavy is imported: ``search export`` needs no torch.
 """
 
 from __future__ import annotations
@@ -10,14 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError, field_validator
 
-from trainables.core.config import ConfigError, TrainConfig
-from trainables.families import FAMILIES
-
-from .study import Budget, Objective, Reproduce, Resources, StudyError, _Strict, read_yaml_file, yaml_problems
-
-WHAT = "exported configuration"
+from .sections import Budget, Objective, Reproduce, Resources, _Strict
 
 
 class ExportedObjective(Objective):
@@ -40,16 +35,10 @@ class Exported(_Strict):
     max_failures: int = Budget.model_fields["max_failures"].default
     reproduce: Reproduce = Reproduce()
 
-    @field_validator("family")
-    @classmethod
-    def _known_family(cls, v: str) -> str:
-        if v not in FAMILIES:
-            raise ValueError(f"unknown family {v!r}; choose one of: {', '.join(FAMILIES)}")
-        return v
-
-    def train_config(self, epochs: int | None = None) -> TrainConfig:
+    def config_at(self, epochs: int | None = None) -> dict[str, Any]:
         """The configuration to reproduce: at ``epochs``, else ``reproduce.epochs``, else as searched."""
-        return TrainConfig.from_dict(self.config, **({"epochs": n} if (n := epochs or self.reproduce.epochs) else {}))
+        n = epochs or self.reproduce.epochs
+        return {**self.config, **({"epochs": n} if n else {})}
 
 
 def exported_from(best: dict[str, Any]) -> Exported:
@@ -79,35 +68,4 @@ def write_exported(exported: Exported, out: str | Path) -> Path:
     return out
 
 
-def load_exported(path: str | Path) -> Exported:
-    """Read a ``best.yaml``; every problem is a ``StudyError`` line with its key path and line number."""
-    text, doc = read_yaml_file(path, WHAT)
-    if not isinstance(doc, dict):
-        got = "an empty file" if doc is None else f"a {type(doc).__name__}"
-        raise StudyError(str(path), [f"(file): a mapping with family, config, ... as `search export` writes it "
-                                     f"(got {got})"], WHAT)
-    problems = yaml_problems(text)
-    try:
-        exported = Exported.model_validate(doc)
-    except ValidationError as e:
-        exported = None
-        for err in e.errors():
-            loc, msg = tuple(err["loc"]), err["msg"].removeprefix("Value error, ")
-            if err["type"] == "missing":
-                problems.add(loc[:-1], f"required key '{loc[-1]}' is missing (write the file with `search export NAME`)")
-            elif loc == ("config",):
-                problems.add(loc, f"a mapping of training parameters (got {type(doc['config']).__name__})")
-            else:
-                problems.add(loc, msg)
-    if exported is not None:
-        try:
-            exported.train_config()
-        except ConfigError as e:
-            for loc, msg in e.problems:
-                problems.add(("config", *loc), msg)
-    if problems.items:
-        raise StudyError(str(path), problems.items, WHAT)
-    return exported
-
-
-__all__ = ["Exported", "ExportedObjective", "exported_from", "load_exported", "write_exported"]
+__all__ = ["Exported", "ExportedObjective", "exported_from", "write_exported"]

@@ -12,15 +12,17 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from trainables.core.config import SWITCHES, ConfigError, Problem, TrainConfig, acting_fields, render, when_hint
 from trainables.families import FAMILIES
 
+from .exported import Exported
 from .samplers import SAMPLERS
+from .sections import Budget, Objective, Param, Reproduce, Resources, _Strict
 
 # ``follows:``: "seed NNN" (one of ../shared/seeds, by its number) and the section, or "own:" and why.
 FOLLOWS = re.compile(r"^(seed \d{3}\b.+|own:\s*\S.*)$", re.DOTALL)
@@ -32,115 +34,6 @@ class StudyError(ValueError):
     def __init__(self, path: str, problems: list[str], what: str = "study file"):
         self.path, self.problems = path, problems
         super().__init__(f"{path}: invalid {what}\n" + "\n".join(f"  {p}" for p in problems))
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Constraint(_Strict):
-    metric: str
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _bound(self):
-        if self.min is None and self.max is None:
-            raise ValueError("a constraint needs min or max")
-        return self
-
-
-class ParetoWith(_Strict):
-    """A second objective: the search records the Pareto front of (metric, this) over its trials."""
-
-    metric: str
-    mode: Literal["max", "min"] = "max"
-
-
-class Objective(_Strict):
-    metric: str = "val_acc"
-    mode: Literal["max", "min"] = "max"
-    constraint: Constraint | None = None
-    pareto_with: ParetoWith | None = None
-
-
-class Budget(_Strict):
-    num_samples: int = Field(16, gt=0)
-    max_epochs: int = Field(10, gt=0)
-    grace_period: int = Field(1, gt=0)
-    reduction_factor: float = Field(2.0, gt=1.0)
-    scheduler: Literal["asha", "none"] = "asha"
-    time_budget_s: float | None = Field(None, gt=0)
-    max_concurrent: int | None = Field(None, gt=0)
-    max_failures: int = Field(2, ge=0)
-    # Best checkpoints kept per trial besides its latest; 1 saves disk, and costs Tune one experiment
-    # snapshot per epoch (search/runner.py assemble_tuner).
-    keep_checkpoints: int = Field(2, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _grace(self):
-        if self.grace_period > self.max_epochs:
-            raise ValueError(f"grace_period ({self.grace_period}) must be <= max_epochs ({self.max_epochs})")
-        return self
-
-
-class Resources(_Strict):
-    cpus: float = Field(1.0, gt=0, le=256)
-    gpus: float = Field(0.0, ge=0, le=16)
-
-
-class Param(_Strict):
-    type: Literal["choice", "grid", "uniform", "loguniform", "int"]
-    values: list[Any] | None = None
-    low: float | None = None
-    high: float | None = None
-    step: float | None = Field(None, gt=0)
-    log: bool = False
-    when: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _shape(self):
-        if self.type in ("choice", "grid"):
-            if self.values is None:
-                raise ValueError(f"a {self.type} parameter needs 'values'")
-            if len(self.values) == 0:
-                raise ValueError("'values' is empty: give at least one value")
-            if self.low is not None or self.high is not None:
-                raise ValueError(f"a {self.type} parameter takes 'values', not low/high")
-        else:
-            if self.low is None or self.high is None:
-                raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
-            if self.values is not None:
-                raise ValueError(f"a {self.type} parameter takes low/high, not 'values'")
-            if not (math.isfinite(self.low) and math.isfinite(self.high)):
-                raise ValueError(f"low and high must be finite numbers (got {self.low}, {self.high})")
-            if self.low > self.high:
-                raise ValueError(f"low ({self.low}) > high ({self.high})")
-            if (self.type == "loguniform" or self.log) and self.low <= 0:
-                raise ValueError(f"a log-scaled range needs low > 0 (got {self.low})")
-            if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
-                raise ValueError("an int parameter needs integer low and high")
-        return self
-
-    def is_discrete(self) -> bool:
-        return self.type in ("choice", "grid", "int")
-
-    def grid_values(self) -> list[Any]:
-        if self.type in ("choice", "grid"):
-            return list(self.values)
-        if self.type == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        raise ValueError(f"a {self.type} parameter has no finite grid")
-
-    def endpoints(self) -> list[Any]:
-        if self.type in ("choice", "grid"):
-            return list(self.values)
-        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
-
-
-class Reproduce(_Strict):
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    epochs: int | None = Field(None, gt=0)
 
 
 class Study(_Strict):
@@ -383,6 +276,40 @@ def yaml_problems(text: str) -> _Problems:
     return _Problems(_line_index(text))
 
 
+# ---------------------------------------------------------------- best.yaml
+EXPORTED = "exported configuration"
+
+
+def load_exported(path: str | Path) -> Exported:
+    """Read a ``best.yaml``; every problem is a ``StudyError`` line with its key path and line number."""
+    text, doc = read_yaml_file(path, EXPORTED)
+    if not isinstance(doc, dict):
+        got = "an empty file" if doc is None else f"a {type(doc).__name__}"
+        raise StudyError(str(path), [f"(file): a mapping with family, config, ... as `search export` writes it "
+                                     f"(got {got})"], EXPORTED)
+    problems = yaml_problems(text)
+    try:
+        exported = Exported.model_validate(doc)
+    except ValidationError as e:
+        exported = None
+        for err in e.errors():
+            loc, msg = tuple(err["loc"]), err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                problems.add(loc[:-1], f"required key '{loc[-1]}' is missing (write the file with `search export NAME`)")
+            elif loc == ("config",):
+                problems.add(loc, f"a mapping of training parameters (got {type(doc['config']).__name__})")
+            else:
+                problems.add(loc, msg)
+    if exported is not None and exported.family not in FAMILIES:
+        problems.add(("family",), f"unknown family {exported.family!r}; choose one of: {', '.join(FAMILIES)}")
+    if exported is not None:
+        for loc, msg in _config_problems(exported.config_at(), strict=True):
+            problems.add(("config", *loc), msg)
+    if problems.items:
+        raise StudyError(str(path), problems.items, EXPORTED)
+    return exported
+
+
 # ---------------------------------------------------------------- loading
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Study:
     """Read and validate a study file; raise ``StudyError`` listing every problem."""
@@ -455,10 +382,11 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _config_problems(config: dict[str, Any]) -> list[Problem]:
-    """Value problems of one configuration (whether each field acts is checked over the whole space)."""
+def _config_problems(config: dict[str, Any], strict: bool = False) -> list[Problem]:
+    """Value problems of one configuration (whether each field acts is checked over the whole space, unless
+    ``strict``: then for this configuration alone)."""
     try:
-        TrainConfig.from_dict(config, strict=False)
+        TrainConfig.from_dict(config, strict=strict)
         return []
     except ConfigError as e:
         return e.problems

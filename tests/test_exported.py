@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from spaces.exported import Exported, exported_from, load_exported, write_exported
-from spaces.study import Budget, Reproduce, Resources, StudyError
+from spaces.exported import Exported, exported_from, write_exported
+from spaces.study import Budget, Reproduce, Resources, StudyError, load_exported
 
 RECORD = {"search": "s-1", "study": "quick", "family": "optimization", "dataset": "digits",
           "objective": {"metric": "val_acc", "searched": "val_acc", "mode": "max", "value": 0.9, "trial": "t_1",
@@ -28,9 +28,9 @@ def test_the_study_sections_reach_best_yaml_and_reproduce_reads_them(tmp_path):
     exported = load_exported(write_exported(exported_from({**RECORD, "study_doc": study}), tmp_path / "b.yaml"))
     assert (exported.resources.cpus, exported.resources.gpus, exported.max_failures) == (2.0, 0.5, 0)
     assert exported.reproduce.seeds == [7]
-    assert exported.train_config().epochs == 9  # reproduce.epochs wins over the searched budget
-    assert exported.train_config(epochs=2).epochs == 2  # and --epochs over both
-    assert exported_from({**RECORD, "study_doc": {}}).train_config().epochs == 4  # else as searched
+    assert exported.config_at()["epochs"] == 9  # reproduce.epochs wins over the searched budget
+    assert exported.config_at(epochs=2)["epochs"] == 2  # and --epochs over both
+    assert exported_from({**RECORD, "study_doc": {}}).config_at()["epochs"] == 4  # else as searched
 
 
 def test_a_minimal_file_gets_the_defaults_and_an_unknown_key_is_placed_at_its_line(tmp_path):

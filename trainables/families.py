@@ -64,6 +64,9 @@ class Family:
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # allowed values of switch fields
     extra_metrics: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda config: ()  # family hooks' metrics
     report: str = ""  # "module:function" of its report sections (analysis layer, taking a ReportContext), by name
+    # Metrics the trial table shows beside the objective (``search run`` / ``show``): recorded on the search's
+    # parent run when it starts, so the readers (records) need not import the families.
+    shown_metrics: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda config: ()
 
     def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """Metrics reported every epoch by a trial with ``config`` (a dict of training fields)."""
@@ -100,6 +103,7 @@ register_family(Family(
     "on k samples per class of a target (finetune_*), Circle loss, the homework's ResNet options; saves the "
     "final model's predictions for the diagnostics (analysis.diagnostics)",
     report="analysis.generalization:sections",
+    shown_metrics=lambda config: _xdomain_names(config.get("eval_datasets") or ()),
 ))
 
 class RegNetFamily(Family):
