@@ -19,6 +19,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from records.states import Outcome
 from trainables.core.adversarial import CLEAN_METRIC, parse_metric_name
 
 ATTACKS = ("fgsm", "pgd", "noise")  # the robust-accuracy attacks (a sample counts if right clean and perturbed)
@@ -131,7 +132,7 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
     """
     data = trials[[param, metric] + (["outcome"] if "outcome" in trials else [])].copy()
     data = data[pd.to_numeric(data[metric], errors="coerce").notna()]
-    completed = data["outcome"].eq("completed") if "outcome" in data else pd.Series(True, index=data.index)
+    completed = data["outcome"].eq(Outcome.COMPLETED.value) if "outcome" in data else pd.Series(True, index=data.index)
     bad = (infeasible.reindex(data.index).fillna(False).astype(bool) if infeasible is not None
            else pd.Series(False, index=data.index))
     fig = _figure(5.6, 4.0)
@@ -144,7 +145,7 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
         categorical = not numeric or few_integers
     if not categorical:
         x = data[param].astype(float)
-        ax.scatter(x[completed & ~bad], y[completed & ~bad], color="tab:blue", label="completed")
+        ax.scatter(x[completed & ~bad], y[completed & ~bad], color="tab:blue", label=Outcome.COMPLETED.value)
         ax.scatter(x[~completed & ~bad], y[~completed & ~bad], facecolors="none", edgecolors="tab:blue",
                    label="stopped early")
         if bad.any():
@@ -167,7 +168,7 @@ def by_parameter(trials: pd.DataFrame, param: str, metric: str, out: str | Path,
                        zorder=3)
             ax.scatter(i + jitter[no], y[sel][no], marker="x", color="tab:red", s=40, zorder=4)
         ax.set_xticks(range(len(levels)), [f"{lv}\n(n={len(g)})" for lv, g in zip(levels, groups)])
-        ax.legend(handles=[Line2D([], [], ls="", marker="o", color="tab:blue", label="completed"),
+        ax.legend(handles=[Line2D([], [], ls="", marker="o", color="tab:blue", label=Outcome.COMPLETED.value),
                            Line2D([], [], ls="", marker="o", mfc="none", color="tab:blue", label="stopped early")]
                   + ([Line2D([], [], ls="", marker="x", color="tab:red", label="infeasible")] if bad.any() else []),
                   fontsize="small")

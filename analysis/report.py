@@ -186,7 +186,7 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
         md += ["No trial was recorded.", ""]
         return _finish(ctx, md)
     md += tables.to_markdown(_counts(df)).splitlines() + [""]
-    failed = df[df["outcome"] == "failed"]
+    failed = df[df["outcome"] == records.Outcome.FAILED]
     for _, row in failed.head(5).iterrows():
         md.append(f"- `{row['trial']}` {row['state']}")
     md += [""] if len(failed) else []
@@ -197,7 +197,7 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
     log(f"reading the per-epoch history of {len(df)} trials")
     history = records.histories(name, uri, metrics=(metric,), info=info, client=client)
     common, at_common = records.at_common_epoch(df, history, metric)
-    full = int((df["outcome"] == "completed").sum())
+    full = int((df["outcome"] == records.Outcome.COMPLETED).sum())
     md += ["## By parameter", "",
            f"Each value's trials at epoch {common}, the last epoch every scored trial reached (like with like), "
            f"beside their best `{metric}` over the epochs each ran. {full} of {len(df)} trials ran the full budget "

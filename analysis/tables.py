@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from records.states import Outcome
+
 ABSENT = "(not applicable)"  # the group of trials where a conditional parameter did not exist
 
 
 def _completed(trials: pd.DataFrame) -> pd.Series:
     if "outcome" in trials:
-        return trials["outcome"].eq("completed")
+        return trials["outcome"].eq(Outcome.COMPLETED.value)
     if "state" in trials:
-        return trials["state"].astype(str).eq("completed")
+        return trials["state"].astype(str).eq(Outcome.COMPLETED.value)
     return pd.Series(False, index=trials.index)
 
 
@@ -39,11 +41,11 @@ def compare(trials: pd.DataFrame, by: str, metric: str, mode: str = "max", *, at
         raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
     key = trials[by].map(lambda v: ABSENT if v is None or (isinstance(v, float) and math.isnan(v)) else v)
     frame = pd.DataFrame({by: key, "value": pd.to_numeric(trials[metric], errors="coerce"),
-                          "completed": _completed(trials)})
+                          "full": _completed(trials)})
     if at_common is not None:
         frame["common"] = pd.to_numeric(at_common, errors="coerce")
     groups = frame.groupby(by, sort=False)
-    columns = {"n": groups.size(), "full_budget": groups["completed"].sum().astype(int)}
+    columns = {"n": groups.size(), "full_budget": groups["full"].sum().astype(int)}
     sort = ["mean_best", "best"]
     if at_common is not None:
         e = f"e{common_epoch}" if common_epoch is not None else "common"

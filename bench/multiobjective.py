@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.quick:
         args.trials, args.epochs, args.seeds = 4, 2, args.seeds[:1]
-    from search.runner import init_ray, quiet_libraries
+    from search.cluster import init_ray, quiet_libraries
 
     quiet_libraries()
     init_ray(None)

@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
     sys.path.insert(0, str(REPO / "bench"))
     from core_vs_raw import pick_dataset
 
-    from search.runner import init_ray, quiet_libraries
+    from search.cluster import init_ray, quiet_libraries
 
     dataset = pick_dataset(args.dataset)
     quiet_libraries()

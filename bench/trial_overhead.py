@@ -40,7 +40,8 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from search.runner import init_ray, quiet_libraries, start_search
+    from search.cluster import init_ray, quiet_libraries
+    from search.runner import start_search
     from trainables.core import train
 
     torch.set_num_threads(1)  # what a 1-CPU trial gets

@@ -19,7 +19,7 @@ from .schema import (
     find_parent,
     tracking_uri,
 )
-from .states import OUTCOMES, RANKABLE, TrialState, TrialTracker, decide, outcome
+from .states import OUTCOMES, RANKABLE, Outcome, SearchState, TrialState, TrialTracker, decide, outcome, parse_search_state
 from .table import (
     FEASIBLE,
     NoScore,
@@ -46,7 +46,8 @@ from .table import (
 
 __all__ = [
     "BEST_CHECKPOINT", "BEST_MODEL", "DEFAULT_TRACKING_URI", "ROLE", "SEARCH", "STATE", "TRIAL_ID", "StoreNotFound",
-    "best_key", "child_runs", "find_parent", "tracking_uri", "OUTCOMES", "RANKABLE", "TrialState", "TrialTracker",
+    "best_key", "child_runs", "find_parent", "tracking_uri", "OUTCOMES", "RANKABLE", "Outcome",
+    "SearchState", "parse_search_state", "TrialState", "TrialTracker",
     "decide", "outcome", "NoScore", "RecordError", "SearchInfo", "SearchNotFound", "at_common_epoch", "best_trial_record",
     "best_row", "client_for", "display", "download_checkpoint", "histories", "list_searches", "rank", "reproductions",
     "reproduction_seeds", "log_report", "FEASIBLE", "download_report_file",

@@ -22,6 +22,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from .states import SearchState
+
 PARETO = "rs.pareto"
 ROLE, SEARCH, TRIAL_ID, STATE = "rs.role", "rs.search", "rs.trial_id", "rs.state"
 PARENT = "mlflow.parentRunId"
@@ -160,7 +162,7 @@ def start_parent(client: MlflowClient, study, search_name: str, study_path: Path
     exp = experiment_id(client, study.name)
     tags = {ROLE: "search", SEARCH: search_name, "rs.study": study.name, "rs.family": study.family,
             "rs.dataset": study.dataset, "rs.git_commit": git_commit(), "rs.sampler": sampler,
-            STATE: "running", **(extra_tags or {})}
+            STATE: SearchState.RUNNING.value, **(extra_tags or {})}
     if study.description.strip():
         tags[DESCRIPTION] = study.description.strip()
     if data_source:

@@ -1,5 +1,9 @@
-"""Trial states, decided once: completed / stopped early by ASHA / ended by the time budget /
-failed / diverged. The MLflow callback tags them, the progress line counts them, the table shows them.
+"""Trial and search states, declared once: every writer (the MLflow callback, the driver, reproduce)
+and every reader (the progress line, the table, ``ls``, the report) imports them from here.
+
+A trial's ``rs.state`` tag is ``TrialState``'s one line (``stopped early by ASHA at epoch 3``) whose first
+word is its ``Outcome``; a search's is a ``SearchState`` (``finished: 2 of 3 seeds`` for a reproduction).
+``parse`` and ``parse_search_state`` are the only readers of those lines.
 
 ``TrialTracker`` follows each trial's reported results on the driver (it needs no Ray): its last
 epoch, its best epoch under the one best-epoch rule, whether the scheduler stopped it, and whether
@@ -10,32 +14,70 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-# Outcome kinds, in the order reports list them. Only the first three hold a rankable score.
-# "interrupted": left running by a driver that stopped (Ctrl-C, a lost driver; search/durable.py).
-OUTCOMES = ("completed", "stopped", "ended", "diverged", "failed", "interrupted", "running")
-RANKABLE = ("completed", "stopped", "ended")
+
+class Outcome(str, Enum):
+    """A trial's state kind, in the order reports list them. Only the first three hold a rankable score."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # early, by ASHA
+    ENDED = "ended"  # by the search's time budget
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # left running by a driver that stopped (Ctrl-C, a lost driver; search/durable.py)
+    RUNNING = "running"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SearchState(str, Enum):
+    """A search's (or a reproduction's) state, its parent run's ``rs.state``."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"  # every trial failed
+    INTERRUPTED = "interrupted"  # Ctrl-C: resumable
+    DRIVER_LOST = "driver lost"  # no heartbeat for longer than the driver's timeout: resumable
+
+    def __str__(self) -> str:
+        return self.value
+
+    def tag(self, detail: str = "") -> str:
+        """The ``rs.state`` tag: the state, and after a colon what it says of it (``finished: 2 of 3 seeds``)."""
+        return f"{self.value}: {detail}" if detail else self.value
+
+
+OUTCOMES = tuple(o.value for o in Outcome)
+RANKABLE = (Outcome.COMPLETED.value, Outcome.STOPPED.value, Outcome.ENDED.value)
 DIVERGED_METRIC = "diverged"  # 1.0 on the epoch a run stops at a non-finite training loss
+
+
+def parse_search_state(tag: str | None) -> SearchState | None:
+    """The state of a search's ``rs.state`` tag (None for a tag no state begins)."""
+    tag = (tag or "").strip()
+    return next((s for s in SearchState if tag == s.value or tag.startswith(f"{s.value}:")), None)
 
 
 @dataclass(frozen=True)
 class TrialState:
-    kind: str  # one of OUTCOMES
+    kind: Outcome
     epoch: int = 0
     detail: str = ""
 
     def __str__(self) -> str:
         """The ``rs.state`` tag: one line a person reads, whose first word is the kind."""
-        if self.kind == "stopped":
+        if self.kind is Outcome.STOPPED:
             return f"stopped early by ASHA at epoch {self.epoch}"
-        if self.kind == "ended":
+        if self.kind is Outcome.ENDED:
             return f"ended by the time budget at epoch {self.epoch}"
-        if self.kind == "diverged":
+        if self.kind is Outcome.DIVERGED:
             return f"diverged at epoch {self.epoch}: non-finite training loss"
-        if self.kind == "failed":
+        if self.kind is Outcome.FAILED:
             return f"failed: {self.detail}" if self.detail else "failed"
-        return self.kind
+        return self.kind.value
 
 
 def decide(*, epochs: int, max_epochs: int, error: str | None = None, diverged_at: int | None = None,
@@ -44,23 +86,20 @@ def decide(*, epochs: int, max_epochs: int, error: str | None = None, diverged_a
     anything else ended before its budget without a stop decision: the search's time budget."""
     if error is not None:
         lines = error.strip().splitlines()
-        return TrialState("failed", epochs, (lines[-1] if lines else "unknown error")[:250])
+        return TrialState(Outcome.FAILED, epochs, (lines[-1] if lines else "unknown error")[:250])
     if diverged_at is not None:
-        return TrialState("diverged", diverged_at)
+        return TrialState(Outcome.DIVERGED, diverged_at)
     if epochs >= max_epochs:
-        return TrialState("completed", epochs)
+        return TrialState(Outcome.COMPLETED, epochs)
     if stopped_by_scheduler:
-        return TrialState("stopped", epochs)
-    return TrialState("ended", epochs)
+        return TrialState(Outcome.STOPPED, epochs)
+    return TrialState(Outcome.ENDED, epochs)
 
 
 def outcome(state: str | None) -> str:
-    """The kind of a ``rs.state`` tag (``completed``, ``stopped``, ...); ``unknown`` if none matches."""
+    """The kind of a trial's ``rs.state`` tag (``completed``, ``stopped``, ...); ``unknown`` if none matches."""
     state = (state or "").strip()
-    for kind in OUTCOMES:
-        if state.startswith(kind):
-            return kind
-    return state or "unknown"
+    return next((o.value for o in Outcome if state.startswith(o.value)), state or "unknown")
 
 
 def better(value: float, than: float | None, mode: str) -> bool:

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from . import schema
 from .schema import PARETO, STATE, TRIAL_ID, StoreNotFound
-from .states import OUTCOMES, RANKABLE, outcome
+from .states import OUTCOMES, RANKABLE, Outcome, outcome
 
 FEASIBLE = "feasible"  # column of a constrained search: the constraint held at the trial's best epoch
 
@@ -318,7 +318,7 @@ def list_searches(uri: str | None = None) -> pd.DataFrame:
             "study": tags.get("rs.study", ""),
             "status": tags.get(STATE, run.info.status.lower()),
             "trials": len(kinds),
-            **{k: sum(x == k for x in kinds) for k in OUTCOMES if k != "running"},
+            **{k: sum(x == k for x in kinds) for k in OUTCOMES if k != Outcome.RUNNING},
             "objective": metric,
             "best": best,
             "started": pd.to_datetime(run.info.start_time, unit="ms").strftime("%Y-%m-%d %H:%M"),

@@ -29,7 +29,7 @@ from ray import tune
 
 from records import schema
 from records.schema import EPOCHS_RUN, PARENT, RESOURCES, ROLE, SEARCH, STATE, TRIAL_ID
-from records.states import TrialTracker
+from records.states import Outcome, TrialTracker
 
 from . import durable
 
@@ -211,7 +211,7 @@ class MlflowTrialLogger(tune.Callback):
             run = self.client.create_run(
                 self.experiment_id, run_name=f"{self.search_name}/{trial.trial_id}",
                 tags={**self.inherited_tags, PARENT: self.parent_run_id, ROLE: "trial", SEARCH: self.search_name,
-                      TRIAL_ID: trial.trial_id, STATE: "running", RESOURCES: requested_resources(trial)})
+                      TRIAL_ID: trial.trial_id, STATE: Outcome.RUNNING.value, RESOURCES: requested_resources(trial)})
             rid = self.runs[trial.trial_id] = run.info.run_id
             config = {k: v for k, v in trial.config.items() if not k.startswith("rs_")}
             self.client.log_batch(rid, params=schema.as_params(config))
@@ -232,7 +232,7 @@ class MlflowTrialLogger(tune.Callback):
             known = trial.trial_id in self.runs
             rid = self._run_for(trial)
             if known:  # resumed after an interruption: running again
-                self.client.set_tag(rid, STATE, "running")
+                self.client.set_tag(rid, STATE, Outcome.RUNNING.value)
 
         self._submit(write)
 

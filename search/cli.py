@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SearchError) as e:
         return _fail(str(e))
     if args.command in ("run", "resume", "reproduce"):
-        from .runner import quiet_libraries
+        from .cluster import quiet_libraries
 
         quiet_libraries()  # process-wide settings belong to the program, not to the library calls below
     try:

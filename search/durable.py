@@ -14,9 +14,11 @@ import os
 import socket
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from records import schema
+from records.states import Outcome, SearchState
 
 from .credentials import without_password
 from .errors import SearchError
@@ -28,7 +30,6 @@ DRIVER, DRIVER_SINCE = "rs.driver", "rs.driver_since"  # "pid N on HOST", and un
 DRIVER_TAGS = (DRIVER, DRIVER_SINCE, HEARTBEAT)  # the parent's alone: trial runs do not inherit them
 HEARTBEAT_EVERY_S = 30.0
 LOST_AFTER_S = 150.0  # five missed heartbeats: the driver is gone
-DRIVER_LOST, INTERRUPTED = "driver lost", "interrupted"
 
 
 # ------------------------------------------------------------------ storage (local path or URI)
@@ -177,7 +178,7 @@ def state_of(parent) -> str:
 
 def take_over(client, parent_run_id: str) -> None:
     """This driver continues the search: running again, its own driver tags and a fresh heartbeat."""
-    client.set_tag(parent_run_id, schema.STATE, "running")
+    client.set_tag(parent_run_id, schema.STATE, SearchState.RUNNING.value)
     for key, value in driver_tags().items():
         client.set_tag(parent_run_id, key, value)
 
@@ -195,7 +196,7 @@ def parent_of(client, name: str, parent_run_id: str, uri: str):
 
 def refuse_if_live(parent, now: float | None = None) -> None:
     """A search whose driver still beats is not resumed: a second driver would run its trials twice."""
-    if parent.data.tags.get(schema.STATE) != "running" or driver_lost(parent, now):
+    if parent.data.tags.get(schema.STATE) != SearchState.RUNNING or driver_lost(parent, now):
         return
     age = (now or time.time()) - last_heartbeat(parent)
     raise SearchError(f"search '{parent.data.tags.get(schema.SEARCH, parent.info.run_name)}' is running "
@@ -217,7 +218,7 @@ def last_heartbeat(parent) -> float:
 def driver_lost(parent, now: float | None = None) -> bool:
     """A search still tagged running whose driver has not written a heartbeat for LOST_AFTER_S."""
     tags = parent.data.tags
-    if tags.get(schema.STATE) != "running":
+    if tags.get(schema.STATE) != SearchState.RUNNING:
         return False
     return (now or time.time()) - last_heartbeat(parent) > LOST_AFTER_S
 
@@ -226,8 +227,8 @@ def mark_children_interrupted(client, parent) -> int:
     """Trial runs left RUNNING by a driver that stopped: tagged interrupted, ended KILLED. Returns how many."""
     n = 0
     for child in schema.child_runs(client, parent):
-        if child.info.status == "RUNNING" or child.data.tags.get(schema.STATE) == "running":
-            client.set_tag(child.info.run_id, schema.STATE, INTERRUPTED)
+        if child.info.status == "RUNNING" or child.data.tags.get(schema.STATE) == Outcome.RUNNING:
+            client.set_tag(child.info.run_id, schema.STATE, Outcome.INTERRUPTED.value)
             client.set_terminated(child.info.run_id, "KILLED")
             n += 1
     return n
@@ -236,8 +237,30 @@ def mark_children_interrupted(client, parent) -> int:
 def settle_stale(client, parent) -> str:
     """Mark a search whose driver is gone as "driver lost" (and its running trials interrupted); its state."""
     if driver_lost(parent):
-        client.set_tag(parent.info.run_id, schema.STATE, DRIVER_LOST)
+        client.set_tag(parent.info.run_id, schema.STATE, SearchState.DRIVER_LOST.value)
         client.set_terminated(parent.info.run_id, "KILLED")
         mark_children_interrupted(client, parent)
-        return DRIVER_LOST
+        return SearchState.DRIVER_LOST.value
     return parent.data.tags.get(schema.STATE, parent.info.status.lower())
+
+
+@dataclass
+class SearchMeta:
+    """What a search needs to be resumed or exported, kept beside Ray's experiment state."""
+
+    name: str
+    study_path: str
+    tracking_uri: str
+    parent_run_id: str
+    sampler: str
+    num_samples: int
+    max_concurrent: int | None
+    storage: str  # Ray Tune's storage_path: a local folder, a shared mount or a cloud URI (s3://, gs://)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / META_FILE).write_text(json.dumps(shareable(asdict(self)), indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> "SearchMeta":
+        return cls(**json.loads((folder / META_FILE).read_text()))

@@ -15,7 +15,7 @@ import time
 from ray import tune
 
 from records import schema
-from records.states import OUTCOMES, TrialTracker
+from records.states import Outcome, TrialTracker
 
 from .eta import EpochPlan, EtaEstimator
 
@@ -38,7 +38,7 @@ class LiveProgress(tune.Callback):
         self.start = time.monotonic()
         self.last_print = 0.0
         self.running: set[str] = set()
-        self.counts = {k: 0 for k in OUTCOMES if k not in ("running", "interrupted")}  # what this driver ends
+        self.counts = {k.value: 0 for k in Outcome if k not in (Outcome.RUNNING, Outcome.INTERRUPTED)}  # what this driver ends
         self.best: tuple[float, str] | None = None
         self.store_status = store_status  # () -> "MLflow store not answering since ..." or None (callbacks.py)
 
@@ -57,14 +57,15 @@ class LiveProgress(tune.Callback):
         """Saved by Tune at each experiment checkpoint: what finished, the best so far, the pace."""
         eta = self.eta
         return {"counts": dict(self.counts), "best": self.best, "tracker": self.tracker,
-                "ended": eta.ended, "epoch_seconds": eta.epoch_seconds, "epochs_timed": eta.epochs_timed,
+                "trials_ended": eta.ended, "epoch_seconds": eta.epoch_seconds, "epochs_timed": eta.epochs_timed,
                 "side_by_side": eta.side_by_side}
 
     def set_state(self, state: dict) -> None:
         """A resumed search: trials that were running start again (they report again), the rest is kept."""
         self.counts.update(state["counts"])
         self.best, self.tracker = state["best"], state["tracker"]
-        for key in ("ended", "epoch_seconds", "epochs_timed", "side_by_side"):
+        self.eta.ended = state["trials_ended"]
+        for key in ("epoch_seconds", "epochs_timed", "side_by_side"):
             setattr(self.eta, key, state[key])
 
     # ------------------------------------------------------------ Tune hooks
@@ -86,14 +87,14 @@ class LiveProgress(tune.Callback):
         self.running.discard(trial.trial_id)
         self.eta.finished(trial.trial_id)
         state = self.tracker.finished(trial.trial_id)
-        self.counts[state.kind] += 1
+        self.counts[state.kind.value] += 1
         best = self.tracker.get(trial.trial_id).best
         self._line(f"trial {trial.trial_id} {state}" + (f": best {self._reading(trial.trial_id)}" if best is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
         self.eta.finished(trial.trial_id)
-        self.counts["failed"] += 1
+        self.counts[Outcome.FAILED.value] += 1
         self._line(f"trial {trial.trial_id} FAILED (see {trial.error_file or 'the trial log'})")
 
     def on_experiment_end(self, trials, **info):
@@ -123,10 +124,11 @@ class LiveProgress(tune.Callback):
         if self.time_budget_s is not None:  # Tune stops every trial when the budget is spent
             eta = min(eta if eta is not None else float("inf"), self.time_budget_s - elapsed)
         best = f"best {self._reading(self.best[1], ' ')} ({self.best[1]})" if self.best else "best -"
-        rare = "".join(f" | {c[k]} {k}" for k in ("ended", "diverged") if c[k])
+        rare = "".join(f" | {c[k]} {k}" for k in (Outcome.ENDED.value, Outcome.DIVERGED.value) if c[k])
         outage = self.store_status() if self.store_status else None
-        return (f"[{_clock(elapsed)}] {len(self.running)} running | {c['completed']} done | "
-                f"{c['stopped']} stopped early{rare} | {c['failed']} failed | {finished}/{self.num_samples} | {best} | "
+        done, stopped, failed = (c[o.value] for o in (Outcome.COMPLETED, Outcome.STOPPED, Outcome.FAILED))
+        return (f"[{_clock(elapsed)}] {len(self.running)} running | {done} done | "
+                f"{stopped} stopped early{rare} | {failed} failed | {finished}/{self.num_samples} | {best} | "
                 f"ETA {_clock(eta) if eta is not None else '?'}" + (f" | {outage}" if outage else ""))
 
     def _status(self, force: bool = False):

@@ -14,15 +14,17 @@ import time
 from pathlib import Path
 
 from records import schema
-from records.states import TrialTracker
+from records.states import SearchState, TrialTracker
 from spaces.study import load_exported
 from trainables.core.config import TrainConfig
 
 from . import doors
 from .callbacks import MlflowTrialLogger
+from .cluster import check_fits, init_ray
 from .errors import SearchError
 from .progress import LiveProgress
-from .runner import RUNS_DIR, assemble_tuner, check_fits, init_ray, storage_path
+from .runner import RUNS_DIR
+from .tuner import assemble_tuner, storage_path
 
 
 def summary_metrics(objective: str, reported: set[str]) -> list[str]:
@@ -64,7 +66,7 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     exp = schema.experiment_id(client, exported.study or "reproduce")
     parent = client.create_run(exp, run_name=name, tags={
         schema.ROLE: "reproduce", schema.SEARCH: name, schema.SOURCE_SEARCH: source, "rs.family": exported.family,
-        "rs.study": exported.study, "rs.git_commit": schema.git_commit(), schema.STATE: "running"}).info.run_id
+        "rs.study": exported.study, "rs.git_commit": schema.git_commit(), schema.STATE: SearchState.RUNNING.value}).info.run_id
     client.log_batch(parent, params=schema.as_params({
         "seeds": seeds, "epochs": config["epochs"], "objective": metric, "mode": mode, "resources.cpus": cpus,
         "resources.gpus": gpus, "max_failures": max_failures}))
@@ -85,7 +87,7 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     for m, row in summary.iterrows():
         std = float(row["std"]) if not math.isnan(row["std"]) else 0.0
         client.log_batch(parent, metrics=schema.as_metrics({f"{m}_mean": float(row["mean"]), f"{m}_std": std}, 0))
-    client.set_tag(parent, schema.STATE, f"finished: {len(ok)} of {len(seeds)} seeds")
+    client.set_tag(parent, schema.STATE, SearchState.FINISHED.tag(f"{len(ok)} of {len(seeds)} seeds"))
     client.set_terminated(parent, "FINISHED")
     print(f"\nreproduced '{source}' at {config['epochs']} epochs on seeds {seeds} "
           f"({cpus:g} CPU, {gpus:g} GPU per trial):")

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import records
+from records.states import SearchState
 from spaces.suite import load_suite, search_name, study_file
 
 from .runner import RUNS_DIR, resume_search, start_search
-
-FINISHED = "finished"  # the search state runner._fit tags (search states get one owner with issue 18's SearchState)
 
 
 def run_suite(name: str, *, tracking_uri: str | None = None, runs_dir: str | Path = RUNS_DIR,
@@ -25,7 +24,7 @@ def run_suite(name: str, *, tracking_uri: str | None = None, runs_dir: str | Pat
             state = records.search_info(search, tracking_uri).state
         except records.SearchNotFound:
             state = None
-        if state == FINISHED:
+        if state == SearchState.FINISHED:
             log(f"{search}: finished, skipped")
             continue
         if state is not None:

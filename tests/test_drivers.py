@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from records import schema
+from records.states import SearchState
 from search import durable
 from search.errors import SearchError
 
@@ -87,7 +88,7 @@ def test_a_live_driver_refuses_a_resume_and_says_where_it_runs(store):
     # a heartbeat just older than the stated timeout lets a resume take over; a stopped search always does
     client.set_tag(live.info.run_id, durable.HEARTBEAT, str(int(now - durable.LOST_AFTER_S - 1)))
     durable.refuse_if_live(client.get_run(live.info.run_id), now)
-    stopped = a_parent(client, "stopped", **{**durable.driver_tags(now), schema.STATE: durable.INTERRUPTED})
+    stopped = a_parent(client, "stopped", **{**durable.driver_tags(now), schema.STATE: SearchState.INTERRUPTED.value})
     durable.refuse_if_live(client.get_run(stopped), now)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from records import schema as tracking
+from records.states import Outcome, SearchState
 from search import durable
 from search.errors import SearchError
 
@@ -69,8 +70,8 @@ def test_silent_driver_is_marked_lost_and_its_running_trials_interrupted(store):
     from search.queries import list_searches
 
     table = list_searches(uri).set_index("search")
-    assert table.loc["dead", "status"] == durable.DRIVER_LOST and table.loc["alive", "status"] == "running"
-    assert client.get_run(child).data.tags[tracking.STATE] == durable.INTERRUPTED
+    assert table.loc["dead", "status"] == SearchState.DRIVER_LOST and table.loc["alive", "status"] == "running"
+    assert client.get_run(child).data.tags[tracking.STATE] == Outcome.INTERRUPTED
     assert client.get_run(child).info.status == "KILLED" and client.get_run(old).info.status == "KILLED"
     assert client.get_run(live).info.status == "RUNNING"
 
@@ -131,7 +132,7 @@ def test_asha_after_resume_decides_as_without_interruption():
 
 
 def test_refused_ray_token_is_one_line():
-    from search.runner import AUTH_HINT, ray_init_error
+    from search.cluster import AUTH_HINT, ray_init_error
 
     class AuthenticationError(Exception):
         pass
@@ -195,8 +196,8 @@ def test_a_search_joins_a_running_head_and_passes_over_a_stale_record(tmp_path, 
     left by a head that is gone would make ray.init wait for minutes, so it is passed over with a warning."""
     import socket
 
+    from search.cluster import running_local_ray
     from search.errors import SearchError
-    from search.runner import running_local_ray
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search import machine, runner
+from search import cluster, machine, runner
 from search.cli import main
+from search.errors import SearchError
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "spaces" / "quickstart.yaml"
@@ -128,9 +129,9 @@ def test_jobs_api_ray_address_is_ignored_with_a_note(monkeypatch, capsys):
     """docs/cluster.md exports RAY_ADDRESS=http://HOST:8265 for `ray job submit`; a later local run still works."""
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
     monkeypatch.setattr("ray._private.services.find_bootstrap_address", lambda temp_dir: None)
-    assert runner.running_local_ray() is None
+    assert cluster.running_local_ray() is None
     assert "is the jobs API's address" in capsys.readouterr().err
-    assert runner.running_local_ray(quiet=True) is None and capsys.readouterr().err == ""
+    assert cluster.running_local_ray(quiet=True) is None and capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("file", ["cluster.yaml", "cluster-local.yaml"])
@@ -198,7 +199,7 @@ def test_resume_without_tracking_uri_keeps_the_recorded_store(tmp_path, monkeypa
 
     def resume(name, **kwargs):
         seen.update(kwargs)
-        raise runner.SearchError("stop here")
+        raise SearchError("stop here")
 
     monkeypatch.setattr(runner, "resume_search", resume)
     monkeypatch.chdir(tmp_path)

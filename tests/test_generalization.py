@@ -342,8 +342,9 @@ def test_saved_predictions_draw_every_diagnostic(tmp_path):
 # ---------------------------------------------------------------- init_from: search:NAME
 def test_init_from_search_name_resolves_to_that_searchs_best_checkpoint(tmp_path, monkeypatch):
     import records
+    from search.durable import SearchMeta
     from search.errors import SearchError
-    from search.runner import SearchMeta, resolve_init_from
+    from search.tuner import resolve_init_from
     from spaces.study import parse_study
 
     study = parse_study("name: s\nfamily: generalization\ndataset: digits\nfixed:\n  init_from: search:prev\n"

@@ -48,7 +48,7 @@ def test_nsga2_searcher_sees_both_metrics():
     pytest.importorskip("ray")
     import optuna
 
-    from search.runner import make_searcher
+    from search.tuner import make_searcher
 
     searcher = make_searcher(parse_study(STUDY), "nsga2")
     assert searcher.metric == ["pgd_acc_eps0.1", "clean_acc"] and searcher.mode == ["max", "max"]

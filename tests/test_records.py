@@ -252,7 +252,7 @@ def test_best_model_is_the_checkpoint_of_the_best_epoch_not_the_latest(store, tm
     import torch
     from ray import tune
 
-    from search.runner import log_best_model
+    from search.finish import log_best_model
 
     uri, _, _ = store
     client = schema.client_for(uri)
@@ -274,7 +274,7 @@ def test_best_model_is_the_checkpoint_of_the_best_epoch_not_the_latest(store, tm
 
 
 def test_tuner_keeps_the_best_checkpoint_by_the_objective(tmp_path):
-    from search.runner import assemble_tuner
+    from search.tuner import assemble_tuner
 
     tuner = assemble_tuner(family="optimization", cpus=1, gpus=0.25, name="x", storage=str(tmp_path), metric="pgd_acc",
                            mode="max", max_failures=3, callbacks=[], param_space={"seed": 0})
@@ -299,7 +299,8 @@ def test_comparison_studies_say_how_their_table_compares(name):
 def test_pareto_front_uses_values_at_each_trials_best_epoch(tmp_path):
     """t2's final val_loss is the lowest, but at its best val_acc epoch it was dominated: not on the front."""
     from search.callbacks import MlflowTrialLogger
-    from search.runner import mark_pareto, tracker_for
+    from search.finish import mark_pareto
+    from search.tuner import tracker_for
     from spaces.study import load_study
 
     (tmp_path / "p.yaml").write_text(STUDY.replace(

@@ -96,7 +96,7 @@ def test_trials_run_side_by_side_on_the_cpus_they_fit(finished_search):
 @pytest.mark.parametrize("cpus, gpus, fits", [(1, 0, 2), (0.5, 0, 4), (0.1, 0, 20), (1, 0.25, 2), (0.25, 0.5, 2),
                                               (0.25, 1, 1), (2, 0, 1)])
 def test_max_concurrent_defaults_to_the_trials_that_fit(finished_search, cpus, gpus, fits):
-    from search.runner import trials_that_fit
+    from search.cluster import trials_that_fit
 
     assert trials_that_fit(cpus, gpus) == fits  # the fixture's Ray: 2 CPUs, 1 GPU
 
@@ -162,7 +162,8 @@ def test_best_model_is_the_best_epochs_model(finished_search, tmp_path):
 
 
 def test_existing_name_is_refused(finished_search):
-    from search.runner import SearchError, start_search
+    from search.errors import SearchError
+    from search.runner import start_search
 
     _, uri, root = finished_search
     with pytest.raises(SearchError, match="already exists"):

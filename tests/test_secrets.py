@@ -56,13 +56,15 @@ def test_two_passwords_or_an_unsupported_scheme_are_refused_without_echoing_them
 def test_printed_uris_are_redacted():
     assert credentials.redacted(f"postgresql://u:{PASSWORD}@h/db") == "postgresql://u:***@h/db"
     assert credentials.redacted("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
-    assert PASSWORD not in ui_hint(f"postgresql://u:{PASSWORD}@h/db", "abc")
+    for uri in (f"postgresql://u:{PASSWORD}@h/db", f"http://u:{PASSWORD}@127.0.0.1:5000"):
+        hint = ui_hint(uri, "1", "abc")
+        assert PASSWORD not in hint and "***" in hint and "abc" in hint
     assert credentials.scrub(f"FATAL: {PASSWORD} refused", PASSWORD) == "FATAL: *** refused"
 
 
 def test_search_json_is_written_without_the_password(tmp_path):
     """runs/NAME/search.json as written, also when the metadata came from an older search.json that held one."""
-    from search.runner import SearchMeta
+    from search.durable import SearchMeta
 
     meta = SearchMeta("n", "study.yaml", f"postgresql+psycopg2://mlflow:{PASSWORD}@db/mlflow", "rid", "tpe", 2, None, "/s")
     meta.save(tmp_path)
@@ -246,7 +248,7 @@ def descendants(pid: int) -> set[int]:
 def test_private_ray_listens_on_loopback_only(monkeypatch):
     import ray
 
-    from search import runner
+    from search import cluster
 
     if ray.is_initialized():
         ray.shutdown()
@@ -254,7 +256,7 @@ def test_private_ray_listens_on_loopback_only(monkeypatch):
     token = Path.home() / ".ray" / "auth_token"
     if token.is_file():
         token.chmod(0o644)  # as Ray writes it
-    runner.init_ray(None)
+    cluster.init_ray(None)
     try:
         ray.get(ray.remote(lambda: 1).remote())  # a worker process started and listening too
         ours = descendants(os.getpid()) | {os.getpid()}
@@ -264,7 +266,7 @@ def test_private_ray_listens_on_loopback_only(monkeypatch):
         assert len(mine) >= 3, mine  # the GCS, the raylet, the driver and the worker at least
         exposed = [m for m in mine if not m[0].startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:"))]
         assert not exposed, exposed
-        assert os.environ.get(runner.LOOPBACK_SETTING) is None  # put back once Ray runs
+        assert os.environ.get(cluster.LOOPBACK_SETTING) is None  # put back once Ray runs
         assert (Path.home() / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
     finally:
         ray.shutdown()
