@@ -83,3 +83,27 @@ def test_verdicts():
     fake = answer(_claim(seed={"text": "12.11 %", "value": 0.1211, "dataset": "FakeData", "scale": "1 epoch",
                                "measured": False}), TRIALS, INFO)
     assert fake.verdict == NOT_COMPARABLE and "not measured on real data" in fake.why and fake.a == pytest.approx(0.85)
+
+
+def test_suite_run_skips_finished_searches_resumes_unfinished_and_starts_the_rest(monkeypatch):
+    import records
+    import search.suite as suite_run
+
+    states = {"seed_002-digits_regnet_mu": "finished", "seed_002-fmnist_regnet_fgsm": "interrupted"}
+
+    def info(name, uri=None, client=None):
+        if name not in states:
+            raise records.SearchNotFound(name)
+        return SimpleNamespace(state=states[name])
+
+    calls = []
+    monkeypatch.setattr(suite_run.records, "search_info", info)
+    monkeypatch.setattr(suite_run, "start_search", lambda path, **kw: calls.append(("start", kw["name"])))
+    monkeypatch.setattr(suite_run, "resume_search", lambda name, **kw: calls.append(("resume", name)))
+    assert suite_run.run_suite("seed_002", log=lambda m: None) == ["seed_002-digits_regnet_mu",
+                                                                   "seed_002-fmnist_regnet_fgsm"]
+    assert calls == [("resume", "seed_002-fmnist_regnet_fgsm")]
+    del states["seed_002-fmnist_regnet_fgsm"]
+    calls.clear()
+    suite_run.run_suite("seed_002", log=lambda m: None)
+    assert calls == [("start", "seed_002-fmnist_regnet_fgsm")]
