@@ -38,7 +38,7 @@ test-all: $(DEVSTAMP)  ## the slow tests too (what CI runs)
 
 # The multi-node tests (job submission, node loss, resume, PostgreSQL-backed MLflow): a few minutes.
 test-cluster: $(DEVSTAMP)
-	$(BIN)/python -m pytest -m slow tests/test_cluster.py
+	$(BIN)/python -m pytest -m slow tests/search/test_cluster.py
 
 # Every benchmark (about 30 min on 2 cores; BENCH_ARGS=--quick for smoke-test sizes): bench/results/*.json
 # and the generated table in docs/performance.md. GPU figures: bench/gpu_packing.py on a GPU machine.

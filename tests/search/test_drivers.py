@@ -161,7 +161,7 @@ def search_cmd(*args: str) -> list[str]:
 
 
 def env() -> dict:
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     return {**os.environ, "PYTHONPATH": root, "RAY_ADDRESS": "local"}
 
 

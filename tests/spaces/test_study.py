@@ -27,9 +27,9 @@ from spaces.study import (
 )
 from trainables.core.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "spaces"
-MALFORMED = Path(__file__).resolve().parent / "malformed_studies"
+MALFORMED = Path(__file__).resolve().parents[1] / "malformed_studies"
 SHIPPED = list_studies(SPACES)
 BROKEN = sorted(MALFORMED.glob("*.yaml"))
 
@@ -63,7 +63,7 @@ def test_the_comparisons_ship_in_both_sizes():
 def test_shipped_study_validates(path, capsys, monkeypatch):
     from search import machine
 
-    # the GPU studies fit a GPU machine; on a CPU machine `validate` says they do not (tests/test_fail_fast.py)
+    # the GPU studies fit a GPU machine; on a CPU machine `validate` says they do not (tests/search/test_fail_fast.py)
     monkeypatch.setattr(machine, "local_resources", lambda: {machine.CPU: 64.0, machine.GPU: 8.0})
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
     study = load_study(path)

@@ -28,7 +28,7 @@ from trainables.core import evaluate, train
 from trainables.core.adversarial import metric_name
 from trainables.core.data import Split
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 SPACE = {

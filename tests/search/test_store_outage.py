@@ -23,7 +23,7 @@ from search import callbacks
 from search.callbacks import MlflowTrialLogger, store_unreachable
 from search.progress import LiveProgress
 
-QUICK = Path(__file__).resolve().parents[1] / "spaces" / "quickstart.yaml"
+QUICK = Path(__file__).resolve().parents[2] / "spaces" / "quickstart.yaml"
 
 
 class FlakyClient:
@@ -133,7 +133,7 @@ seed: 0
 def test_search_survives_its_tracking_server_going_away(tmp_path):
     """`search run` on an `mlflow server`, stopped 20 s into the search and started again 30 s later: the
     search says it waits, ends normally, and every trial has each epoch once."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(root / "scripts"))
     import dev_cluster  # the scripts folder is no package
 

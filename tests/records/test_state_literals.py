@@ -8,7 +8,7 @@ from pathlib import Path
 
 from records.states import Outcome, SearchState, TrialState, parse_search_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATES = {s.value for s in Outcome} | {s.value for s in SearchState}
 
 

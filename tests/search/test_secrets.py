@@ -23,7 +23,7 @@ from search import credentials
 from search.cli import ui_hint
 from search.errors import SearchError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import dev_cluster  # noqa: E402
 

@@ -266,5 +266,5 @@ def test_registration_happens_in_the_package_init_and_kinds_are_those_registered
     assert {"dataset", "backbone", "head", "loss", "term", "optimizer", "scheduler", "freeze"} <= set(eval(out[0]))
     assert out[1] == "True True"
     assert out[2].startswith("unknown registry kind 'optimiser'; choose one of: ") and "optimizer" in out[2]
-    config_src = (Path(__file__).resolve().parents[1] / "trainables/core/config.py").read_text()
+    config_src = (Path(__file__).resolve().parents[2] / "trainables/core/config.py").read_text()
     assert "registers" not in config_src.split('"""', 2)[2].split("class ")[0]  # no registration imports there

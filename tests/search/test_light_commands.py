@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "spaces" / "quickstart.yaml"
 HEAVY = ("torch", "ray", "mlflow", "optuna", "pandas")
 

@@ -212,7 +212,7 @@ def test_reproduce_says_nothing_when_all_is_well(finished_search):
     from pathlib import Path
 
     _, uri, root = finished_search
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "RAY_ADDRESS": "local"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "RAY_ADDRESS": "local"}
     out = subprocess.run([sys.executable, "-m", "search", "reproduce", str(root / "runs" / "tiny-e2e" / "best.yaml"),
                           "--seeds", "0", "1", "--epochs", "1", "--quiet", "--tracking-uri", uri, "--runs-dir",
                           str(root / "runs")], cwd=root, env=env, capture_output=True, text=True, timeout=300)

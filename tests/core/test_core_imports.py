@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parent.parent / "trainables" / "core"
+CORE = Path(__file__).resolve().parents[2] / "trainables" / "core"
 PACKAGE = "trainables.core"
 
 

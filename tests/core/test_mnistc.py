@@ -21,7 +21,7 @@ from trainables.core.crossdomain import _target, accuracy
 from trainables.core.data import convert, load_data, load_domain
 from trainables.core.domains import corrupt, parse_name
 
-REFERENCE = np.load(Path(__file__).parent / "mnistc_reference.npz")
+REFERENCE = np.load(Path(__file__).resolve().parents[1] / "mnistc_reference.npz")
 MNISTC = sorted(c for c in CORRUPTIONS if c.startswith("mnistc_"))
 PUBLISHED = ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate", "brightness",
              "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges"]

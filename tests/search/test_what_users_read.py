@@ -80,7 +80,7 @@ def test_a_job_records_the_commit_its_submitter_set(monkeypatch, tmp_path):
 
 def test_submit_script_passes_the_checkouts_commit(tmp_path):
     """scripts/submit.sh puts `git rev-parse HEAD` (+ -dirty) into the job's environment; run with a stand-in `ray`."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "ray").write_text("#!/bin/sh\nprintf '%s\\n' \"$@\"\n")

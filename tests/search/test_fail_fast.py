@@ -20,7 +20,7 @@ from search import cluster, machine, runner
 from search.cli import main
 from search.errors import SearchError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "spaces" / "quickstart.yaml"
 PASSWORD = "s3cret-Pw-17"
 

@@ -23,8 +23,8 @@ import torch
 
 from search.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-IN = Path(__file__).resolve().parent / "malformed_inputs"
+ROOT = Path(__file__).resolve().parents[2]
+IN = Path(__file__).resolve().parents[1] / "malformed_inputs"
 QUICK = ROOT / "spaces" / "quickstart.yaml"
 SECONDS = 10.0  # every refusal is immediate; the slowest (an absent dataset) must still beat this
 

@@ -22,7 +22,7 @@ from records import schema
 from records.states import TrialTracker, decide
 from spaces.exported import exported_from, write_exported
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------ the import graph
