@@ -37,28 +37,31 @@ def password_of(uri: str) -> str | None:
     return unquote(password) if password is not None else None
 
 
-def without_password(uri: str) -> str:
-    """The URI as it may be written down and printed: no password (for HTTP, no user name either)."""
+def _with_password(uri: str):
+    """The URI's parts when it holds a password (else None), and its host part after the credentials."""
     try:
         parts = urlsplit(uri)
         if parts.password is None:
-            return uri
+            return None, ""
     except ValueError:
+        return None, ""
+    return parts, parts.netloc.rsplit("@", 1)[1]
+
+
+def without_password(uri: str) -> str:
+    """The URI as it may be written down and printed: no password (for HTTP, no user name either)."""
+    parts, host = _with_password(uri)
+    if parts is None:
         return uri
-    host = parts.netloc.rsplit("@", 1)[1]
     user = "" if _scheme(uri) in ("http", "https") else f"{parts.username}@"
     return urlunsplit(parts._replace(netloc=f"{user}{host}"))
 
 
 def redacted(uri: str) -> str:
     """The URI for a message: its password replaced by ``***``."""
-    try:
-        parts = urlsplit(uri)
-        if parts.password is None:
-            return uri
-    except ValueError:
+    parts, host = _with_password(uri)
+    if parts is None:
         return uri
-    host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:{HIDDEN}@{host}"))
 
 
