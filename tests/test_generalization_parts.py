@@ -12,7 +12,7 @@ import torch
 from analysis import diagnostics as dg
 from trainables.core.circle import CircleLoss, circle_loss
 from trainables.core.corruptions import CORRUPTIONS, DEFAULT_SEVERITY
-from trainables.core.data import load_data, load_domain
+from trainables.core.data import load_data
 from trainables.core.domains import corrupt, metric_name, parse_name
 
 MLFLOW_METRIC = re.compile(r"^[A-Za-z0-9_\-. /]+$")
@@ -348,15 +348,15 @@ def test_color_jitter_is_per_sample_seeded_and_rgb_only():
         color_jitter(torch.rand(2, 1, 4, 4), 0.2)
 
 
-def test_load_domain_corrupts_every_split_keeps_labels_and_converts():
+def test_load_data_of_a_domain_corrupts_every_split_keeps_labels_and_converts():
     base = load_data("digits", size=16, channels=3)
-    dom = load_domain("digits:translate", size=16, channels=3)
-    again = load_domain("digits:translate@3", size=16, channels=3)
+    dom = load_data("digits:translate", size=16, channels=3)
+    again = load_data("digits:translate@3", size=16, channels=3)
     assert dom.info.name == "digits:translate@3" and "generated here" in dom.source
     for split in ("train", "val", "test"):
         a, b, c = getattr(base, split), getattr(dom, split), getattr(again, split)
         assert b.x.shape == a.x.shape == (len(a), 3, 16, 16)
         assert torch.equal(a.y, b.y) and torch.equal(b.x, c.x)
         assert (a.x - b.x).abs().mean() > 0.05
-    other_seed = load_domain("digits:translate@3", size=16, channels=3, split_seed=1)
+    other_seed = load_data("digits:translate@3", size=16, channels=3, split_seed=1)
     assert not torch.equal(other_seed.test.x, dom.test.x)  # split_seed seeds the domain's draws

@@ -30,6 +30,7 @@ import torch
 
 from .attacks import (
     LatentOutput,
+    attack_step,
     eps_tag,
     eval_mode,
     fgsm,
@@ -66,17 +67,6 @@ def gairat_weights(kappa: torch.Tensor, steps: int, lam: float, normalize: bool 
     if normalize:
         omega = omega * (len(omega) / omega.sum())
     return omega
-
-
-def default_step_size(mode: str, eps: float, steps: int, step_size: float | None) -> float:
-    """The configured step, or the mode's default (1.25 eps for FGSM-RS, 2.5 eps / steps for PGD)."""
-    if step_size is not None:
-        return step_size
-    return 1.25 * eps if mode == "fgsm_rs" else 2.5 * eps / steps
-
-
-def adv_step_size(cfg) -> float:
-    return default_step_size(cfg.adv_mode, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size)
 
 
 def _clean(model, loss_fn) -> StepFn:
@@ -125,10 +115,10 @@ def fgsm_plain(model, loss_fn, generator=None, *, adv_eps: float, adv_beta: floa
     """Goodfellow et al.'s FGSM training: no random start, one signed step of eps."""
     if adv_beta == 0:
         return _clean(model, loss_fn)
-    combine = _combine(model, loss_fn, adv_beta)
+    combine, step = _combine(model, loss_fn, adv_beta), attack_step("fgsm", adv_eps)
 
     def fgsm_step(x, y, epoch):
-        return combine(x, fgsm(model, x, y, adv_eps, random_start=False, step_size=adv_eps), y)
+        return combine(x, fgsm(model, x, y, adv_eps, random_start=False, step_size=step), y)
 
     return _sometimes(fgsm_step, _clean(model, loss_fn), adv_prob, generator)
 
@@ -138,7 +128,7 @@ def fgsm_rs(model, loss_fn, generator=None, *, adv_eps: float, adv_step_size: fl
             adv_beta: float, adv_prob: float) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
-    combine, step = _combine(model, loss_fn, adv_beta), default_step_size("fgsm_rs", adv_eps, 1, adv_step_size)
+    combine, step = _combine(model, loss_fn, adv_beta), attack_step("fgsm_rs", adv_eps, 1, adv_step_size)
 
     def fgsm_rs_step(x, y, epoch):
         return combine(x, fgsm(model, x, y, adv_eps, random_start=True, step_size=step, generator=generator), y)
@@ -157,7 +147,7 @@ def pgd_at(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, ad
            adv_beta: float, adv_prob: float, pgd_start: str) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
-    combine, step = _combine(model, loss_fn, adv_beta), default_step_size("pgd", adv_eps, adv_steps, adv_step_size)
+    combine, step = _combine(model, loss_fn, adv_beta), attack_step("pgd", adv_eps, adv_steps, adv_step_size)
     random_start = PGD_STARTS[pgd_start]
 
     def pgd_step(x, y, epoch):
@@ -174,7 +164,7 @@ def gairat(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, ad
     if adv_beta == 0:
         return _clean(model, loss_fn)
     combine = _combine(model, loss_fn, adv_beta)
-    step = default_step_size("gairat", adv_eps, adv_steps, adv_step_size)
+    step = attack_step("pgd", adv_eps, adv_steps, adv_step_size)
     random_start = PGD_STARTS[pgd_start]
 
     def gairat_step(x, y, epoch):
@@ -252,7 +242,7 @@ class RobustEval:
     eval_samples: int
     batch_size: int
     seed: int
-    pgd_step_size: float | None = None  # None: 2.5 eps / steps
+    pgd_step_size: float | None = None  # None: PGD's default (``attack_step``)
     fgsm_loss: str = DEFAULT_FGSM_LOSS  # a key of FGSM_LOSSES
 
     @staticmethod
@@ -326,6 +316,6 @@ def robust_eval_off(batch_size: int, seed: int) -> None:
     return None
 
 
-__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "default_step_size", "robust_metrics",
-           "metric_name", "parse_metric_name", "ATTACK_METRICS", "CLEAN_METRIC", "gairat_weights", "adv_step_size",
+__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "robust_metrics",
+           "metric_name", "parse_metric_name", "ATTACK_METRICS", "CLEAN_METRIC", "gairat_weights",
            "BatchLoss", "FGSM_LOSSES", "DEFAULT_FGSM_LOSS", "PGD_STARTS"]

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .adversarial import FGSM_LOSSES, PGD_STARTS
+from .attacks import DEFAULT_STEPS
 from .crossdomain import XDOMAIN_NORMALIZATIONS
 from .data import class_subset_map, dataset_info
 from .domains import parse_name
@@ -221,8 +222,9 @@ class TrainConfig(BaseModel):
     adv_mode: str = "none"
     adv_eps: Annotated[float, Pixels] = Field(0.0, ge=0.0, le=1.0, description="a float or a fraction: 8/255")
     adv_steps: int = Field(10, gt=0)
-    adv_step_size: Annotated[float | None, Pixels] = Field(None, gt=0.0, description="default: 1.25 eps (FGSM-RS), "
-                                                           "2.5 eps/steps (PGD); a float or a fraction: 2/255")
+    adv_step_size: Annotated[float | None, Pixels] = Field(
+        None, gt=0.0, description=f"default: {DEFAULT_STEPS['fgsm_rs']:g} eps (FGSM-RS), {DEFAULT_STEPS['pgd']:g} "
+        "eps/steps (PGD); a float or a fraction: 2/255")
     pgd_start: str = Field("random", description="PGD-AT / GA-PGD start: random (Madry; official GAIRAT code) or "
                            "input (x, as the GAIRAT paper's Algorithm 1 prints it)")
     adv_beta: float = Field(1.0, ge=0.0, le=1.0, description="weight of the adversarial loss vs the clean loss")
@@ -236,7 +238,7 @@ class TrainConfig(BaseModel):
     eval_samples: int = Field(1000, gt=0, description="validation samples used for the robust evaluation")
     eval_pgd_step_size: Annotated[float | None, Pixels] = Field(
         None, gt=0.0, description="evaluation PGD step, absolute (2/255): a PGD-steps sweep then changes only the "
-        "steps (default 2.5 eps / steps)")
+        f"steps (default {DEFAULT_STEPS['pgd']:g} eps / steps)")
     fgsm_loss: str = Field("ce", description="what the evaluation FGSM differentiates: ce (of the scores), margin "
                            "(max_{j!=y} s_j - s_y) or training (the head's training loss; the regnet family's default)")
 
