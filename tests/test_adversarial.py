@@ -175,11 +175,11 @@ def test_pgd_at_resumes_exactly_from_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("eps", [0.0, 8 / 255, 0.1, 0.3, 1.0, 1e-5])
 def test_parse_metric_name_reads_back_every_name_the_formatter_writes(eps):
-    from trainables.core.adversarial import ATTACK_METRICS, metric_name, parse_metric_name
+    from trainables.core.adversarial import ATTACK_METRICS, parse_metric_name, robust_metric_name
 
     for attack in ATTACK_METRICS:
-        attack_back, eps_back = parse_metric_name(metric_name(attack, eps))
-        assert attack_back == attack and metric_name(attack, eps_back) == metric_name(attack, eps)
+        attack_back, eps_back = parse_metric_name(robust_metric_name(attack, eps))
+        assert attack_back == attack and robust_metric_name(attack, eps_back) == robust_metric_name(attack, eps)
     for other in ("clean_acc", "val_acc", "xdomain_acc_svhn", "cw_acc_eps0.1", "pgd_acc_eps", "pgd_acc_epsx",
                   "indep_pgd_acc", "pgd_acc_eps0.10"):
         assert parse_metric_name(other) is None

@@ -13,7 +13,7 @@ from analysis import diagnostics as dg
 from trainables.core.circle import CircleLoss, circle_loss
 from trainables.core.corruptions import CORRUPTIONS, DEFAULT_SEVERITY
 from trainables.core.data import load_data
-from trainables.core.domains import corrupt, metric_name, parse_name
+from trainables.core.domains import corrupt, parse_name, xdomain_metric_name
 
 MLFLOW_METRIC = re.compile(r"^[A-Za-z0-9_\-. /]+$")
 
@@ -37,10 +37,10 @@ def test_names_parse_canonicalize_and_are_metric_safe():
     assert d.canonical == f"fashion_mnist:rotate@{DEFAULT_SEVERITY}"
     assert parse_name("digits:blur@5").canonical == "digits:blur@5"
     assert parse_name("mnist:invert").canonical == "mnist:invert"
-    assert metric_name("fashion_mnist:rotate@3") == "xdomain_acc_fashion_mnist_rotate_3"
-    assert metric_name("svhn") == "xdomain_acc_svhn"
+    assert xdomain_metric_name("fashion_mnist:rotate@3") == "xdomain_acc_fashion_mnist_rotate_3"
+    assert xdomain_metric_name("svhn") == "xdomain_acc_svhn"
     for c in CORRUPTIONS:
-        assert MLFLOW_METRIC.match(metric_name(f"digits:{c}"))
+        assert MLFLOW_METRIC.match(xdomain_metric_name(f"digits:{c}"))
 
 
 @pytest.mark.parametrize("bad, says", [

@@ -103,8 +103,8 @@ register_family(Family(
 register_family(Family(
     "generalization", "trainables.generalization:train_generalization",
     "cross-domain accuracy every epoch (eval_datasets: datasets and corruption domains), freeze and fine-tune "
-    "on k samples per class of a target (finetune_*), Circle loss, the homework's ResNet options; saves the "
-    "final model's predictions for the diagnostics (analysis.diagnostics)",
+    "on k samples per class of a target (finetune_*), Circle loss, ImageNet stem and weights, multistep_fraction, "
+    "plain FGSM, adv_prob, colour jitter; saves the final model's predictions for the diagnostics (analysis.diagnostics)",
     report="analysis.generalization:sections",
     shown_metrics=lambda config: _xdomain_names(config.get("eval_datasets") or ()),
 ))

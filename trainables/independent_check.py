@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.core.adversarial import metric_name
+from trainables.core.adversarial import robust_metric_name
 from trainables.core.attacks import attack_step, eval_mode
 from trainables.core.tv import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
 
@@ -108,7 +108,7 @@ def independent_metrics(trainer, metrics: dict[str, float], eps: float, *, dlr: 
     out = {INDEP_EPS: eps, INDEP_PGD: found["pgd_acc"], INDEP_APGD: found["apgd_acc"]}
     if "apgd_dlr_acc" in found:
         out[INDEP_APGD_DLR] = found["apgd_dlr_acc"]
-    ours = metrics.get(metric_name("pgd", eps))
+    ours = metrics.get(robust_metric_name("pgd", eps))
     if ours is not None:
         strongest = min(v for k, v in out.items() if k != INDEP_EPS)
         out[GRADIENT_MASKING] = float(gradient_masking_flag(ours, strongest))

@@ -99,7 +99,7 @@ def no_adversary(model, loss_fn, generator=None) -> StepFn:
 
 
 def _sometimes(adv_step: StepFn, clean_step: StepFn, prob: float, generator=None) -> StepFn:
-    """The homework's mixing: each batch is adversarial with probability ``prob``, else clean."""
+    """Mixed training: each batch is adversarial with probability ``prob``, else clean (``prob`` 1: always)."""
     if prob >= 1:
         return adv_step
 
@@ -191,13 +191,13 @@ ATTACK_METRICS = ("fgsm", "fgsm_plain", "pgd", "noise")  # what ``RobustEval`` r
 _EPS_SEP = "_acc_eps"
 
 
-def metric_name(attack: str, eps: float) -> str:
+def robust_metric_name(attack: str, eps: float) -> str:
     """``pgd_acc_eps0.1`` (MLflow metric names allow no ``@``); ``parse_metric_name`` reads it back."""
     return f"{attack}{_EPS_SEP}{eps_tag(eps)}"
 
 
 def parse_metric_name(name: str) -> tuple[str, float] | None:
-    """``(attack, eps)`` of a name ``metric_name`` writes (``("pgd", 0.1)``), None for any other name."""
+    """``(attack, eps)`` of a name ``robust_metric_name`` writes (``("pgd", 0.1)``), None for any other name."""
     attack, sep, tag = str(name).partition(_EPS_SEP)
     if not sep or attack not in ATTACK_METRICS:
         return None
@@ -205,7 +205,7 @@ def parse_metric_name(name: str) -> tuple[str, float] | None:
         eps = float(tag)
     except ValueError:
         return None
-    return (attack, eps) if metric_name(attack, eps) == name else None
+    return (attack, eps) if robust_metric_name(attack, eps) == name else None
 
 
 def robust_metrics(model: torch.nn.Module, split, cfg: Any) -> dict[str, float]:
@@ -248,7 +248,7 @@ class RobustEval:
     @staticmethod
     def metric_names(eval_eps) -> tuple[str, ...]:
         """What ``measure`` reports for these eps values (the family's metrics ask this)."""
-        return (CLEAN_METRIC,) + tuple(metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
+        return (CLEAN_METRIC,) + tuple(robust_metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
 
     def __call__(self, trainer) -> dict[str, float]:
         return self.measure(trainer.eval_model(), trainer.data.val)
@@ -283,10 +283,10 @@ class RobustEval:
         for eps in self.eval_eps:
             for name, make in attacks.items():
                 kept = robust_correct(model, (x, y), make(eps), bs) if eps > 0 and len(y) else len(y)
-                out[metric_name(name, eps)] = kept / n
+                out[robust_metric_name(name, eps)] = kept / n
                 if name == "fgsm":  # plain: every sample, as the RegNet thesis reports (a wrong one may turn right)
                     right = _turned_right(model, *wrong, partial(fgsm_attack, eps=eps), bs) if eps > 0 else 0
-                    out[metric_name("fgsm_plain", eps)] = (kept + right) / n
+                    out[robust_metric_name("fgsm_plain", eps)] = (kept + right) / n
         return out
 
 
@@ -317,5 +317,5 @@ def robust_eval_off(batch_size: int, seed: int) -> None:
 
 
 __all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "robust_metrics",
-           "metric_name", "parse_metric_name", "ATTACK_METRICS", "CLEAN_METRIC", "gairat_weights",
+           "robust_metric_name", "parse_metric_name", "ATTACK_METRICS", "CLEAN_METRIC", "gairat_weights",
            "BatchLoss", "FGSM_LOSSES", "DEFAULT_FGSM_LOSS", "PGD_STARTS"]

@@ -20,7 +20,7 @@ from functools import lru_cache
 import torch
 
 from .data import DATASETS, DataSpec, Split, dataset_info, domain_split, load, norm_stats
-from .domains import metric_name, parse_name
+from .domains import parse_name, xdomain_metric_name
 from .registry import register
 
 
@@ -94,7 +94,7 @@ class CrossDomainEval:
         if normalize not in XDOMAIN_NORMALIZATIONS:
             raise ValueError(f"unknown xdomain_normalize '{normalize}'; choose one of: {', '.join(XDOMAIN_NORMALIZATIONS)}")
         self.names = check_targets(source.dataset, targets)
-        self.metrics = [metric_name(t) for t in self.names]
+        self.metrics = [xdomain_metric_name(t) for t in self.names]
         self.batch_size = batch_size
         self.splits = [target_test(source.target(t, channels, size), str(device)) for t in self.names]
         self.stats = [own_stats(t, channels, device) if normalize == "own" else None for t in self.names]
@@ -122,4 +122,4 @@ def xdomain_eval_off(source: DataSpec, shape, device, batch_size: int) -> None:
 
 
 def xdomain_metric_names(eval_datasets) -> tuple[str, ...]:
-    return tuple(metric_name(t) for t in eval_datasets)
+    return tuple(xdomain_metric_name(t) for t in eval_datasets)
