@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trainables.core.adversarial import CLEAN_METRIC, metric_name
+from trainables.core.adversarial import CLEAN_METRIC, robust_metric_name
 from trainables.independent_check import GRADIENT_MASKING, INDEP_EPS
 
 from . import optuna_plots, tables
@@ -15,7 +15,7 @@ from .sections import ReportContext
 def robust_metric(df: pd.DataFrame) -> str | None:
     """PGD accuracy at the independent check's eps (the family's headline robust number), else the largest eps."""
     if INDEP_EPS in df and df[INDEP_EPS].notna().any():
-        name = metric_name("pgd", float(df[INDEP_EPS].dropna().iloc[0]))
+        name = robust_metric_name("pgd", float(df[INDEP_EPS].dropna().iloc[0]))
         if name in df:
             return name
     return None

@@ -120,7 +120,7 @@ def diagnose(scores, labels, *, n_bins: int = 10, ks: Sequence[int] = TOPK,
              coverages: Sequence[float] = COVERAGES) -> Diagnostics:
     """Every diagnostic of one model on one split, from its scores (N, K) and labels (N,).
 
-    Confidence is the top softmax probability of the scores (the homework used 10 ECE bins).
+    Confidence is the top softmax probability of the scores.
     """
     s, y = _np(scores), _np(labels).astype(np.int64)
     if s.ndim != 2 or len(s) != len(y):

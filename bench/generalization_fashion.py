@@ -73,7 +73,7 @@ def save(results: dict, parts) -> None:
 
 
 def run_matrix(results: dict) -> None:
-    from trainables.core.domains import metric_name
+    from trainables.core.domains import xdomain_metric_name
 
     rows, walls = {}, {}
     for src in SOURCES:
@@ -81,7 +81,7 @@ def run_matrix(results: dict) -> None:
         trainer = make_trainer({**BASE, "dataset": src, "eval_datasets": TARGETS})
         r = trainer.fit()
         walls[src] = round(time.perf_counter() - t0, 1)
-        rows[src] = {t: round(r.final[metric_name(t)], 4) for t in TARGETS}
+        rows[src] = {t: round(r.final[xdomain_metric_name(t)], 4) for t in TARGETS}
         log(f"  {src:32s} " + " ".join(f"{v:.3f}" for v in rows[src].values()) + f"   ({walls[src]} s)")
         if src == "fashion_mnist":
             trainer.save_checkpoint(SOURCE_CKPT)

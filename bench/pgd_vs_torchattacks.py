@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from trainables.core.attacks import pgd  # noqa: E402
+from trainables.core.attacks import attack_step, pgd  # noqa: E402
 from trainables.core.train import build_model  # noqa: E402
 from trainables.core.tv import torchvision  # noqa: E402,F401 - torchattacks imports torchvision
 
@@ -66,7 +66,7 @@ def main(argv=None) -> dict[str, float]:
                         filters=tuple(args.filters)).to(device).eval()
     x = torch.rand(args.batch, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    step = 2.5 * args.eps / args.steps
+    step = attack_step("pgd", args.eps, args.steps)
     theirs = torchattacks.PGD(model, eps=args.eps, alpha=step, steps=args.steps, random_start=True)
     runners = {
         "ours": lambda: pgd(model, x, y, args.eps, steps=args.steps, step_size=step),

@@ -12,7 +12,10 @@ A ``Family`` declares
   name) that runs the core ``Trainer`` with the family's hooks and final metrics.
 
 Kept free of Ray imports so that study validation (spaces/) can use it without importing Ray.
-Families register with ``register_family`` (one ``Registry``, like every core component).
+Families register with ``register_family`` in ``FAMILIES``: the core's ``Registry`` class, but not one of the
+core's ``REGISTRIES`` (``declare``), because families sit above the core: the core builds components from a
+``TrainConfig`` and never names a family, while a family is built from the core's parts (its schema, metrics
+and trainer). Keeping ``FAMILIES`` here keeps ``kinds()`` to what a config can select inside the core.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from trainables.core.losses import build_terms
 from trainables.core.registry import Registry
 from trainables.core.train import EPOCH_METRICS
 
-FAMILIES = Registry("family")
+FAMILIES = Registry("family")  # not core.registry.declare: families sit above the core (see above)
 
 
 
@@ -100,8 +103,8 @@ register_family(Family(
 register_family(Family(
     "generalization", "trainables.generalization:train_generalization",
     "cross-domain accuracy every epoch (eval_datasets: datasets and corruption domains), freeze and fine-tune "
-    "on k samples per class of a target (finetune_*), Circle loss, the homework's ResNet options; saves the "
-    "final model's predictions for the diagnostics (analysis.diagnostics)",
+    "on k samples per class of a target (finetune_*), Circle loss, ImageNet stem and weights, multistep_fraction, "
+    "plain FGSM, adv_prob, colour jitter; saves the final model's predictions for the diagnostics (analysis.diagnostics)",
     report="analysis.generalization:sections",
     shown_metrics=lambda config: _xdomain_names(config.get("eval_datasets") or ()),
 ))

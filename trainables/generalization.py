@@ -16,7 +16,7 @@ import torch
 
 from trainables.adapter import run_trial
 from trainables.core import Trainer
-from trainables.core.data import load_data
+from trainables.core.data import DataSpec, load
 from trainables.core.predictions import collect
 
 PREDICTIONS_FILE = "predictions.pt"
@@ -34,9 +34,7 @@ def save_predictions(trainer: Trainer, folder: Path) -> Path:
     domains = {plan.dataset: trainer.data.test}
     targets = list(plan.eval_datasets) + ([plan.finetune_dataset] if plan.finetune_dataset else [])
     for name in dict.fromkeys(targets):
-        domains[name] = load_data(name, data_dir=plan.data_dir, download=plan.download, split_seed=plan.split_seed,
-                                  channels=c, size=s, device=trainer.device, classes=plan.classes,
-                                  class_groups=plan.class_groups).test
+        domains[name] = load(DataSpec.of(plan).target(name, c, s), trainer.device).test
     found = collect(trainer.eval_model(), domains, eps=grid_eps(plan), pgd_steps=plan.eval_pgd_steps,
                     pgd_step_size=plan.eval_pgd_step_size, seed=plan.seed, batch_size=plan.eval_batch_size)
     path = folder / PREDICTIONS_FILE

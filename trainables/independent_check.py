@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.core.adversarial import metric_name
-from trainables.core.attacks import eval_mode
+from trainables.core.adversarial import robust_metric_name
+from trainables.core.attacks import attack_step, eval_mode
 from trainables.core.tv import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
 
 
@@ -25,7 +25,7 @@ def _attacks(model: nn.Module, eps: float, steps: int, autoattack: bool, n_class
     import torchattacks  # here, not at the top: the import sorter would hoist it above trainables.core.tv
 
     found = {
-        "pgd_acc": torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True),
+        "pgd_acc": torchattacks.PGD(model, eps=eps, alpha=attack_step("pgd", eps, steps), steps=steps, random_start=True),
         "apgd_acc": torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),
     }
     if dlr and n_classes >= 3:  # DLR needs the third-largest score
@@ -47,7 +47,7 @@ def independent_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     (as with RegNet's squared-distance scores at large mu_T).
 
     ``x`` holds pixels in [0, 1], which is what our models take and torchattacks expects.
-    PGD uses our evaluation's step (2.5 eps / steps) and a random start. The global RNG is
+    PGD uses our evaluation's default step (``attack_step``) and a random start. The global RNG is
     forked and seeded, so the check is reproducible and leaves training's RNG alone.
     AutoAttack (standard) is slow: it is for final models, not for every epoch.
     """
@@ -108,7 +108,7 @@ def independent_metrics(trainer, metrics: dict[str, float], eps: float, *, dlr: 
     out = {INDEP_EPS: eps, INDEP_PGD: found["pgd_acc"], INDEP_APGD: found["apgd_acc"]}
     if "apgd_dlr_acc" in found:
         out[INDEP_APGD_DLR] = found["apgd_dlr_acc"]
-    ours = metrics.get(metric_name("pgd", eps))
+    ours = metrics.get(robust_metric_name("pgd", eps))
     if ours is not None:
         strongest = min(v for k, v in out.items() if k != INDEP_EPS)
         out[GRADIENT_MASKING] = float(gradient_masking_flag(ours, strongest))

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 import records
 from analysis import calibration, embedding, plots, report, tables
 from trainables.core import evaluate, train
-from trainables.core.adversarial import metric_name
+from trainables.core.adversarial import robust_metric_name
 from trainables.core.data import Split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,9 +135,9 @@ def store(tmp_path_factory, tiny_model):
                 m["clean_acc"] = acc
                 for eps in EPS:
                     drop = 0.0 if eps == 0 else eps * (3 if tid == "t_best" else 4)
-                    m[metric_name("fgsm", eps)] = acc - drop
-                    m[metric_name("pgd", eps)] = acc - 1.5 * drop
-                    m[metric_name("noise", eps)] = acc - 0.2 * drop
+                    m[robust_metric_name("fgsm", eps)] = acc - drop
+                    m[robust_metric_name("pgd", eps)] = acc - 1.5 * drop
+                    m[robust_metric_name("noise", eps)] = acc - 0.2 * drop
             epochs.append(m)
         run_ids[tid] = _child(client, parent, "demo", tid, config, state, epochs, "best_val_acc")
     # a trial restored after a failure logs epoch 2 again: the later value must win
@@ -294,7 +294,7 @@ def test_to_markdown_and_csv(table, tmp_path):
 
 # ------------------------------------------------------------------ plots
 def test_robust_points_parses_metric_names_and_uses_clean_at_eps_zero():
-    names = {metric_name(a, eps): v for a, v in (("fgsm", 0.5), ("pgd", 0.3), ("noise", 0.9)) for eps in (8 / 255, 0.1)}
+    names = {robust_metric_name(a, eps): v for a, v in (("fgsm", 0.5), ("pgd", 0.3), ("noise", 0.9)) for eps in (8 / 255, 0.1)}
     metrics = {**names, "clean_acc": 0.95, "best_pgd_acc_eps0.1": 0.99, "indep_pgd_acc": 0.1, "val_acc": 0.9,
                "fgsm_acc_eps1e-05": 0.94, "noise_acc_eps0.2": float("nan"), "pgd_acc_epsx": 0.5}
     pts = plots.robust_points(metrics)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from trainables.core import TrainConfig, train
-from trainables.core.adversarial import RobustEval, adv_step_size, gairat_weights, make_batch_loss, robust_metrics
+from trainables.core.adversarial import RobustEval, gairat_weights, make_batch_loss, robust_metrics
 from trainables.core.attacks import fgsm, pgd
 from trainables.core.registry import build
 
@@ -94,10 +94,6 @@ def test_pgd_at_loss_is_the_loss_on_the_pgd_examples(tiny):
 def test_fgsm_rs_uses_wong_step_and_beta_mixes_clean_loss(tiny):
     model, x, y = tiny
     model.eval()
-    cfg = TrainConfig.from_dict(TINY, adv_mode="fgsm_rs", adv_eps=0.1)
-    assert adv_step_size(cfg) == pytest.approx(0.125)
-    assert adv_step_size(cfg.model_copy(update={"adv_mode": "pgd", "adv_steps": 5})) == pytest.approx(0.05)
-    assert adv_step_size(cfg.model_copy(update={"adv_step_size": 0.02})) == 0.02
     adv, _ = _loss({"adv_mode": "fgsm_rs", "adv_eps": 0.1}, model, x, y, seed=1)
     x_adv = fgsm(model, x, y, 0.1, random_start=True, step_size=0.125, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -179,11 +175,11 @@ def test_pgd_at_resumes_exactly_from_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("eps", [0.0, 8 / 255, 0.1, 0.3, 1.0, 1e-5])
 def test_parse_metric_name_reads_back_every_name_the_formatter_writes(eps):
-    from trainables.core.adversarial import ATTACK_METRICS, metric_name, parse_metric_name
+    from trainables.core.adversarial import ATTACK_METRICS, parse_metric_name, robust_metric_name
 
     for attack in ATTACK_METRICS:
-        attack_back, eps_back = parse_metric_name(metric_name(attack, eps))
-        assert attack_back == attack and metric_name(attack, eps_back) == metric_name(attack, eps)
+        attack_back, eps_back = parse_metric_name(robust_metric_name(attack, eps))
+        assert attack_back == attack and robust_metric_name(attack, eps_back) == robust_metric_name(attack, eps)
     for other in ("clean_acc", "val_acc", "xdomain_acc_svhn", "cw_acc_eps0.1", "pgd_acc_eps", "pgd_acc_epsx",
                   "indep_pgd_acc", "pgd_acc_eps0.10"):
         assert parse_metric_name(other) is None

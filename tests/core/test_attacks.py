@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.core import train
+from trainables.core import attacks, train
 from trainables.core.attacks import (
+    attack_step,
     eps_tag,
     eval_mode,
     fgsm,
@@ -229,6 +230,50 @@ def test_eps_tag():
     assert eps_tag(0.1) == "0.1"
     assert eps_tag(8 / 255) == "0.03137"
     assert eps_tag(0.0) == "0"
+
+
+def test_default_steps_and_a_given_step():
+    assert attack_step("fgsm", 0.1) == 0.1
+    assert attack_step("fgsm_rs", 0.1) == pytest.approx(0.125)
+    assert attack_step("pgd", 0.1, 5) == pytest.approx(0.05)
+    assert attack_step("pgd", 0.1, 5, given=0.02) == 0.02 and attack_step("fgsm_rs", 0.1, given=0.02) == 0.02
+
+
+def test_one_step_rule_sets_every_attacks_default_step(trained, monkeypatch):
+    """Changing ``DEFAULT_STEPS`` changes the step of every attack that takes the default: the attacks
+    themselves, the training modes, the robust evaluation and torchattacks' PGD in the independent check."""
+    from trainables.core.adversarial import RobustEval, make_batch_loss
+    from trainables.core.config import TrainConfig
+    from trainables.independent_check import _attacks
+
+    model, x, y = trained
+    x, y = x[:8], y[:8]
+    steps_seen = []
+    run = attacks._run
+
+    def spy(model, x, y, eps, steps, step, *args, **kwargs):
+        steps_seen.append(step)
+        return run(model, x, y, eps, steps, step, *args, **kwargs)
+
+    monkeypatch.setattr(attacks, "_run", spy)
+    monkeypatch.setitem(attacks.DEFAULT_STEPS, "fgsm", 0.5)
+    monkeypatch.setitem(attacks.DEFAULT_STEPS, "fgsm_rs", 0.75)
+    monkeypatch.setitem(attacks.DEFAULT_STEPS, "pgd", 3.0)
+    fgsm(model, x, y, 0.1)
+    fgsm(model, x, y, 0.1, random_start=True)
+    pgd(model, x, y, 0.1, steps=4)
+    pgd_with_kappa(model, x, y, 0.1, steps=4)
+    assert steps_seen == pytest.approx([0.05, 0.075, 0.075, 0.075])
+    for mode, expect in [("fgsm", 0.05), ("fgsm_rs", 0.075), ("pgd", 0.075), ("gairat", 0.075)]:
+        steps_seen.clear()
+        cfg = TrainConfig.from_dict({"dataset": "digits", "adv_mode": mode, "adv_eps": 0.1,
+                                     **({"adv_steps": 4} if mode in ("pgd", "gairat") else {})})
+        make_batch_loss(cfg, model, lambda s, t: torch.nn.functional.cross_entropy(s, t, reduction="none"))(x, y, 0)
+        assert steps_seen == pytest.approx([expect]), mode
+    steps_seen.clear()
+    RobustEval((0.1,), 4, 8, 8, 0).measure(model, type("S", (), {"x": x, "y": y}))
+    assert sorted({round(s, 9) for s in steps_seen}) == [0.05, 0.075]  # FGSM's and PGD's
+    assert _attacks(model, 0.1, 4, False, 10, 0)["pgd_acc"].alpha == pytest.approx(0.075)
 
 
 # ---------------------------------------------------------------- the torchattacks cross-check

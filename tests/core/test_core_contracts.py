@@ -4,6 +4,7 @@ trainer hooks, divergence, and the mutants issue 9 §5 lists (each test names th
 from __future__ import annotations
 
 import math
+import re
 
 import optuna
 import pytest
@@ -399,3 +400,10 @@ def test_the_trainer_leaves_the_global_rng_alone(digits):
     state = torch.get_rng_state()
     train({**TINY, "dropout": 0.3, "epochs": 2}, data=digits)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_field_descriptions_say_what_a_field_does_not_where_its_value_came_from():
+    """Project history (which seed or report printed a value) lives in docs/seeds.md, not in what users read."""
+    history = re.compile(r"homework|seeds? 0\d\d|thesis: ", re.IGNORECASE)
+    told = {name: f.description for name, f in TrainConfig.model_fields.items() if f.description}
+    assert {name: d for name, d in told.items() if history.search(d)} == {}

@@ -11,7 +11,7 @@ from torch import nn
 
 from trainables.core import ACTIVATIONS, LOSSES, MODELS, ConfigError, TrainConfig, build_model
 from trainables.core.models import Network
-from trainables.core.registry import build, registry
+from trainables.core.registry import Registry, build, registry
 
 TINY_MODEL = {"width": 4, "filters": (4, 8)}
 
@@ -263,8 +263,28 @@ def test_registration_happens_in_the_package_init_and_kinds_are_those_registered
              "print(sorted(kinds())); print('shakeshake26_2x96d' in registry('backbone'), 'gaussian' in registry('head'))\n"
              "try:\n    registry('optimiser')\nexcept ValueError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert {"dataset", "backbone", "head", "loss", "term", "optimizer", "scheduler", "freeze"} <= set(eval(out[0]))
+    assert {"dataset", "backbone", "head", "loss", "term", "optimizer", "scheduler", "freeze",
+            "corruption"} <= set(eval(out[0]))
     assert out[1] == "True True"
     assert out[2].startswith("unknown registry kind 'optimiser'; choose one of: ") and "optimizer" in out[2]
     config_src = (Path(__file__).resolve().parents[2] / "trainables/core/config.py").read_text()
     assert "registers" not in config_src.split('"""', 2)[2].split("class ")[0]  # no registration imports there
+
+
+def test_corruptions_are_a_core_registry_read_by_name_validation_and_the_docs():
+    """``CORRUPTIONS`` is the core's ``corruption`` registry: registering a corruption makes its domain names
+    valid (and unregistering invalid); the generalization docs name every registered corruption."""
+    from trainables.core.corruptions import CORRUPTIONS, register_corruption
+    from trainables.core.domains import parse_name
+
+    assert registry("corruption") is CORRUPTIONS and isinstance(CORRUPTIONS, Registry)
+    register_corruption("halve_for_test", ((),), "x / 2")(lambda x, level, g: x / 2)
+    try:
+        assert parse_name("digits:halve_for_test").corruption == "halve_for_test"
+        assert CORRUPTIONS["halve_for_test"].doc == "x / 2" and not CORRUPTIONS["halve_for_test"].has_severity
+    finally:
+        CORRUPTIONS.unregister("halve_for_test")
+    with pytest.raises(ValueError, match="unknown corruption 'halve_for_test'"):
+        parse_name("digits:halve_for_test")
+    docs = (Path(__file__).resolve().parents[2] / "docs/generalization.md").read_text()
+    assert [c for c in CORRUPTIONS if f"`{c}" not in docs] == []

@@ -94,7 +94,7 @@ def test_load_model_needs_no_data_and_leaves_the_global_rng_alone(tiny, tmp_path
     ckpt = tmp_path / "final.pt"
     train(tiny, on_epoch=lambda m, t: t.save_checkpoint(ckpt) if m["epoch"] == tiny["epochs"] else None)
     train_mod = sys.modules["trainables.core.train"]
-    monkeypatch.setattr(train_mod, "load_data", lambda *a, **k: pytest.fail("load_model loaded the dataset"))
+    monkeypatch.setattr(train_mod, "load", lambda *a, **k: pytest.fail("load_model loaded the dataset"))
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)

@@ -86,6 +86,34 @@ def test_corruption_domain_as_the_training_dataset():
     assert result.final["val_acc"] > 0.3 and "xdomain_acc_digits" in result.final
 
 
+def test_targets_load_with_the_runs_class_subset_and_split_seed():
+    """A cross-domain target, the fine-tuning target and its k-shot pool all load like the run's data
+    (one ``DataSpec``): the same classes, relabelled alike, and domains drawn with the run's split seed."""
+    from trainables.core.crossdomain import CrossDomainEval
+    from trainables.core.data import DataSpec, load_data
+
+    cfg = {**TINY, "epochs": 2, "classes": [3, 1, 7], "split_seed": 4, "max_train_samples": 60,
+           "eval_datasets": ["digits:invert"], "finetune_dataset": "digits:rotate@4", "finetune_per_class": 2,
+           "finetune_epochs": 1}
+    trainer = make_trainer(cfg)
+    spec = DataSpec.of(trainer.plan)
+    assert spec.target("digits:invert", 1, 8) == DataSpec("digits:invert", split_seed=4, channels=1, size=8,
+                                                          classes=(3, 1, 7))  # every sample of the target
+    like = {"classes": [3, 1, 7], "split_seed": 4}
+    xdomain = next(e for e in trainer.evaluators if isinstance(e, CrossDomainEval))
+    invert = load_data("digits:invert", **like).test
+    assert torch.equal(xdomain.splits[0].x, invert.x) and torch.equal(xdomain.splits[0].y, invert.y)
+    assert sorted(set(invert.y.tolist())) == [0, 1, 2] and len(invert) < len(load_data("digits:invert").test) / 2
+    rotated = load_data("digits:rotate@4", **like)
+    assert torch.equal(trainer._target_split().x, rotated.test.x)
+    assert not torch.equal(rotated.test.x, load_data("digits:rotate@4", classes=[3, 1, 7]).test.x)  # seed acts
+    trainer.enter_finetune()
+    assert trainer.data.train.y.bincount().tolist() == [2, 2, 2]
+    pool = rotated.train.x.flatten(1)
+    for x in trainer.data.train.x.flatten(1):  # each k-shot sample is one of the target's training samples
+        assert (pool == x).all(1).any()
+
+
 # ---------------------------------------------------------------- SVHN <-> MNIST on files in their real formats
 def test_svhn_mat_and_mnist_idx_feed_a_cross_domain_trial(tmp_path):
     write_svhn(tmp_path)

@@ -12,8 +12,8 @@ import torch
 from analysis import diagnostics as dg
 from trainables.core.circle import CircleLoss, circle_loss
 from trainables.core.corruptions import CORRUPTIONS, DEFAULT_SEVERITY
-from trainables.core.data import load_data, load_domain
-from trainables.core.domains import corrupt, metric_name, parse_name
+from trainables.core.data import load_data
+from trainables.core.domains import corrupt, parse_name, xdomain_metric_name
 
 MLFLOW_METRIC = re.compile(r"^[A-Za-z0-9_\-. /]+$")
 
@@ -37,10 +37,10 @@ def test_names_parse_canonicalize_and_are_metric_safe():
     assert d.canonical == f"fashion_mnist:rotate@{DEFAULT_SEVERITY}"
     assert parse_name("digits:blur@5").canonical == "digits:blur@5"
     assert parse_name("mnist:invert").canonical == "mnist:invert"
-    assert metric_name("fashion_mnist:rotate@3") == "xdomain_acc_fashion_mnist_rotate_3"
-    assert metric_name("svhn") == "xdomain_acc_svhn"
+    assert xdomain_metric_name("fashion_mnist:rotate@3") == "xdomain_acc_fashion_mnist_rotate_3"
+    assert xdomain_metric_name("svhn") == "xdomain_acc_svhn"
     for c in CORRUPTIONS:
-        assert MLFLOW_METRIC.match(metric_name(f"digits:{c}"))
+        assert MLFLOW_METRIC.match(xdomain_metric_name(f"digits:{c}"))
 
 
 @pytest.mark.parametrize("bad, says", [
@@ -348,15 +348,15 @@ def test_color_jitter_is_per_sample_seeded_and_rgb_only():
         color_jitter(torch.rand(2, 1, 4, 4), 0.2)
 
 
-def test_load_domain_corrupts_every_split_keeps_labels_and_converts():
+def test_load_data_of_a_domain_corrupts_every_split_keeps_labels_and_converts():
     base = load_data("digits", size=16, channels=3)
-    dom = load_domain("digits:translate", size=16, channels=3)
-    again = load_domain("digits:translate@3", size=16, channels=3)
+    dom = load_data("digits:translate", size=16, channels=3)
+    again = load_data("digits:translate@3", size=16, channels=3)
     assert dom.info.name == "digits:translate@3" and "generated here" in dom.source
     for split in ("train", "val", "test"):
         a, b, c = getattr(base, split), getattr(dom, split), getattr(again, split)
         assert b.x.shape == a.x.shape == (len(a), 3, 16, 16)
         assert torch.equal(a.y, b.y) and torch.equal(b.x, c.x)
         assert (a.x - b.x).abs().mean() > 0.05
-    other_seed = load_domain("digits:translate@3", size=16, channels=3, split_seed=1)
+    other_seed = load_data("digits:translate@3", size=16, channels=3, split_seed=1)
     assert not torch.equal(other_seed.test.x, dom.test.x)  # split_seed seeds the domain's draws

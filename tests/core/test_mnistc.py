@@ -17,8 +17,8 @@ from conftest import TINY
 
 from trainables.core import mnistc, train
 from trainables.core.corruptions import CORRUPTIONS, apply
-from trainables.core.crossdomain import _target, accuracy
-from trainables.core.data import convert, load_data, load_domain
+from trainables.core.crossdomain import accuracy, target_test
+from trainables.core.data import DataSpec, convert, load_data
 from trainables.core.domains import corrupt, parse_name
 
 REFERENCE = np.load(Path(__file__).resolve().parents[1] / "mnistc_reference.npz")
@@ -185,7 +185,7 @@ def test_colour_images_get_one_field_on_every_channel(digits28):
 def test_defined_on_28_pixels_only_and_a_domain_resizes_its_base_first():
     with pytest.raises(ValueError, match="28 x 28"):
         apply(torch.rand(2, 1, 8, 8), "mnistc_stripe", None, torch.Generator())
-    dom = load_domain("digits:mnistc_stripe", size=16)  # digits are 8 x 8: corrupted at 28, then 16
+    dom = load_data("digits:mnistc_stripe", size=16)  # digits are 8 x 8: corrupted at 28, then 16
     base = load_data("digits", size=28)
     assert dom.test.x.shape[-2:] == (16, 16) and dom.info.name == "digits:mnistc_stripe"
     expect = load_data("digits", size=16).test.x
@@ -194,9 +194,9 @@ def test_defined_on_28_pixels_only_and_a_domain_resizes_its_base_first():
 
 
 def test_a_cross_domain_target_is_the_domains_test_split_made_alone():
-    """The evaluator corrupts only the test split, with the draws load_domain gives that split."""
-    target = _target("digits:mnistc_glass_blur", 3, 16, "cpu", 0, None, False)
-    whole = load_domain("digits:mnistc_glass_blur", channels=3, size=16).test
+    """The evaluator corrupts only the test split, with the draws load_data gives that split."""
+    target = target_test(DataSpec("digits:mnistc_glass_blur", channels=3, size=16), "cpu")
+    whole = load_data("digits:mnistc_glass_blur", channels=3, size=16).test
     assert torch.equal(target.x, whole.x) and torch.equal(target.y, whole.y)
     assert not torch.equal(target.x, load_data("digits", channels=3, size=16).test.x)
 
@@ -205,7 +205,7 @@ def test_an_mnistc_domain_is_a_cross_domain_target_in_training():
     result = train({**TINY, "epochs": 1, "eval_datasets": ["digits:mnistc_canny_edges", "digits:mnistc_translate"]})
     assert [k for k in result.final if k.startswith("xdomain_acc_")] == [
         "xdomain_acc_digits_mnistc_canny_edges", "xdomain_acc_digits_mnistc_translate"]
-    edges = load_domain("digits:mnistc_canny_edges", size=8).test  # made at 28, seen at the source's 8 x 8
+    edges = load_data("digits:mnistc_canny_edges", size=8).test  # made at 28, seen at the source's 8 x 8
     assert result.final["xdomain_acc_digits_mnistc_canny_edges"] == pytest.approx(accuracy(result.model, edges))
 
 
@@ -218,6 +218,6 @@ def test_a_model_trained_on_an_mnistc_domain_reloads_at_28_pixels(tmp_path):
     ckpt = tmp_path / "final.pt"
     result = train({**TINY, "dataset": "digits:mnistc_stripe", "epochs": 1}, on_epoch=lambda m, t: t.save_checkpoint(ckpt))
     model, _ = load_model(ckpt)
-    x = load_domain("digits:mnistc_stripe").test.x[:16]
+    x = load_data("digits:mnistc_stripe").test.x[:16]
     assert x.shape[-1] == 28
     assert torch.equal(model(x).argmax(1), result.model.eval()(x).argmax(1))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from trainables.core import ConfigError, TrainConfig
 from trainables.core.adversarial import FGSM_LOSSES, RobustEval, make_batch_loss
-from trainables.core.data import THESIS_AFFINE, dataset_info, random_affine
+from trainables.core.data import THESIS_AFFINE, DataSpec, dataset_info, random_affine
 from trainables.core.registry import build
 from trainables.core.regnet import GaussianHead, covariance_loss, kurtosis, kurtosis_term
 from trainables.core.train import Trainer, network_for
@@ -238,8 +238,9 @@ def test_targets_normalized_with_their_own_statistics(tiny):
     assert torch.allclose(seen[-1], (x - model.mean) / model.std, atol=1e-6)  # the source's (default)
     mean, std = own_stats("svhn", 3, "cpu")
     assert mean.flatten().tolist() == pytest.approx([0.4377, 0.4438, 0.4728])
-    own = CrossDomainEval("digits", ["digits:invert"], channels=1, size=8, normalize="own")
-    assert own.stats[0] is not None and CrossDomainEval("digits", ["digits:invert"], channels=1, size=8).stats == [None]
+    own = CrossDomainEval(DataSpec("digits"), ["digits:invert"], channels=1, size=8, normalize="own")
+    plain = CrossDomainEval(DataSpec("digits"), ["digits:invert"], channels=1, size=8)
+    assert own.stats[0] is not None and plain.stats == [None]
     with pytest.raises(ConfigError, match="xdomain_normalize"):
         TrainConfig.from_dict({**tiny, "xdomain_normalize": "own"})  # no eval_datasets: it would do nothing
 

@@ -11,7 +11,7 @@ from . import adversarial, crossdomain, data, landscape, losses, models, optim, 
 # isort: on
 
 from .config import SWITCHES, ConfigError, TrainConfig, acting_fields
-from .data import DATASETS, DatasetNotFound, load_data
+from .data import DATASETS, DatasetNotFound, DataSpec, load_data
 from .finetune import TransferTrainer
 from .losses import LOSSES, TERMS, Term
 from .models import ACTIVATIONS, BACKBONES, HEADS, MODELS, Head, Network, StepOutput
@@ -20,7 +20,8 @@ from .run import make_trainer, train
 from .train import CheckpointError, Trainer, TrainResult, build_model, evaluate, evaluate_split, load_model
 
 __all__ = ["train", "Trainer", "TrainResult", "TrainConfig", "ConfigError", "evaluate", "evaluate_split", "load_model",
-           "load_data", "DatasetNotFound", "CheckpointError", "DATASETS", "MODELS", "BACKBONES", "HEADS", "LOSSES", "TERMS",
+           "load_data", "DataSpec",
+           "DatasetNotFound", "CheckpointError", "DATASETS", "MODELS", "BACKBONES", "HEADS", "LOSSES", "TERMS",
            "Term",
            "ACTIVATIONS", "build_model", "Network", "Head", "StepOutput", "register", "registry", "REGISTRIES",
            "SWITCHES", "acting_fields", "make_trainer", "TransferTrainer"]

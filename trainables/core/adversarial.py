@@ -30,6 +30,7 @@ import torch
 
 from .attacks import (
     LatentOutput,
+    attack_step,
     eps_tag,
     eval_mode,
     fgsm,
@@ -68,17 +69,6 @@ def gairat_weights(kappa: torch.Tensor, steps: int, lam: float, normalize: bool 
     return omega
 
 
-def default_step_size(mode: str, eps: float, steps: int, step_size: float | None) -> float:
-    """The configured step, or the mode's default (1.25 eps for FGSM-RS, 2.5 eps / steps for PGD)."""
-    if step_size is not None:
-        return step_size
-    return 1.25 * eps if mode == "fgsm_rs" else 2.5 * eps / steps
-
-
-def adv_step_size(cfg) -> float:
-    return default_step_size(cfg.adv_mode, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size)
-
-
 def _clean(model, loss_fn) -> StepFn:
     def clean(x, y, epoch):
         out = outputs(model, x)
@@ -109,7 +99,7 @@ def no_adversary(model, loss_fn, generator=None) -> StepFn:
 
 
 def _sometimes(adv_step: StepFn, clean_step: StepFn, prob: float, generator=None) -> StepFn:
-    """The homework's mixing: each batch is adversarial with probability ``prob``, else clean."""
+    """Mixed training: each batch is adversarial with probability ``prob``, else clean (``prob`` 1: always)."""
     if prob >= 1:
         return adv_step
 
@@ -125,10 +115,10 @@ def fgsm_plain(model, loss_fn, generator=None, *, adv_eps: float, adv_beta: floa
     """Goodfellow et al.'s FGSM training: no random start, one signed step of eps."""
     if adv_beta == 0:
         return _clean(model, loss_fn)
-    combine = _combine(model, loss_fn, adv_beta)
+    combine, step = _combine(model, loss_fn, adv_beta), attack_step("fgsm", adv_eps)
 
     def fgsm_step(x, y, epoch):
-        return combine(x, fgsm(model, x, y, adv_eps, random_start=False, step_size=adv_eps), y)
+        return combine(x, fgsm(model, x, y, adv_eps, random_start=False, step_size=step), y)
 
     return _sometimes(fgsm_step, _clean(model, loss_fn), adv_prob, generator)
 
@@ -138,7 +128,7 @@ def fgsm_rs(model, loss_fn, generator=None, *, adv_eps: float, adv_step_size: fl
             adv_beta: float, adv_prob: float) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
-    combine, step = _combine(model, loss_fn, adv_beta), default_step_size("fgsm_rs", adv_eps, 1, adv_step_size)
+    combine, step = _combine(model, loss_fn, adv_beta), attack_step("fgsm_rs", adv_eps, 1, adv_step_size)
 
     def fgsm_rs_step(x, y, epoch):
         return combine(x, fgsm(model, x, y, adv_eps, random_start=True, step_size=step, generator=generator), y)
@@ -157,7 +147,7 @@ def pgd_at(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, ad
            adv_beta: float, adv_prob: float, pgd_start: str) -> StepFn:
     if adv_beta == 0:
         return _clean(model, loss_fn)
-    combine, step = _combine(model, loss_fn, adv_beta), default_step_size("pgd", adv_eps, adv_steps, adv_step_size)
+    combine, step = _combine(model, loss_fn, adv_beta), attack_step("pgd", adv_eps, adv_steps, adv_step_size)
     random_start = PGD_STARTS[pgd_start]
 
     def pgd_step(x, y, epoch):
@@ -174,7 +164,7 @@ def gairat(model, loss_fn, generator=None, *, adv_eps: float, adv_steps: int, ad
     if adv_beta == 0:
         return _clean(model, loss_fn)
     combine = _combine(model, loss_fn, adv_beta)
-    step = default_step_size("gairat", adv_eps, adv_steps, adv_step_size)
+    step = attack_step("pgd", adv_eps, adv_steps, adv_step_size)
     random_start = PGD_STARTS[pgd_start]
 
     def gairat_step(x, y, epoch):
@@ -201,13 +191,13 @@ ATTACK_METRICS = ("fgsm", "fgsm_plain", "pgd", "noise")  # what ``RobustEval`` r
 _EPS_SEP = "_acc_eps"
 
 
-def metric_name(attack: str, eps: float) -> str:
+def robust_metric_name(attack: str, eps: float) -> str:
     """``pgd_acc_eps0.1`` (MLflow metric names allow no ``@``); ``parse_metric_name`` reads it back."""
     return f"{attack}{_EPS_SEP}{eps_tag(eps)}"
 
 
 def parse_metric_name(name: str) -> tuple[str, float] | None:
-    """``(attack, eps)`` of a name ``metric_name`` writes (``("pgd", 0.1)``), None for any other name."""
+    """``(attack, eps)`` of a name ``robust_metric_name`` writes (``("pgd", 0.1)``), None for any other name."""
     attack, sep, tag = str(name).partition(_EPS_SEP)
     if not sep or attack not in ATTACK_METRICS:
         return None
@@ -215,7 +205,7 @@ def parse_metric_name(name: str) -> tuple[str, float] | None:
         eps = float(tag)
     except ValueError:
         return None
-    return (attack, eps) if metric_name(attack, eps) == name else None
+    return (attack, eps) if robust_metric_name(attack, eps) == name else None
 
 
 def robust_metrics(model: torch.nn.Module, split, cfg: Any) -> dict[str, float]:
@@ -252,13 +242,13 @@ class RobustEval:
     eval_samples: int
     batch_size: int
     seed: int
-    pgd_step_size: float | None = None  # None: 2.5 eps / steps
+    pgd_step_size: float | None = None  # None: PGD's default (``attack_step``)
     fgsm_loss: str = DEFAULT_FGSM_LOSS  # a key of FGSM_LOSSES
 
     @staticmethod
     def metric_names(eval_eps) -> tuple[str, ...]:
         """What ``measure`` reports for these eps values (the family's metrics ask this)."""
-        return (CLEAN_METRIC,) + tuple(metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
+        return (CLEAN_METRIC,) + tuple(robust_metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
 
     def __call__(self, trainer) -> dict[str, float]:
         return self.measure(trainer.eval_model(), trainer.data.val)
@@ -293,10 +283,10 @@ class RobustEval:
         for eps in self.eval_eps:
             for name, make in attacks.items():
                 kept = robust_correct(model, (x, y), make(eps), bs) if eps > 0 and len(y) else len(y)
-                out[metric_name(name, eps)] = kept / n
+                out[robust_metric_name(name, eps)] = kept / n
                 if name == "fgsm":  # plain: every sample, as the RegNet thesis reports (a wrong one may turn right)
                     right = _turned_right(model, *wrong, partial(fgsm_attack, eps=eps), bs) if eps > 0 else 0
-                    out[metric_name("fgsm_plain", eps)] = (kept + right) / n
+                    out[robust_metric_name("fgsm_plain", eps)] = (kept + right) / n
         return out
 
 
@@ -326,6 +316,6 @@ def robust_eval_off(batch_size: int, seed: int) -> None:
     return None
 
 
-__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "default_step_size", "robust_metrics",
-           "metric_name", "parse_metric_name", "ATTACK_METRICS", "CLEAN_METRIC", "gairat_weights", "adv_step_size",
+__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "robust_metrics",
+           "robust_metric_name", "parse_metric_name", "ATTACK_METRICS", "CLEAN_METRIC", "gairat_weights",
            "BatchLoss", "FGSM_LOSSES", "DEFAULT_FGSM_LOSS", "PGD_STARTS"]

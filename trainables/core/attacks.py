@@ -32,6 +32,22 @@ Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+# The default step of each attack, in units of eps (PGD's is spread over its steps): plain FGSM steps to the
+# ball's boundary; FGSM-RS 1.25 eps, the step Wong et al. found to avoid catastrophic overfitting while still
+# reaching the boundary from a random start; PGD 2.5 eps / steps (Madry et al.), enough to cross the ball and
+# come back.
+DEFAULT_STEPS = {"fgsm": 1.0, "fgsm_rs": 1.25, "pgd": 2.5}
+
+
+def attack_step(attack: str, eps: float, steps: int = 1, given: float | None = None) -> float:
+    """``given``, or the default step of ``attack`` (a key of ``DEFAULT_STEPS``) at ``eps`` and ``steps``."""
+    if given is not None:
+        return given
+    if attack == "pgd":
+        return DEFAULT_STEPS["pgd"] * eps / max(steps, 1)
+    return DEFAULT_STEPS[attack] * eps
+
+
 def eps_tag(eps: float) -> str:
     """The eps part of a robust metric name (``pgd_acc_eps0.1``): short and stable across runs."""
     return f"{eps:.4g}"
@@ -149,13 +165,12 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, rand
          loss_fn: LossFn | None = None) -> torch.Tensor:
     """One signed-gradient step (Goodfellow et al.); with ``random_start``, Wong et al.'s FGSM-RS.
 
-    The step defaults to eps, or to 1.25 eps with a random start (the step Wong et al. found
-    to avoid catastrophic overfitting while still reaching the ball's boundary). ``loss_fn(outputs, y)``
+    The step defaults to eps, or to 1.25 eps with a random start (``attack_step``). ``loss_fn(outputs, y)``
     (per-sample or a batch scalar) replaces the cross-entropy of ``model``'s outputs.
     """
     if eps <= 0:
         return x.detach().clone()
-    step = step_size if step_size is not None else (1.25 * eps if random_start else eps)
+    step = attack_step("fgsm_rs" if random_start else "fgsm", eps, 1, step_size)
     with _grad_enabled(), eval_mode(model):
         return _run(model, x, y, eps, 1, step, random_start, loss_fn, False, generator)[0]
 
@@ -164,7 +179,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
         step_size: float | None = None, random_start: bool = True, restarts: int = 1, targeted: bool = False,
         target: torch.Tensor | None = None, loss_fn: LossFn | None = None,
         generator: torch.Generator | None = None) -> torch.Tensor:
-    """Projected gradient descent (Madry et al.); step defaults to 2.5 eps / steps.
+    """Projected gradient descent (Madry et al.); the step defaults to 2.5 eps / steps (``attack_step``).
 
     Targeted: moves towards ``target`` (required) by descending its loss. With several
     restarts, each sample keeps the restart that succeeds (misclassified, or hits the target);
@@ -177,7 +192,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
     labels = target if targeted else y
     if eps <= 0:
         return x.detach().clone()
-    step = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
+    step = attack_step("pgd", eps, steps, step_size)
     with _grad_enabled(), eval_mode(model):
         best = None
         for _ in range(restarts):
@@ -205,7 +220,7 @@ def pgd_with_kappa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
     Kappa is free: the loop computes the logits of each iterate anyway.
     """
-    step = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
+    step = attack_step("pgd", eps, steps, step_size)
     with _grad_enabled(), eval_mode(model):
         return _run(model, x, y, eps, steps, step, random_start, None, False, generator, count_correct=True)
 

@@ -1,8 +1,9 @@
 """Circle loss (Sun et al., CVPR 2020) on L2-normalized features: a batch-level metric-learning term.
 
 Cross-entropy only asks the head to separate classes; Circle loss shapes the penultimate
-geometry itself (compact classes, angular margins), which is the homework's hypothesis for
-clean/adversarial robustness. Pair-wise over the batch, with cosine similarities s:
+geometry itself (compact classes, angular margins), which may help clean and adversarial
+robustness (the generalization family tests it with ``circle_weight``). Pair-wise over the
+batch, with cosine similarities s:
 
     L = softplus( LSE_n[ gamma * a_n * (s_n - D_n) ] + LSE_p[ -gamma * a_p * (s_p - D_p) ] )
     a_p = [1 + m - s_p]_+,  a_n = [s_n + m]_+  (detached),  D_p = 1 - m,  D_n = m

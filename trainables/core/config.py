@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .adversarial import FGSM_LOSSES, PGD_STARTS
+from .attacks import DEFAULT_STEPS
 from .crossdomain import XDOMAIN_NORMALIZATIONS
 from .data import class_subset_map, dataset_info
 from .domains import parse_name
@@ -156,7 +157,7 @@ class TrainConfig(BaseModel):
     # cross-domain evaluation: datasets or corruption domains (fashion_mnist:rotate@3), each reported every epoch
     eval_datasets: tuple[str, ...] = ()
     xdomain_normalize: str = Field("source", description="targets normalized with the model's (source) statistics, "
-                                   "or with their own dataset's (own: seeds 000/001)")
+                                   "or with their own dataset's (own)")
     color_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="RGB only: brightness, contrast, saturation x U[1-s, 1+s]")
 
     # model = backbone + head
@@ -164,7 +165,7 @@ class TrainConfig(BaseModel):
     head: str = "linear"
     filters: tuple[int, ...] = (32, 64, 128)
     activation: str = "relu"
-    leaky_slope: float = Field(0.1, ge=0.0, description="seed 003's LeakyReLU(0.1)")
+    leaky_slope: float = Field(0.1, ge=0.0, description="leaky_relu's slope for negative inputs")
     batchnorm: bool = True
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     width: int = Field(64, gt=0, description="base width of ResNet / VGG")
@@ -172,7 +173,7 @@ class TrainConfig(BaseModel):
     mu_t: float = Field(70.0, gt=0.0, description="target mean: class c maps to mu_t * e_c")
     sigma_t: float = Field(1.0, gt=0.0, description="target std (covariance sigma_t^2 I)")
     regnet_loss: str = Field("covariance", description="covariance (KL with full Sigma_O) or simplified (diagonal)")
-    kurtosis_factor: float = Field(0.2, ge=0.0, description="F_k, weight of the kurtosis term (thesis: 0.2)")
+    kurtosis_factor: float = Field(0.2, ge=0.0, description="F_k, weight of the kurtosis term")
     kurtosis_penalty: str = Field("linear", description="penalty(K - 3): linear (as printed; minimum at K = 1), "
                                   "abs or square (minimum at K = 3)")
     kurtosis_estimator: str = Field("population", description="per-batch K: population (the thesis's eq. 2.5, "
@@ -184,8 +185,8 @@ class TrainConfig(BaseModel):
     # loss: a per-sample term + batch-level terms
     loss: str = "cross_entropy"
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    label_smoothing_to: str = Field("all", description="where eps goes: all (eps/K to every class, seed 003) or "
-                                    "others (eps/(K-1) to the other classes, seeds 000/001 eq. 3)")
+    label_smoothing_to: str = Field("all", description="where eps goes: all (eps/K to every class) or "
+                                    "others (eps/(K-1) to the other classes)")
     focal_alpha: float = Field(1.0, gt=0.0)
     focal_gamma: float = Field(2.0, ge=0.0)
     l1: float = Field(0.0, ge=0.0, description="weight of the L1 batch term")
@@ -201,17 +202,17 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(5e-4, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0)
     scheduler: str = "cosine"
-    step_size: int = Field(20, gt=0, description="StepLR period in epochs (seed 003: 20)")
+    step_size: int = Field(20, gt=0, description="StepLR period in epochs")
     milestones: tuple[int, ...] = Field((1000, 5000, 10000, 20000), description="multistep: iterations (batches) "
                                         "at which the lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0.0, le=1.0)
-    min_lr: float = Field(1e-5, ge=0.0, description="cosine's final lr (seed 003: 1e-5)")
+    min_lr: float = Field(1e-5, ge=0.0, description="cosine's final lr")
     milestone_fractions: tuple[float, ...] = Field((0.5, 0.75), description="multistep_fraction: lr x gamma at these "
-                                                   "fractions of the run (the homework: 0.5, 0.75)")
+                                                   "fractions of the run (0.5: halfway)")
     plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)
     plateau_patience: int = Field(5, ge=0)
-    plateau_threshold: float = Field(1e-3, ge=0.0, description="relative improvement that counts (seed 003: 0.001)")
-    plateau_cooldown: int = Field(2, ge=0, description="epochs to wait after a reduction (seed 003: 2)")
+    plateau_threshold: float = Field(1e-3, ge=0.0, description="relative improvement that counts")
+    plateau_cooldown: int = Field(2, ge=0, description="epochs to wait after a reduction")
     warmup_epochs: int = Field(0, ge=0)
     swa: bool = False
     swa_start: int | None = Field(None, ge=0, description="epoch from which weights are averaged (default: last 25%)")
@@ -221,8 +222,9 @@ class TrainConfig(BaseModel):
     adv_mode: str = "none"
     adv_eps: Annotated[float, Pixels] = Field(0.0, ge=0.0, le=1.0, description="a float or a fraction: 8/255")
     adv_steps: int = Field(10, gt=0)
-    adv_step_size: Annotated[float | None, Pixels] = Field(None, gt=0.0, description="default: 1.25 eps (FGSM-RS), "
-                                                           "2.5 eps/steps (PGD); a float or a fraction: 2/255")
+    adv_step_size: Annotated[float | None, Pixels] = Field(
+        None, gt=0.0, description=f"default: {DEFAULT_STEPS['fgsm_rs']:g} eps (FGSM-RS), {DEFAULT_STEPS['pgd']:g} "
+        "eps/steps (PGD); a float or a fraction: 2/255")
     pgd_start: str = Field("random", description="PGD-AT / GA-PGD start: random (Madry; official GAIRAT code) or "
                            "input (x, as the GAIRAT paper's Algorithm 1 prints it)")
     adv_beta: float = Field(1.0, ge=0.0, le=1.0, description="weight of the adversarial loss vs the clean loss")
@@ -236,7 +238,7 @@ class TrainConfig(BaseModel):
     eval_samples: int = Field(1000, gt=0, description="validation samples used for the robust evaluation")
     eval_pgd_step_size: Annotated[float | None, Pixels] = Field(
         None, gt=0.0, description="evaluation PGD step, absolute (2/255): a PGD-steps sweep then changes only the "
-        "steps (default 2.5 eps / steps)")
+        f"steps (default {DEFAULT_STEPS['pgd']:g} eps / steps)")
     fgsm_loss: str = Field("ce", description="what the evaluation FGSM differentiates: ce (of the scores), margin "
                            "(max_{j!=y} s_j - s_y) or training (the head's training loss; the regnet family's default)")
 

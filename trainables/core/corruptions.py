@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import mnistc
+from .registry import declare, register
 
 DEFAULT_SEVERITY = 3
 SEVERITIES = range(1, 6)
@@ -40,14 +41,17 @@ class Corruption:
         return len(self.levels) > 1
 
 
-CORRUPTIONS: dict[str, Corruption] = {}
+CORRUPTIONS = declare("corruption")  # name -> Corruption: the one list of corruption names
 
 
 def register_corruption(name: str, levels: tuple, doc: str, size: int | None = None):
+    """``@register_corruption(name, levels, doc)`` on a ``CorruptFn``: registers its ``Corruption`` under
+    ``name`` in the ``corruption`` registry (the function itself stays a plain tensor function)."""
+
     def wrap(fn: CorruptFn) -> CorruptFn:
         if len(levels) not in (1, len(SEVERITIES)):
             raise ValueError(f"corruption {name!r}: give 1 level or {len(SEVERITIES)}, not {len(levels)}")
-        CORRUPTIONS[name] = Corruption(name, fn, tuple(levels), doc, size)
+        register("corruption", name, Corruption(name, fn, tuple(levels), doc, size))
         return fn
 
     return wrap

@@ -14,12 +14,13 @@ Labels must mean the same thing: the targets' label spaces must equal the source
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from functools import lru_cache
 
 import torch
 
-from .data import DATASETS, Split, dataset_info, domain_split, load_data, norm_stats
-from .domains import metric_name, parse_name
+from .data import DATASETS, DataSpec, Split, dataset_info, domain_split, load, norm_stats
+from .domains import parse_name, xdomain_metric_name
 from .registry import register
 
 
@@ -45,15 +46,14 @@ def check_targets(source: str, targets) -> list[str]:
 
 
 @lru_cache(maxsize=32)  # the 15 MNIST-C targets of a study fit: a rebuilt evaluator finds them all
-def _target(name: str, channels: int, size: int, device: str, split_seed: int, data_dir, download: bool,
-            classes=None, class_groups=None) -> Split:
-    """A target's test split, loaded once per process (a fine-tuning phase rebuilds the evaluators); the
-    source's class subset (``classes`` / ``class_groups``) applies to it too, so labels keep one meaning.
-    A corruption domain corrupts only this split (the same images as ``load_domain(name).test``)."""
-    domain = parse_name(name)
-    base = load_data(domain.dataset, split_seed=split_seed, data_dir=data_dir, download=download, classes=classes,
-                     class_groups=class_groups)
-    return domain_split(base.test, domain, "test", seed=split_seed, channels=channels, size=size, device=device)
+def target_test(spec: DataSpec, device: str) -> Split:
+    """A target's test split (``spec``: a ``DataSpec.target`` of the source's), loaded once per process (a
+    fine-tuning phase rebuilds the evaluators). A corruption domain corrupts only this split (the same images
+    as ``load(spec).test``)."""
+    domain = parse_name(spec.dataset)
+    base = load(replace(spec, dataset=domain.dataset, channels=None, size=None))
+    return domain_split(base.test, domain, "test", seed=spec.split_seed, channels=spec.channels, size=spec.size,
+                        device=device)
 
 
 @torch.inference_mode()
@@ -87,16 +87,16 @@ def own_stats(name: str, channels: int, device) -> tuple[torch.Tensor, torch.Ten
 class CrossDomainEval:
     """A per-epoch evaluator: ``xdomain_acc_<target>`` of the reported model on every target's test split."""
 
-    def __init__(self, source: str, targets, *, channels: int, size: int, device="cpu", split_seed: int = 0,
-                 data_dir=None, download: bool = False, batch_size: int = 1024, classes=None, class_groups=None,
+    def __init__(self, source: DataSpec, targets, *, channels: int, size: int, device="cpu", batch_size: int = 1024,
                  normalize: str = "source"):
+        """``source``: the run's data spec; each target loads like it (``DataSpec.target``) at ``channels`` /
+        ``size``, the source's as the model sees them."""
         if normalize not in XDOMAIN_NORMALIZATIONS:
             raise ValueError(f"unknown xdomain_normalize '{normalize}'; choose one of: {', '.join(XDOMAIN_NORMALIZATIONS)}")
-        self.names = check_targets(source, targets)
-        self.metrics = [metric_name(t) for t in self.names]
+        self.names = check_targets(source.dataset, targets)
+        self.metrics = [xdomain_metric_name(t) for t in self.names]
         self.batch_size = batch_size
-        self.splits = [_target(t, channels, size, str(device), split_seed, data_dir, download, classes, class_groups)
-                       for t in self.names]
+        self.splits = [target_test(source.target(t, channels, size), str(device)) for t in self.names]
         self.stats = [own_stats(t, channels, device) if normalize == "own" else None for t in self.names]
 
     def measure(self, model: torch.nn.Module, autocast=None) -> dict[str, float]:
@@ -109,18 +109,17 @@ class CrossDomainEval:
 
 # ---------------------------------------------------------------- the xdomain_eval switch (eval_datasets set or not)
 @register("xdomain_eval", "on")
-def xdomain_eval_on(source: str, shape, device, loading: dict, batch_size: int, *,
+def xdomain_eval_on(source: DataSpec, shape, device, batch_size: int, *,
                     eval_datasets: tuple[str, ...], xdomain_normalize: str) -> CrossDomainEval:
-    """``loading``: the source's ``split_seed``, ``data_dir``, ``download`` and class subset (targets load like it)."""
     channels, size, _ = shape
     return CrossDomainEval(source, eval_datasets, channels=channels, size=size, device=device, batch_size=batch_size,
-                           normalize=xdomain_normalize, **loading)
+                           normalize=xdomain_normalize)
 
 
 @register("xdomain_eval", "off")
-def xdomain_eval_off(source: str, shape, device, loading: dict, batch_size: int) -> None:
+def xdomain_eval_off(source: DataSpec, shape, device, batch_size: int) -> None:
     return None
 
 
 def xdomain_metric_names(eval_datasets) -> tuple[str, ...]:
-    return tuple(metric_name(t) for t in eval_datasets)
+    return tuple(xdomain_metric_name(t) for t in eval_datasets)

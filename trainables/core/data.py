@@ -387,54 +387,84 @@ def norm_stats(info: DatasetInfo, channels: int) -> tuple[tuple[float, ...], tup
     return mean, std
 
 
-def load_data(
-    name: str,
-    *,
-    data_dir: str | Path | None = None,
-    download: bool = False,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    channels: int | None = None,
-    size: int | None = None,
-    max_train_samples: int | None = None,
-    device: torch.device | str = "cpu",
-    classes: Sequence[int] | None = None,
-    class_groups: Sequence[Sequence[int]] | None = None,
-) -> DataBundle:
+@dataclass(frozen=True)
+class DataSpec:
+    """Which samples a run sees: the dataset, where its files are, the held-out split, the conversion and the
+    class subset. Built once from a config (``DataSpec.of(cfg)``) and passed whole, so every load of a run (its
+    data, a cross-domain target, the fine-tuning target) uses the same store, split seed and class subset.
+
+    ``classes`` keeps a subset of the classes, relabelled 0..k-1 in the given order; ``class_groups`` labels
+    each sample with the index of the group holding its class (either, not both). ``max_train_samples`` counts
+    the kept samples. ``channels`` / ``size``: None keeps the dataset's own.
+    """
+
+    dataset: str
+    data_dir: str | Path | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    channels: int | None = None
+    size: int | None = None
+    max_train_samples: int | None = None
+    classes: tuple[int, ...] | None = None
+    class_groups: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self):  # tuples: a spec is hashable (a cache key) whatever sequences it was given
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        if self.class_groups is not None:
+            object.__setattr__(self, "class_groups", tuple(tuple(g) for g in self.class_groups))
+
+    @classmethod
+    def of(cls, cfg) -> DataSpec:
+        """The spec of a ``TrainConfig`` (or anything with its data fields)."""
+        return cls(dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, val_fraction=cfg.val_fraction,
+                   split_seed=cfg.split_seed, channels=cfg.channels, size=cfg.image_size,
+                   max_train_samples=cfg.max_train_samples, classes=cfg.classes, class_groups=cfg.class_groups)
+
+    def target(self, name: str, channels: int | None, size: int | None) -> DataSpec:
+        """Another dataset loaded like this one (store, split seed, validation share, class subset) at the
+        source's ``channels`` / ``size``, with all its training samples: a target keeps the labels' meaning."""
+        return dataclasses.replace(self, dataset=name, channels=channels, size=size, max_train_samples=None)
+
+
+def load_data(name: str, *, device: torch.device | str = "cpu", **spec) -> DataBundle:
+    """``load(DataSpec(name, **spec), device)``: the keyword form, for notebooks and scripts."""
+    return load(DataSpec(name, **spec), device)
+
+
+def load(spec: DataSpec, device: torch.device | str = "cpu") -> DataBundle:
     """Load a registered dataset (or a corruption domain of one) into memory as train / val / test tensors.
 
     The validation split is held out of the shipped training set by ``split_seed``;
     the test split is the shipped one and is never used for model selection.
-    ``classes`` / ``class_groups`` keep a subset of the classes, relabelled (``subset_info`` gives the
-    bundle's ``info`` with the new class count); ``max_train_samples`` counts the kept samples.
-    A name like ``fashion_mnist:rotate@3`` loads the base dataset and corrupts it (``load_domain``).
+    With a class subset, the bundle's ``info`` has the new class count (``subset_info``).
+    A name like ``fashion_mnist:rotate@3`` loads the base dataset and corrupts it (``_load_domain``).
     """
+    name = spec.dataset
     if ":" in str(name):
-        return load_domain(name, data_dir=data_dir, download=download, val_fraction=val_fraction,
-                           split_seed=split_seed, channels=channels, size=size,
-                           max_train_samples=max_train_samples, device=device, classes=classes,
-                           class_groups=class_groups)
+        return _load_domain(spec, device)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
     info = DATASETS[name]
-    raw = _raw(name, str(data_dir) if data_dir else None, download)
-    g = torch.Generator().manual_seed(split_seed)
+    raw = _raw(name, str(spec.data_dir) if spec.data_dir else None, spec.download)
+    g = torch.Generator().manual_seed(spec.split_seed)
     perm = torch.randperm(len(raw.train_y), generator=g)
-    n_val = int(round(len(perm) * val_fraction))
+    n_val = int(round(len(perm) * spec.val_fraction))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     mapping = None
-    if classes is not None or class_groups is not None:
-        mapping = class_subset_map(info.num_classes, classes, class_groups)
-        info = subset_info(info, classes, class_groups)
+    if spec.classes is not None or spec.class_groups is not None:
+        mapping = class_subset_map(info.num_classes, spec.classes, spec.class_groups)
+        info = subset_info(info, spec.classes, spec.class_groups)
         train_idx = train_idx[mapping[raw.train_y[train_idx]] >= 0]
         val_idx = val_idx[mapping[raw.train_y[val_idx]] >= 0]
-    if max_train_samples is not None:
-        train_idx = train_idx[:max_train_samples]
+    if spec.max_train_samples is not None:
+        train_idx = train_idx[: spec.max_train_samples]
 
     def make(x, y):
         if mapping is not None:
             x, y = select_classes(x, y, mapping)
-        x = convert(to_float(x), channels, size)
+        x = convert(to_float(x), spec.channels, spec.size)
         return Split(x.to(device), y.to(device))
 
     return DataBundle(
@@ -446,23 +476,21 @@ def load_data(
     )
 
 
-def load_domain(name: str, *, channels: int | None = None, size: int | None = None, device="cpu",
-                split_seed: int = 0, **load_kwargs) -> DataBundle:
-    """``load_data`` for any dataset name, corruption domains included.
+def _load_domain(spec: DataSpec, device) -> DataBundle:
+    """A corruption domain: its base dataset with every split corrupted.
 
-    A domain is its base dataset with every split corrupted at the base's native size (or the size the
-    corruption is defined on: MNIST-C's 28), so a domain is the same images whoever evaluates it, then
-    converted to ``channels`` / ``size``. The random draws are seeded by ``split_seed``, the seed that
-    already fixes which samples validate: every trial of a search sees the same domain whatever its
-    training seed. The domain keeps the base's normalization statistics (the model normalizes inside,
-    with its source's statistics).
+    Each split is corrupted at the base's native size (or the size the corruption is defined on: MNIST-C's 28),
+    so a domain is the same images whoever evaluates it, then converted to ``channels`` / ``size``. The random
+    draws are seeded by ``split_seed``, the seed that already fixes which samples validate: every trial of a
+    search sees the same domain whatever its training seed. The domain keeps the base's normalization
+    statistics (the model normalizes inside, with its source's statistics).
     """
-    domain = parse_name(name, DATASETS)
+    domain = parse_name(spec.dataset, DATASETS)
     if domain.corruption is None:
-        return load_data(name, channels=channels, size=size, device=device, split_seed=split_seed, **load_kwargs)
-    base = load_data(domain.dataset, split_seed=split_seed, **load_kwargs)  # native size, CPU
-    made = {tag: domain_split(getattr(base, tag), domain, tag, seed=split_seed, channels=channels, size=size,
-                              device=device) for tag in ("train", "val", "test")}
+        return load(dataclasses.replace(spec, dataset=domain.dataset), device)
+    base = load(dataclasses.replace(spec, dataset=domain.dataset, channels=None, size=None))  # native size, CPU
+    made = {tag: domain_split(getattr(base, tag), domain, tag, seed=spec.split_seed, channels=spec.channels,
+                              size=spec.size, device=device) for tag in ("train", "val", "test")}
     info = dataclasses.replace(base.info, name=domain.canonical, size=domain.image_size or base.info.size)
     return dataclasses.replace(base, info=info, **made,
                                source=f"{base.source} + {domain.canonical.partition(':')[2]} (generated here)")

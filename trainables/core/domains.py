@@ -84,7 +84,7 @@ def parse_name(name: str, datasets: Mapping | None = None) -> DomainName:
 XDOMAIN_PREFIX = "xdomain_acc_"
 
 
-def metric_name(name: str, datasets: Mapping | None = None) -> str:
+def xdomain_metric_name(name: str, datasets: Mapping | None = None) -> str:
     """The cross-domain metric of a target: ``xdomain_acc_fashion_mnist_rotate_3`` (``XDOMAIN_PREFIX`` + name)."""
     return f"{XDOMAIN_PREFIX}{parse_name(name, datasets).safe}"
 

@@ -30,8 +30,8 @@ from typing import Any
 
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
-from .crossdomain import _target, accuracy
-from .data import load_data
+from .crossdomain import accuracy, target_test
+from .data import DataSpec, load
 from .registry import build
 from .train import Trainer
 from .transfer import FinetunePlan, apply_freeze, load_weights, per_class_subset
@@ -69,11 +69,13 @@ class TransferTrainer(Trainer):
             self.enter_finetune()
 
     # ------------------------------------------------------------ the target
-    def _target_split(self):
+    def _target_spec(self) -> DataSpec:
+        """The fine-tuning dataset, loaded like the run's (split seed, class subset) at the model's input shape."""
         c, s, _ = self.data.shape
-        p = self.plan
-        return _target(self.ft.dataset, c, s, str(self.device), p.split_seed, p.data_dir, p.download, p.classes,
-                       p.class_groups)
+        return DataSpec.of(self.plan).target(self.ft.dataset, c, s)
+
+    def _target_split(self):
+        return target_test(self._target_spec(), str(self.device))
 
     def _target_accuracy(self, trainer) -> dict[str, float]:
         acc = accuracy(self.eval_model(), self._target_split(), self.cfg.eval_batch_size, self.autocast())
@@ -83,13 +85,9 @@ class TransferTrainer(Trainer):
 
     def enter_finetune(self) -> None:
         """Freeze, swap the training set for the k-shot target subset, and start the fine-tuning phase."""
-        p = self.plan
-        c, s, _ = self.data.shape
         self.before = accuracy(self.model, self._target_split(), self.cfg.eval_batch_size)
-        target = load_data(self.ft.dataset, data_dir=p.data_dir, download=p.download, val_fraction=p.val_fraction,
-                           split_seed=p.split_seed, channels=c, size=s, device=self.device, classes=p.classes,
-                           class_groups=p.class_groups)
-        self.data = replace(self.data, train=per_class_subset(target.train, self.ft.per_class, seed=p.seed))
+        target = load(self._target_spec(), self.device)
+        self.data = replace(self.data, train=per_class_subset(target.train, self.ft.per_class, seed=self.plan.seed))
         apply_freeze(self.model, self.ft.freeze)
         self.new_phase(self.fine_cfg)
 

@@ -1,6 +1,6 @@
 """Colour jitter for RGB batches: per-sample brightness, contrast and saturation, on whole tensors.
 
-The homework's "mild colour jitter for RGB domains". Grayscale data has no colour to jitter
+Mild colour jitter as an augmentation for RGB domains. Grayscale data has no colour to jitter
 (saturation does nothing, brightness/contrast are the corruption domains' business), so the
 config rejects it there. Factors are drawn per sample from U[1 - s, 1 + s] on the trainer's
 generator (checkpointed), then moved to the batch's device.

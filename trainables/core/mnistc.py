@@ -43,7 +43,7 @@ def _gaussian_kernel(sigma: float, truncate: float = 4.0) -> torch.Tensor:
     return k / k.sum()
 
 
-def gaussian(x: torch.Tensor, sigma: float, *, mode: str = "replicate", rows: bool = True,
+def gaussian_blur(x: torch.Tensor, sigma: float, *, mode: str = "replicate", rows: bool = True,
              cols: bool = True) -> torch.Tensor:
     """scikit-image's ``gaussian`` on each (H, W) plane: ``replicate`` is its default mode 'nearest',
     ``constant`` pads zeros. ``cols=False`` blurs along the rows axis only (a 2-D image passed with
@@ -132,7 +132,7 @@ def glass_blur(x: torch.Tensor, swap: torch.Tensor, dy: torch.Tensor, dx: torch.
     """Blur (rows axis only, as published), quantize to bytes, swap pixels with a neighbour in the published
     order (each swap sees the ones before it: a loop over positions, vectorized over images), blur again."""
     n, c, h, w = x.shape
-    y = torch.floor(gaussian(x.double(), GLASS_BLUR[0], cols=False) * 255) / 255
+    y = torch.floor(gaussian_blur(x.double(), GLASS_BLUR[0], cols=False) * 255) / 255
     flat = y.reshape(n, c, h * w)
     swap, dy, dx = swap.to(x.device), dy.to(x.device), dx.to(x.device)
     for it in range(swap.shape[1]):
@@ -144,7 +144,7 @@ def glass_blur(x: torch.Tensor, swap: torch.Tensor, dy: torch.Tensor, dx: torch.
             s = swap[:, it, j].view(n, 1, 1)
             flat[:, :, here] = torch.where(s, b, a).squeeze(-1)
             flat.scatter_(2, there, torch.where(s, a, b))
-    return gaussian(flat.reshape(n, c, h, w), GLASS_BLUR[0], cols=False).clamp(0, 1).to(x.dtype)
+    return gaussian_blur(flat.reshape(n, c, h, w), GLASS_BLUR[0], cols=False).clamp(0, 1).to(x.dtype)
 
 
 def draw_motion_blur(n: int, g: torch.Generator) -> torch.Tensor:
@@ -311,8 +311,8 @@ def spatter(x: torch.Tensor, liquid: torch.Tensor) -> torch.Tensor:
     """Mud: blur the liquid (sigma 1), keep what exceeds 0.65, blur that mask (sigma 1.5), keep >= 0.8,
     and paint those pixels the mud colour in proportion."""
     _, _, s1, thr, s2 = SPATTER
-    layer = gaussian(liquid.to(x.device), s1)
-    mask = gaussian((layer > thr).to(torch.float64), s2)  # below-threshold values were zeroed: > thr is the mask
+    layer = gaussian_blur(liquid.to(x.device), s1)
+    mask = gaussian_blur((layer > thr).to(torch.float64), s2)  # below-threshold values were zeroed: > thr is the mask
     mask = torch.where(mask < 0.8, torch.zeros_like(mask), mask)
     return (x * (1 - mask) + MUD * mask).clamp(0, 1).to(x.dtype)
 
@@ -370,7 +370,7 @@ def canny_edges(x: torch.Tensor) -> torch.Tensor:
     sigma, low, high = CANNY
     n, c, h, w = x.shape
     img = x.double().mean(1, keepdim=True)
-    smooth = gaussian(img, sigma, mode="constant") / (gaussian(torch.ones_like(img), sigma, mode="constant")
+    smooth = gaussian_blur(img, sigma, mode="constant") / (gaussian_blur(torch.ones_like(img), sigma, mode="constant")
                                                       + torch.finfo(torch.float64).eps)
     p = F.pad(smooth, (1, 1, 1, 1), mode="replicate")[:, 0]  # scipy's 'reflect' is a repeat for one pixel
     d_rows = p[:, 2:, :] - p[:, :-2, :]

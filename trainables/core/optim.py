@@ -118,8 +118,8 @@ def multistep(optimizer, epochs: int, steps_per_epoch: int, *, milestones: tuple
 @register("scheduler", "multistep_fraction")
 def multistep_fraction(optimizer, epochs: int, steps_per_epoch: int, *, milestone_fractions: tuple[float, ...],
                        gamma: float):
-    """lr times ``gamma`` at fractions of the run, counted in epochs (the homework: 0.5 and 0.75). ``multistep``
-    counts iterations (the RegNet thesis's schedule); this one scales with the run's length."""
+    """lr times ``gamma`` at fractions of the run, counted in epochs. ``multistep``
+    counts iterations; this one scales with the run's length, so one setting serves every epoch budget."""
     at = sorted({max(1, round(f * epochs)) for f in milestone_fractions})
     return lr_scheduler.MultiStepLR(optimizer, milestones=at, gamma=gamma), False
 

@@ -10,7 +10,7 @@ names by hand. Builders never take ``**kwargs``: a field they do not name cannot
     @register("optimizer", "sgd")
     def sgd(params, *, lr, momentum, nesterov, weight_decay): ...
 
-A kind exists once something registers under it (``kinds()`` lists them: dataset, backbone, head,
+A kind exists once something registers under it (``kinds()`` lists them: dataset, corruption, backbone, head,
 loss, optimizer, ...); the modules that register are imported by ``trainables/core/__init__.py``,
 so importing anything from the core registers every component. ``trainables.families`` and
 ``spaces.samplers`` keep registries of the same class.

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import update_bn
 from .adversarial import make_batch_loss
 from .checkpoint import CheckpointError, read_checkpoint
 from .config import SWITCHES, TrainConfig
-from .data import DataBundle, DatasetInfo, Split, dataset_info, load_data, norm_stats, subset_info
+from .data import DataBundle, DatasetInfo, DataSpec, Split, dataset_info, load, norm_stats, subset_info
 from .losses import build_terms
 from .models import Network
 from .models import build_network as _build_network
@@ -49,10 +49,7 @@ def _on_off(v) -> str:
 
 
 def build_data(cfg: TrainConfig, device: torch.device) -> DataBundle:
-    return load_data(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, val_fraction=cfg.val_fraction,
-                     split_seed=cfg.split_seed, channels=cfg.channels, size=cfg.image_size,
-                     max_train_samples=cfg.max_train_samples, device=device, classes=cfg.classes,
-                     class_groups=cfg.class_groups)
+    return load(DataSpec.of(cfg), device)
 
 
 def build_network(cfg: TrainConfig, data: DataBundle) -> Network:
@@ -203,10 +200,8 @@ class Trainer:
         self.swa = build("swa", _on_off(cfg.swa), cfg, self.model, self.optimizer, cfg.epochs)
         self.augment = build("augment", SWITCHES["augment"].key(cfg.augment), cfg, self.data.shape[-1], self.hflip)
         robust = build("robust_eval", _on_off(cfg.eval_eps), cfg, cfg.eval_batch_size, cfg.seed)
-        loading = {"split_seed": cfg.split_seed, "data_dir": cfg.data_dir, "download": cfg.download,
-                   "classes": cfg.classes, "class_groups": cfg.class_groups}
-        xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, cfg.dataset, self.data.shape, self.device,
-                        loading, cfg.eval_batch_size)
+        xdomain = build("xdomain_eval", _on_off(cfg.eval_datasets), cfg, DataSpec.of(cfg), self.data.shape,
+                        self.device, cfg.eval_batch_size)
         landscape = build("landscape", _on_off(cfg.landscape_probe), cfg)
         self.evaluators: list[Evaluator] = [e for e in (robust, xdomain, landscape) if e] + self.extra_evaluators
         self.finalizers: list[Finalizer] = ([finalize_swa] if self.swa else []) + self.extra_finalizers
