@@ -53,12 +53,47 @@ def _cmaes(study: Study):
 
 
 def _nsga2(study: Study):
-    import optuna
-
     # Optuna's default generation (50 trials) is random sampling for most searches run here; a
     # quarter of the budget leaves about four generations to evolve.
     population = max(4, min(50, study.budget.num_samples // 4))
-    return optuna.samplers.NSGAIISampler(seed=study.seed, population_size=population)
+    return picklable_nsga2()(seed=study.seed, population_size=population)
+
+
+_MADE: dict[str, type] = {}
+
+
+def picklable_nsga2() -> type:
+    """Optuna's NSGA-II sampler, picklable: since Optuna 5.1 its genetic-algorithm base holds a
+    ``threading.Lock``, and Tune pickles the searcher (with its sampler) into every experiment
+    snapshot, which a search needs to be resumed. The lock is left out and made anew on load.
+    Made on first use (Optuna is not imported with the names); found by pickle as
+    ``spaces.samplers.PicklableNSGAIISampler`` through the module's ``__getattr__``."""
+    if "nsga2" not in _MADE:
+        import threading
+
+        import optuna
+
+        class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+            def __getstate__(self):
+                state = self.__dict__.copy()
+                state["_thread_lock"] = "_thread_lock" in state  # a flag: was there one to make anew
+                return state
+
+            def __setstate__(self, state):
+                self.__dict__.update(state)
+                if self.__dict__.pop("_thread_lock", False):
+                    self._thread_lock = threading.Lock()
+
+        PicklableNSGAIISampler.__module__ = __name__
+        PicklableNSGAIISampler.__qualname__ = "PicklableNSGAIISampler"
+        _MADE["nsga2"] = PicklableNSGAIISampler
+    return _MADE["nsga2"]
+
+
+def __getattr__(name: str):
+    if name == "PicklableNSGAIISampler":
+        return picklable_nsga2()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 register_sampler("tpe", Sampler(_tpe))
