@@ -120,7 +120,7 @@ OUTAGE_STUDY = """\
 name: outage_tiny
 family: optimization
 dataset: digits
-budget: {num_samples: 2, max_epochs: 40, scheduler: none}
+budget: {num_samples: 2, max_epochs: 5000, scheduler: none, time_budget_s: 75}
 resources: {cpus: 1, gpus: 0}
 fixed: {model: cnn, filters: [16, 32], batch_size: 16}
 search:
@@ -131,8 +131,11 @@ seed: 0
 
 @pytest.mark.slow
 def test_search_survives_its_tracking_server_going_away(tmp_path):
-    """`search run` on an `mlflow server`, stopped 20 s into the search and started again 30 s later: the
-    search says it waits, ends normally, and every trial has each epoch once."""
+    """`search run` on an `mlflow server`, stopped once the trials have logged an epoch and started again
+    30 s later: the search says it waits, ends normally, and every trial has each epoch once.
+
+    The trials run until the search's time budget (75 s), so the outage falls inside them however fast
+    the machine is (a fixed 40-epoch budget ended before the outage on an idle machine)."""
     root = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(root / "scripts"))
     import dev_cluster  # the scripts folder is no package
@@ -156,8 +159,17 @@ def test_search_survives_its_tracking_server_going_away(tmp_path):
         search = subprocess.Popen([sys.executable, "-m", "search.cli", "run", "study.yaml", "--tracking-uri", url,
                                    "--name", "outage"], cwd=tmp_path, env=env, stdout=out, stderr=err)
         try:
-            time.sleep(20)
-            assert search.poll() is None, (tmp_path / "search.err").read_text()
+            client = schema.client_for(url)
+
+            def epochs_logged() -> int:
+                parent = schema.find_parent(client, "outage")
+                children = schema.child_runs(client, parent) if parent is not None else []
+                return sum(len(client.get_metric_history(c.info.run_id, "val_acc")) for c in children)
+
+            deadline = time.monotonic() + 180
+            while epochs_logged() == 0:
+                assert search.poll() is None and time.monotonic() < deadline, (tmp_path / "search.err").read_text()
+                time.sleep(1)
             dev_cluster.stop_groups([server.pid])
             time.sleep(30)
             server = start_server(2)
@@ -165,12 +177,11 @@ def test_search_survives_its_tracking_server_going_away(tmp_path):
             said = (tmp_path / "search.err").read_text() + (tmp_path / "search.out").read_text()
             assert "MLflow store not answering since" in said and "waiting; the search waits for it" in said
             assert "MLflow store answers again" in said
-            client = schema.client_for(url)
             children = schema.child_runs(client, schema.find_parent(client, "outage"))
             assert len(children) == 2
             for run in children:
-                steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
-                assert sorted(steps) == list(range(1, 41)), steps  # every epoch, once
+                steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc"))
+                assert len(steps) > 1 and steps == list(range(1, len(steps) + 1)), steps  # every epoch, once
         finally:
             if search.poll() is None:
                 search.kill()
