@@ -51,7 +51,7 @@ class Budget(_Strict):
     max_concurrent: int | None = Field(None, gt=0)
     max_failures: int = Field(2, ge=0)
     # Best checkpoints kept per trial besides its latest; 1 saves disk, and costs Tune one experiment
-    # snapshot per epoch (search/runner.py assemble_tuner).
+    # snapshot per epoch (search/tuner.py assemble_tuner).
     keep_checkpoints: int = Field(2, ge=1, le=100)
 
     @model_validator(mode="after")
