@@ -41,6 +41,7 @@ def install() -> None:
     """Wrap the service's phases (call after importing ``search.runner``, before running a search)."""
     from ray import tune
 
+    import search.finish as finish
     import search.runner as runner
     from records import schema
 
@@ -61,7 +62,7 @@ def install() -> None:
     _wrap(schema, "start_parent", "parent_run")
     _wrap(tune.Tuner, "fit", "fit")
     for name in ("log_best_model", "mark_pareto"):
-        _wrap(runner, name, name)
+        _wrap(finish, name, name)
     callbacks_for = runner.callbacks_for
 
     def with_timing(*args, **kwargs):
