@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .sections import Budget, Objective, Reproduce, Resources, _Strict
+from .sections import Budget, Objective, Reproduce, Resources, _Strict, dump_yaml
 
 
 class ExportedObjective(Objective):
@@ -64,7 +62,7 @@ def write_exported(exported: Exported, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = exported.model_dump(exclude_none=True)
     doc["objective"] = exported.objective.model_dump(exclude={"constraint", "pareto_with"})
-    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out.write_text(dump_yaml(doc))
     return out
 
 

@@ -6,9 +6,26 @@ needs neither torch nor the registries.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Exponent floats without a dot (``1e-3``): YAML 1.1 reads them as strings; our files read them as numbers.
+EXPONENT_FLOAT = ("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                  list("-+0123456789"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes what the study loader reads back unchanged: a string it would read as a number is quoted."""
+
+
+_Dumper.add_implicit_resolver(*EXPONENT_FLOAT)
+
+
+def dump_yaml(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False)
 
 
 class _Strict(BaseModel):
@@ -120,4 +137,4 @@ class Reproduce(_Strict):
     epochs: int | None = Field(None, gt=0)
 
 
-__all__ = ["Budget", "Constraint", "Objective", "Param", "ParetoWith", "Reproduce", "Resources"]
+__all__ = ["EXPONENT_FLOAT", "dump_yaml", "Budget", "Constraint", "Objective", "Param", "ParetoWith", "Reproduce", "Resources"]

@@ -22,7 +22,7 @@ from trainables.families import FAMILIES
 
 from .exported import Exported
 from .samplers import SAMPLERS
-from .sections import Budget, Objective, Param, Reproduce, Resources, _Strict
+from .sections import EXPONENT_FLOAT, Budget, Objective, Param, Reproduce, Resources, _Strict
 
 # ``follows:``: "seed NNN" (one of ../shared/seeds, by its number) and the section, or "own:" and why.
 FOLLOWS = re.compile(r"^(seed \d{3}\b.+|own:\s*\S.*)$", re.DOTALL)
@@ -105,17 +105,13 @@ def condition_holds(when: dict[str, Any] | None, params: dict[str, Any]) -> bool
 
 # ---------------------------------------------------------------- YAML
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` plus exponent floats without a dot (``1e-3``, ``5e-4``).
+    """``yaml.SafeLoader`` plus exponent floats without a dot (``1e-3``, ``5e-4``): YAML 1.1 reads those
+    as strings, and a choice list ``[1e-3, 1e-2]`` would hand strings to Optuna, the trainable and MLflow.
+    (``spaces.sections.dump_yaml`` writes with the same rule, so a string such as a trial id
+    ``16140e45`` is quoted and reads back as a string.)"""
 
-    YAML 1.1 reads those as strings: pydantic would still accept them as bounds, but a choice list
-    ``[1e-3, 1e-2]`` would hand the strings to Optuna, the trainable and MLflow.
-    """
 
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_Loader.add_implicit_resolver(*EXPONENT_FLOAT)
 
 
 class _AliasRefused(yaml.MarkedYAMLError):

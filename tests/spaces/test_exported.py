@@ -46,3 +46,12 @@ def test_a_minimal_file_gets_the_defaults_and_an_unknown_key_is_placed_at_its_li
     with pytest.raises(StudyError) as info:
         load_exported(path)
     assert info.value.problems[0].startswith("config.momentum (line 4): ")  # a pair placed at its key
+
+
+@pytest.mark.parametrize("trial", ["16140e45", "1e5", "t_00001", "00012"])
+def test_a_trial_id_that_looks_like_a_number_reads_back_as_written(tmp_path, trial):
+    """Ray's hex trial ids can look like exponent floats (``16140e45``), which the study loader reads as
+    numbers: the writer quotes what the loader would misread."""
+    record = {**RECORD, "objective": {**RECORD["objective"], "trial": trial}, "study_doc": {}}
+    again = load_exported(write_exported(exported_from(record), tmp_path / "best.yaml"))
+    assert again.objective.trial == trial
