@@ -29,17 +29,18 @@ QUICK = REPO / "spaces" / "quickstart.yaml"
 TARGET = 1.5
 
 
-def make_store(folder: Path) -> str:
-    """A finished two-trial search named ``bench-1`` (written as a search writes it, no Ray started)."""
+def make_store(folder: Path, name: str = "bench-1") -> str:
+    """A finished two-trial search ``name`` in ``folder``, written by the real writers (no Ray started);
+    ``tests/search/test_light_commands.py`` reads the same store."""
     from records import schema
-    from records.states import TrialTracker
+    from records.states import SearchState, TrialTracker
     from search.callbacks import MlflowTrialLogger
     from spaces.study import load_study
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = schema.client_for(uri)
-    parent = schema.start_parent(client, load_study(QUICK), "bench-1", QUICK, sampler="tpe")
-    logger = MlflowTrialLogger(uri, parent, "bench-1", TrialTracker("val_acc", "max", 2))
+    parent = schema.start_parent(client, load_study(QUICK), name, QUICK, sampler="tpe")
+    logger = MlflowTrialLogger(uri, parent, name, TrialTracker("val_acc", "max", 2))
     logger.setup()
     for i, tid in enumerate(("t_00001", "t_00002")):
         trial = SimpleNamespace(trial_id=tid, config={"lr": 0.01 * (i + 1)}, error_file=None,
@@ -50,7 +51,7 @@ def make_store(folder: Path) -> str:
                                                   "val_acc": 0.5 + 0.1 * epoch + 0.01 * i, "done": epoch == 2})
         logger.on_trial_complete(0, [], trial)
     logger.on_experiment_end(trials=[])
-    client.set_tag(parent, schema.STATE, "finished")
+    client.set_tag(parent, schema.STATE, SearchState.FINISHED.value)
     return uri
 
 

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -50,29 +49,12 @@ def test_validate_imports_no_mlflow_ray_or_optuna():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A finished two-trial search, written by the real writers (no Ray cluster)."""
-    from records import schema
-    from records.states import TrialTracker
-    from search.callbacks import MlflowTrialLogger
-    from spaces.study import load_study
+    """A finished two-trial search, written by the real writers (no Ray cluster): the bench's store."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from cli_startup import make_store
 
     tmp = tmp_path_factory.mktemp("light")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = schema.client_for(uri)
-    parent = schema.start_parent(client, load_study(QUICK), "light-1", QUICK, sampler="tpe")
-    logger = MlflowTrialLogger(uri, parent, "light-1", TrialTracker("val_acc", "max", 2))
-    logger.setup()
-    for i, tid in enumerate(("t_00001", "t_00002")):
-        trial = SimpleNamespace(trial_id=tid, config={"lr": 0.01 * (i + 1)}, error_file=None,
-                                placement_group_factory=SimpleNamespace(required_resources={"CPU": 1.0}))
-        logger.on_trial_start(0, [], trial)
-        for epoch in (1, 2):
-            logger.on_trial_result(0, [], trial, {"epoch": epoch, "training_iteration": epoch,
-                                                  "val_acc": 0.5 + 0.1 * epoch + i * 0.01, "done": epoch == 2})
-        logger.on_trial_complete(0, [], trial)
-    logger.on_experiment_end(trials=[])
-    client.set_tag(parent, schema.STATE, "finished")
-    return tmp, uri
+    return tmp, make_store(tmp, "light-1")
 
 
 @pytest.mark.parametrize("argv", [["ls"], ["show", "light-1"], ["export", "light-1", "--out", "best.yaml"]],
