@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trainables.core.adversarial import CLEAN_METRIC, robust_metric_name
+from trainables.core.metric_names import CLEAN_ACC, robust_metric_name
 from trainables.independent_check import GRADIENT_MASKING, INDEP_EPS
 
 from . import optuna_plots, tables
@@ -24,23 +24,23 @@ def robust_metric(df: pd.DataFrame) -> str | None:
 def sections(ctx: ReportContext) -> list[str]:
     df = ctx.trials
     robust = robust_metric(df)
-    if robust is None or CLEAN_METRIC not in df:
+    if robust is None or CLEAN_ACC not in df:
         return ctx.skip("Clean vs robust", "no trial logged clean_acc and the PGD accuracy at the checked eps")
     md = ["## Clean vs robust", "",
-          f"Every scored trial's final `{CLEAN_METRIC}` against `{robust}`; the Pareto front (no trial better on both) "
+          f"Every scored trial's final `{CLEAN_ACC}` against `{robust}`; the Pareto front (no trial better on both) "
           "is Optuna's. Trials flagged for gradient masking (our PGD beats the independent attack by > 2 points) "
           "are listed below: their robust number is not to be trusted.", ""]
-    study = optuna_plots.rebuild(df, ctx.info.space, [CLEAN_METRIC, robust], ["max", "max"])
+    study = optuna_plots.rebuild(df, ctx.info.space, [CLEAN_ACC, robust], ["max", "max"])
     if len(study.trials) < 1:
         return md + ctx.skip("Clean vs robust scatter", "no trial holds both numbers")
-    optuna_plots.pareto_front(study, ctx.out / "adversarial_pareto.png", [CLEAN_METRIC, robust])
-    md += ctx.image("adversarial_pareto.png", f"{CLEAN_METRIC} vs {robust}, Pareto front")
+    optuna_plots.pareto_front(study, ctx.out / "adversarial_pareto.png", [CLEAN_ACC, robust])
+    md += ctx.image("adversarial_pareto.png", f"{CLEAN_ACC} vs {robust}, Pareto front")
     if GRADIENT_MASKING in df:
         flagged = df[df[GRADIENT_MASKING] == 1.0]
         md += [f"Gradient masking flagged in {len(flagged)} of {int(df[GRADIENT_MASKING].notna().sum())} checked "
                "trials" + (":" if len(flagged) else "."), ""]
         if len(flagged):
-            md += tables.to_markdown(flagged[["trial", CLEAN_METRIC, robust, GRADIENT_MASKING]]).splitlines() + [""]
+            md += tables.to_markdown(flagged[["trial", CLEAN_ACC, robust, GRADIENT_MASKING]]).splitlines() + [""]
     return md
 
 

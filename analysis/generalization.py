@@ -9,7 +9,7 @@ import tempfile
 import pandas as pd
 
 import records
-from trainables.core.domains import XDOMAIN_PREFIX
+from trainables.core.metric_names import XDOMAIN_PREFIX
 
 from . import plots, tables
 from .sections import ReportContext

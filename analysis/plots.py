@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from records.states import Outcome
-from trainables.core.adversarial import CLEAN_METRIC, parse_metric_name
+from trainables.core.metric_names import CLEAN_ACC, parse_metric_name
 
 ATTACKS = ("fgsm", "pgd", "noise")  # the robust-accuracy attacks (a sample counts if right clean and perturbed)
 COLORS = {"clean": "black", "fgsm": "tab:orange", "pgd": "tab:red", "noise": "tab:blue"}
@@ -204,7 +204,7 @@ def robust_points(metrics: Mapping[str, float]) -> pd.DataFrame:
             continue
         rows.append((*parsed, float(value)))
     frame = pd.DataFrame(rows, columns=["attack", "eps", "acc"])
-    clean = metrics.get(CLEAN_METRIC)
+    clean = metrics.get(CLEAN_ACC)
     if not _missing(clean) and len(frame):
         extra = [(a, 0.0, float(clean)) for a in frame["attack"].unique()
                  if not ((frame["attack"] == a) & (frame["eps"] == 0)).any()]

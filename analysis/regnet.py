@@ -18,8 +18,7 @@ import pandas as pd
 import torch
 
 import records
-from trainables.core.adversarial import CLEAN_METRIC, parse_metric_name
-from trainables.core.regnet import GAUSSIANITY_METRICS
+from trainables.core.metric_names import CLEAN_ACC, GAUSSIANITY_METRICS, parse_metric_name
 from trainables.independent_check import GRADIENT_MASKING, INDEP_APGD_DLR
 
 from .plots import _figure, _save
@@ -67,7 +66,7 @@ def metric_vs_param(df: pd.DataFrame, param: str, metrics: Sequence[str], out: s
 
 
 # ---------------------------------------------------------------- eps curves with seed bands
-def eps_points(row: Mapping[str, float], attack: str = PLAIN, clean: str = CLEAN_METRIC):
+def eps_points(row: Mapping[str, float], attack: str = PLAIN, clean: str = CLEAN_ACC):
     """(eps, acc) pairs from ``fgsm_plain_acc_eps<tag>`` metrics, with eps 0 = ``clean`` when not logged."""
     pts = {p[1]: float(v) for k, v in row.items()
            if (p := parse_metric_name(k)) is not None and p[0] == attack and pd.notna(v)}

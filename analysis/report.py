@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 import records
-from trainables.core.adversarial import CLEAN_METRIC, parse_metric_name
+from trainables.core.metric_names import CLEAN_ACC, parse_metric_name
 from trainables.families import FAMILIES
 from trainables.independent_check import INDEPENDENT_METRICS
 
@@ -63,7 +63,7 @@ def _counts(df: pd.DataFrame) -> pd.DataFrame:
 
 def _top(df: pd.DataFrame, info: records.SearchInfo, k: int) -> pd.DataFrame:
     cols = ["trial", *info.space, info.shown_column] + ([records.FEASIBLE] if records.FEASIBLE in df else [])
-    cols += ["best_epoch"] + [c for c in ("test_acc", CLEAN_METRIC) if c in df and c != info.target]
+    cols += ["best_epoch"] + [c for c in ("test_acc", CLEAN_ACC) if c in df and c != info.target]
     cols += ["epochs", "state"]
     return df[cols].head(k).rename(columns={info.shown_column: info.target})  # blank: a condition did not apply
 
@@ -264,7 +264,7 @@ def _robustness(ctx: ReportContext) -> list[str]:
     ranked = df[df[robust_cols].notna().any(axis=1)]
     k = min(3, len(ranked))
     plots.robustness_curve(ranked, ctx.out / "robustness.png", k=k, title=f"accuracy vs eps, best {k} trials")
-    cols = ["trial"] + [c for c in (CLEAN_METRIC,) if c in df] + _robust_columns(robust_cols, CLEAN_METRIC in df)
+    cols = ["trial"] + [c for c in (CLEAN_ACC,) if c in df] + _robust_columns(robust_cols, CLEAN_ACC in df)
     cols += [c for c in INDEPENDENT_METRICS if c in df]
     md = ["## Robustness", "", "Final-epoch accuracies on the validation subset used by the robust evaluation "
           "(eps 0 is the clean accuracy). Beside them, the independent torchattacks check at `indep_eps` and "

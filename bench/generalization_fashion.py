@@ -73,7 +73,7 @@ def save(results: dict, parts) -> None:
 
 
 def run_matrix(results: dict) -> None:
-    from trainables.core.domains import xdomain_metric_name
+    from trainables.core.metric_names import xdomain_metric_name
 
     rows, walls = {}, {}
     for src in SOURCES:

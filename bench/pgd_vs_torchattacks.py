@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from trainables.core.attacks import attack_step, pgd  # noqa: E402
+from trainables.core.attacks import pgd  # noqa: E402
+from trainables.core.steps import attack_step  # noqa: E402
 from trainables.core.train import build_model  # noqa: E402
 from trainables.core.tv import torchvision  # noqa: E402,F401 - torchattacks imports torchvision
 

@@ -148,7 +148,7 @@ def check_other_datasets(base_config: dict, main: str) -> None:
     absent one fails here, named by its key, not in every trial at its first epoch."""
     from trainables.core.data import DatasetNotFound
     from trainables.core.data import check_dataset as load_check
-    from trainables.core.domains import parse_name
+    from trainables.core.domain_names import parse_name
 
     targets = [("eval_datasets", t) for t in base_config.get("eval_datasets") or ()]
     if base_config.get("finetune_dataset"):

@@ -23,40 +23,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from trainables.core.adversarial import RobustEval
 from trainables.core.config import ConfigError, Problem, TrainConfig
-from trainables.core.crossdomain import xdomain_metric_names
-from trainables.core.landscape import landscape_metric_names
-from trainables.core.losses import build_terms
+from trainables.core.metric_names import (
+    EPOCH_METRICS,
+    core_metrics,
+    finetune_metrics,
+    gaussianity_metrics,
+    landscape_metrics,
+    robust_metric_names,
+    xdomain_metrics,
+)
 from trainables.core.registry import Registry
-from trainables.core.train import EPOCH_METRICS
 
 FAMILIES = Registry("family")  # not core.registry.declare: families sit above the core (see above)
 
 
 
-def core_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """What the core Trainer reports every epoch under ``config``: the epoch metrics, one ``train_<term>``
-    per batch-level term the config switches on, and the robust metrics when ``eval_eps`` is set."""
+def trial_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """What the core ``Trainer`` reports every epoch under ``config`` (``metric_names.core_metrics``); a config
+    that does not validate reports what its raw values switch on, without terms (validation reports its errors)."""
     try:
-        cfg = TrainConfig.from_dict(dict(config), strict=False)
+        return core_metrics(TrainConfig.from_dict(dict(config), strict=False))
     except ConfigError:
-        cfg = None
-    terms = tuple(f"train_{t.name}" for t in build_terms(cfg)) if cfg is not None else ()
-    eval_eps = cfg.eval_eps if cfg is not None else tuple(config.get("eval_eps") or ())
-    robust = RobustEval.metric_names(eval_eps) if eval_eps else ()
-    targets = cfg.eval_datasets if cfg is not None else tuple(config.get("eval_datasets") or ())
-    finetune = cfg.finetune_dataset if cfg is not None else config.get("finetune_dataset")
-    landscape = landscape_metric_names(cfg.landscape_probe if cfg is not None else config.get("landscape_probe"))
-    finetune_metrics = ("finetune_acc", "finetune_acc_before") if finetune else ()
-    return EPOCH_METRICS + terms + robust + _xdomain_names(targets) + finetune_metrics + landscape
-
-
-def _xdomain_names(targets) -> tuple[str, ...]:
-    try:
-        return xdomain_metric_names(targets)
-    except ValueError:  # a bad name: validation reports it at its key
-        return ()
+        return (EPOCH_METRICS + robust_metric_names(config.get("eval_eps")) + xdomain_metrics(config.get("eval_datasets"))
+                + finetune_metrics(config.get("finetune_dataset")) + landscape_metrics(config.get("landscape_probe")))
 
 
 @dataclass(frozen=True)
@@ -73,7 +63,7 @@ class Family:
 
     def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """Metrics reported every epoch by a trial with ``config`` (a dict of training fields)."""
-        return core_metrics(config) + tuple(self.extra_metrics(config))
+        return trial_metrics(config) + tuple(self.extra_metrics(config))
 
     def schema_problems(self, config: Mapping[str, Any]) -> list[Problem]:
         """(field, why) for each value this family does not allow."""
@@ -106,12 +96,33 @@ register_family(Family(
     "on k samples per class of a target (finetune_*), Circle loss, ImageNet stem and weights, multistep_fraction, "
     "plain FGSM, adv_prob, colour jitter; saves the final model's predictions for the diagnostics (analysis.diagnostics)",
     report="analysis.generalization:sections",
-    shown_metrics=lambda config: _xdomain_names(config.get("eval_datasets") or ()),
+    shown_metrics=lambda config: xdomain_metrics(config.get("eval_datasets")),
 ))
+
+# ---------------------------------------------------------------- the regnet family's rules (its trainable reads them)
+def loss_for(head: str) -> str:
+    """In this family the per-sample loss follows the head: the RegNet terms are the Gaussian head's objective."""
+    return "none" if head == "gaussian" else "cross_entropy"
+
+
+# The evaluation FGSM of this family differentiates the loss each model trains on (the thesis's eq. 2.6 for the
+# Gaussian head, the cross-entropy for the baseline), as the thesis drew its curves; ``fgsm_loss: ce | margin``
+# in a study picks another.
+FGSM_LOSS = "training"
+
+
+def trial_config(config: Mapping[str, Any]) -> dict:
+    """The training config of a regnet trial: the study's plus the loss its head implies (head default: linear),
+    and, when it evaluates robustness (``eval_eps``), this family's FGSM loss unless the study names one."""
+    out = {**config, "loss": loss_for(config.get("head", "linear"))}
+    if config.get("eval_eps"):
+        out.setdefault("fgsm_loss", FGSM_LOSS)
+    return out
+
 
 class RegNetFamily(Family):
     """The regnet family: ``head`` gaussian, or linear (the cross-entropy baseline inside the same search; the
-    default, as everywhere); the per-sample loss follows the head (``trainables.regnet.loss_for``), so ``loss``
+    default, as everywhere); the per-sample loss follows the head (``loss_for``), so ``loss``
     is not writable."""
 
     def schema_problems(self, config: Mapping[str, Any]) -> list[Problem]:
@@ -122,15 +133,7 @@ class RegNetFamily(Family):
         return out
 
     def metrics(self, config: Mapping[str, Any]) -> tuple[str, ...]:
-        from trainables.regnet import trial_config
-
         return super().metrics(trial_config(config))
-
-
-def _regnet_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
-    from trainables.core.regnet import GAUSSIANITY_METRICS
-
-    return GAUSSIANITY_METRICS if config.get("head") == "gaussian" else ()
 
 
 register_family(RegNetFamily(
@@ -138,8 +141,9 @@ register_family(RegNetFamily(
     "RegNet: Gaussian latent head (covariance / simplified loss, kurtosis term, nearest-mean prediction) vs the "
     "linear cross-entropy baseline; gaussianity metrics every epoch, plain and robust FGSM accuracy per eps",
     choices={"head": ("gaussian", "linear"), "adv_mode": ("none",)},
-    extra_metrics=_regnet_metrics,
+    extra_metrics=lambda config: gaussianity_metrics(config.get("head")),
     report="analysis.regnet:sections",
 ))
 
-__all__ = ["Family", "RegNetFamily", "FAMILIES", "register_family", "EPOCH_METRICS", "core_metrics"]
+__all__ = ["Family", "RegNetFamily", "FAMILIES", "register_family", "trial_metrics", "trial_config", "loss_for",
+           "FGSM_LOSS"]

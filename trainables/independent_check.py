@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.core.adversarial import robust_metric_name
-from trainables.core.attacks import attack_step, eval_mode
+from trainables.core.metric_names import robust_metric_name
+from trainables.core.attacks import eval_mode
+from trainables.core.steps import attack_step
 from trainables.core.tv import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
 
 

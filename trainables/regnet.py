@@ -12,27 +12,8 @@ from __future__ import annotations
 from trainables.adapter import run_trial
 from trainables.core import Trainer
 from trainables.core.regnet import gaussianity_evaluator
+from trainables.families import trial_config
 from trainables.independent_check import independent_metrics
-
-
-def loss_for(head: str) -> str:
-    """In this family the per-sample loss follows the head: the RegNet terms are the Gaussian head's objective."""
-    return "none" if head == "gaussian" else "cross_entropy"
-
-
-# The evaluation FGSM of this family differentiates the loss each model trains on (the thesis's eq. 2.6 for the
-# Gaussian head, the cross-entropy for the baseline), as the thesis drew its curves; ``fgsm_loss: ce | margin``
-# in a study picks another.
-FGSM_LOSS = "training"
-
-
-def trial_config(config: dict) -> dict:
-    """The training config of a trial: the study's plus the loss its head implies (head default: linear), and,
-    when it evaluates robustness (``eval_eps``), this family's FGSM loss unless the study names one."""
-    out = {**config, "loss": loss_for(config.get("head", "linear"))}
-    if config.get("eval_eps"):
-        out.setdefault("fgsm_loss", FGSM_LOSS)
-    return out
 
 
 def check_eps(cfg) -> float:

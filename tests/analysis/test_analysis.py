@@ -25,8 +25,8 @@ from mlflow.tracking import MlflowClient
 import records
 from analysis import calibration, embedding, plots, report, tables
 from trainables.core import evaluate, train
-from trainables.core.adversarial import robust_metric_name
 from trainables.core.data import Split
+from trainables.core.metric_names import robust_metric_name
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -175,7 +175,7 @@ def test_pgd_at_resumes_exactly_from_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("eps", [0.0, 8 / 255, 0.1, 0.3, 1.0, 1e-5])
 def test_parse_metric_name_reads_back_every_name_the_formatter_writes(eps):
-    from trainables.core.adversarial import ATTACK_METRICS, parse_metric_name, robust_metric_name
+    from trainables.core.metric_names import ATTACK_METRICS, parse_metric_name, robust_metric_name
 
     for attack in ATTACK_METRICS:
         attack_back, eps_back = parse_metric_name(robust_metric_name(attack, eps))

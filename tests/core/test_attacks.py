@@ -8,10 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.core import attacks, train
+from trainables.core import attacks, steps, train
 from trainables.core.attacks import (
-    attack_step,
-    eps_tag,
     eval_mode,
     fgsm,
     pgd,
@@ -21,6 +19,8 @@ from trainables.core.attacks import (
     robust_accuracy,
     robust_correct,
 )
+from trainables.core.metric_names import eps_tag
+from trainables.core.steps import attack_step
 
 EPS = 0.1  # moderate on 8x8 digits: a trained CNN is hurt but not destroyed
 TOL = 1e-6  # float32 rounding of x +- eps
@@ -256,9 +256,9 @@ def test_one_step_rule_sets_every_attacks_default_step(trained, monkeypatch):
         return run(model, x, y, eps, steps, step, *args, **kwargs)
 
     monkeypatch.setattr(attacks, "_run", spy)
-    monkeypatch.setitem(attacks.DEFAULT_STEPS, "fgsm", 0.5)
-    monkeypatch.setitem(attacks.DEFAULT_STEPS, "fgsm_rs", 0.75)
-    monkeypatch.setitem(attacks.DEFAULT_STEPS, "pgd", 3.0)
+    monkeypatch.setitem(steps.DEFAULT_STEPS, "fgsm", 0.5)
+    monkeypatch.setitem(steps.DEFAULT_STEPS, "fgsm_rs", 0.75)
+    monkeypatch.setitem(steps.DEFAULT_STEPS, "pgd", 3.0)
     fgsm(model, x, y, 0.1)
     fgsm(model, x, y, 0.1, random_start=True)
     pgd(model, x, y, 0.1, steps=4)

@@ -275,7 +275,7 @@ def test_corruptions_are_a_core_registry_read_by_name_validation_and_the_docs():
     """``CORRUPTIONS`` is the core's ``corruption`` registry: registering a corruption makes its domain names
     valid (and unregistering invalid); the generalization docs name every registered corruption."""
     from trainables.core.corruptions import CORRUPTIONS, register_corruption
-    from trainables.core.domains import parse_name
+    from trainables.core.domain_names import parse_name
 
     assert registry("corruption") is CORRUPTIONS and isinstance(CORRUPTIONS, Registry)
     register_corruption("halve_for_test", ((),), "x / 2")(lambda x, level, g: x / 2)

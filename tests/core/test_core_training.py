@@ -285,7 +285,7 @@ def test_channels_last_is_the_cpu_default_and_one_channel_batches_are_restrided(
 
 def test_a_plain_run_reports_exactly_the_declared_epoch_metrics():
     """``EPOCH_METRICS`` (what the families' metrics start from) is what ``fit`` reports, no more, no less."""
-    from trainables.core.train import EPOCH_METRICS, TEST_METRICS
+    from trainables.core.metric_names import EPOCH_METRICS, TEST_METRICS
     from trainables.families import FAMILIES
 
     result = train({"dataset": "digits", "filters": [8, 16], "epochs": 2, "batch_size": 64, "device": "cpu"})

@@ -11,9 +11,12 @@ import torch
 
 from analysis import diagnostics as dg
 from trainables.core.circle import CircleLoss, circle_loss
-from trainables.core.corruptions import CORRUPTIONS, DEFAULT_SEVERITY
+from trainables.core.corruptions import CORRUPTIONS
 from trainables.core.data import load_data
-from trainables.core.domains import corrupt, parse_name, xdomain_metric_name
+from trainables.core.domain_names import parse_name
+from trainables.core.domains import corrupt
+from trainables.core.infos import DEFAULT_SEVERITY
+from trainables.core.metric_names import xdomain_metric_name
 
 MLFLOW_METRIC = re.compile(r"^[A-Za-z0-9_\-. /]+$")
 

@@ -19,7 +19,8 @@ from trainables.core import mnistc, train
 from trainables.core.corruptions import CORRUPTIONS, apply
 from trainables.core.crossdomain import accuracy, target_test
 from trainables.core.data import DataSpec, convert, load_data
-from trainables.core.domains import corrupt, parse_name
+from trainables.core.domain_names import parse_name
+from trainables.core.domains import corrupt
 
 REFERENCE = np.load(Path(__file__).resolve().parents[1] / "mnistc_reference.npz")
 MNISTC = sorted(c for c in CORRUPTIONS if c.startswith("mnistc_"))
@@ -212,7 +213,7 @@ def test_an_mnistc_domain_is_a_cross_domain_target_in_training():
 def test_a_model_trained_on_an_mnistc_domain_reloads_at_28_pixels(tmp_path):
     """digits are 8 x 8, digits:mnistc_* 28 x 28: the checkpoint's model is rebuilt at the domain's size."""
     from trainables.core import load_model
-    from trainables.core.data import dataset_info
+    from trainables.core.domain_names import dataset_info
 
     assert dataset_info("digits:mnistc_fog").size == 28 and dataset_info("digits:rotate@3").size == 8
     ckpt = tmp_path / "final.pt"

@@ -10,11 +10,12 @@ import torch.nn.functional as F
 
 from trainables.core import ConfigError, TrainConfig
 from trainables.core.adversarial import FGSM_LOSSES, RobustEval, make_batch_loss
-from trainables.core.data import THESIS_AFFINE, DataSpec, dataset_info, random_affine
+from trainables.core.data import THESIS_AFFINE, DataSpec, random_affine
+from trainables.core.domain_names import dataset_info
 from trainables.core.registry import build
 from trainables.core.regnet import GaussianHead, covariance_loss, kurtosis, kurtosis_term
 from trainables.core.train import Trainer, network_for
-from trainables.regnet import trial_config
+from trainables.families import trial_config
 
 REGNET = {"head": "gaussian", "loss": "none", "mu_t": 10.0, "optimizer": "adam", "lr": 0.003, "weight_decay": 0.0}
 
@@ -285,7 +286,8 @@ def test_imagenet_resnet34_weights_load_in_order(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- BatchNorm analysis (seed 003, Santurkar et al.)
 def test_landscape_probe_measures_along_the_gradient_and_leaves_the_model_as_it_was(tiny):
-    from trainables.core.landscape import LANDSCAPE_METRICS, probe
+    from trainables.core.landscape import probe
+    from trainables.core.metric_names import LANDSCAPE_METRICS
     from trainables.families import FAMILIES
 
     cfg = TrainConfig.from_dict({**tiny, "landscape_probe": True})

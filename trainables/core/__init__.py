@@ -1,27 +1,53 @@
 """The training core: pure PyTorch (no Ray, no MLflow). ``from trainables.core import train``.
 
-Registration happens here (timm's way): importing these modules registers every component
-(datasets, models, heads, losses and terms, optimizers, schedulers, adversarial modes, evaluators,
-freeze modes), and Python runs this file before any ``trainables.core.X`` import, so the
-registries are whole wherever the core is used.
+The names below are found in their modules on first use (PEP 562 ``__getattr__``), so importing one
+module of the core (``trainables.core.config`` to validate a study) does not import torch through
+this file. Registration does not happen here: the registry loads the registering modules it names
+(``registry.COMPONENTS``) the first time a registry is read or a component built.
 """
 
-# isort: off
-from . import adversarial, crossdomain, data, landscape, losses, models, optim, regnet, shakeshake, transfer  # noqa: F401
-# isort: on
+from __future__ import annotations
 
-from .config import SWITCHES, ConfigError, TrainConfig, acting_fields
-from .data import DATASETS, DatasetNotFound, DataSpec, load_data
-from .finetune import TransferTrainer
-from .losses import LOSSES, TERMS, Term
-from .models import ACTIVATIONS, BACKBONES, HEADS, MODELS, Head, Network, StepOutput
-from .registry import REGISTRIES, register, registry
-from .run import make_trainer, train
-from .train import CheckpointError, Trainer, TrainResult, build_model, evaluate, evaluate_split, load_model
+import importlib
+import sys
+import types
 
-__all__ = ["train", "Trainer", "TrainResult", "TrainConfig", "ConfigError", "evaluate", "evaluate_split", "load_model",
-           "load_data", "DataSpec",
-           "DatasetNotFound", "CheckpointError", "DATASETS", "MODELS", "BACKBONES", "HEADS", "LOSSES", "TERMS",
-           "Term",
-           "ACTIVATIONS", "build_model", "Network", "Head", "StepOutput", "register", "registry", "REGISTRIES",
-           "SWITCHES", "acting_fields", "make_trainer", "TransferTrainer"]
+from .registry import REGISTRIES, register, registry  # noqa: F401 - exported; torch-free (it imports no plugin)
+
+_HOMES = {
+    "config": ("SWITCHES", "ConfigError", "TrainConfig", "acting_fields"),
+    "data": ("DATASETS", "DatasetNotFound", "DataSpec", "load_data"),
+    "finetune": ("TransferTrainer",),
+    "losses": ("LOSSES", "TERMS", "Term"),
+    "models": ("ACTIVATIONS", "BACKBONES", "HEADS", "MODELS", "Head", "Network", "StepOutput"),
+    "run": ("make_trainer", "train"),
+    "train": ("CheckpointError", "Trainer", "TrainResult", "build_model", "evaluate", "evaluate_split", "load_model"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted([*_MODULE_OF, "REGISTRIES", "register", "registry"])
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Core(types.ModuleType):
+    """The package, keeping its names: importing the submodule ``trainables.core.train`` sets the package's
+    attribute ``train`` to that module, which would hide the function ``train`` the package exports."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _MODULE_OF and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Core

@@ -30,8 +30,6 @@ import torch
 
 from .attacks import (
     LatentOutput,
-    attack_step,
-    eps_tag,
     eval_mode,
     fgsm,
     margin_loss,
@@ -40,8 +38,10 @@ from .attacks import (
     random_noise,
     robust_correct,
 )
+from .metric_names import ATTACK_METRICS, CLEAN_ACC, robust_metric_name
 from .models import StepOutput
-from .registry import build, register
+from .registry import build, declare, register
+from .steps import attack_step
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, StepOutput]]
 BatchLoss = StepFn  # the older name
@@ -139,7 +139,7 @@ def fgsm_rs(model, loss_fn, generator=None, *, adv_eps: float, adv_step_size: fl
 # Where PGD-AT and GA-PGD start: ``random`` (a uniform point of the eps ball: Madry et al.'s PGD-AT and the
 # official GAIRAT code, which produced GAIRAT's published numbers; the default) or ``input`` (x itself, as the
 # GAIRAT paper's Algorithm 1 and seed 004 print it).
-PGD_STARTS = {"random": True, "input": False}
+PGD_STARTS = declare("pgd_start", {"random": True, "input": False})  # name -> random start?
 
 
 @register("adv_mode", "pgd")
@@ -186,28 +186,6 @@ def make_batch_loss(cfg, model: torch.nn.Module, loss_fn, generator=None) -> Ste
     return build("adv_mode", cfg.adv_mode, cfg, model, loss_fn, generator)
 
 
-CLEAN_METRIC = "clean_acc"
-ATTACK_METRICS = ("fgsm", "fgsm_plain", "pgd", "noise")  # what ``RobustEval`` reports at every eps
-_EPS_SEP = "_acc_eps"
-
-
-def robust_metric_name(attack: str, eps: float) -> str:
-    """``pgd_acc_eps0.1`` (MLflow metric names allow no ``@``); ``parse_metric_name`` reads it back."""
-    return f"{attack}{_EPS_SEP}{eps_tag(eps)}"
-
-
-def parse_metric_name(name: str) -> tuple[str, float] | None:
-    """``(attack, eps)`` of a name ``robust_metric_name`` writes (``("pgd", 0.1)``), None for any other name."""
-    attack, sep, tag = str(name).partition(_EPS_SEP)
-    if not sep or attack not in ATTACK_METRICS:
-        return None
-    try:
-        eps = float(tag)
-    except ValueError:
-        return None
-    return (attack, eps) if robust_metric_name(attack, eps) == name else None
-
-
 def robust_metrics(model: torch.nn.Module, split, cfg: Any) -> dict[str, float]:
     """``RobustEval`` with the config's ``eval_*`` fields, on ``split``."""
     return RobustEval(tuple(cfg.eval_eps), cfg.eval_pgd_steps, cfg.eval_samples, cfg.eval_batch_size,
@@ -225,11 +203,11 @@ def _training_loss_fgsm(model, x, y, eps):
 
 
 # What the evaluation FGSM differentiates (``fgsm_loss``): fn(model, x, y, eps) -> x_adv.
-FGSM_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+FGSM_LOSSES = declare("fgsm_loss", {
     "ce": lambda model, x, y, eps: fgsm(model, x, y, eps),
     "margin": lambda model, x, y, eps: fgsm(model, x, y, eps, loss_fn=margin_loss),
     "training": _training_loss_fgsm,
-}
+})
 DEFAULT_FGSM_LOSS = "ce"
 
 
@@ -248,7 +226,7 @@ class RobustEval:
     @staticmethod
     def metric_names(eval_eps) -> tuple[str, ...]:
         """What ``measure`` reports for these eps values (the family's metrics ask this)."""
-        return (CLEAN_METRIC,) + tuple(robust_metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
+        return (CLEAN_ACC,) + tuple(robust_metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
 
     def __call__(self, trainer) -> dict[str, float]:
         return self.measure(trainer.eval_model(), trainer.data.val)
@@ -272,7 +250,7 @@ class RobustEval:
             ok = torch.cat([model(x[i : i + bs]).argmax(1) == y[i : i + bs] for i in range(0, len(y), bs)])
         wrong = (x[~ok], y[~ok])
         x, y = x[ok], y[ok]
-        out = {CLEAN_METRIC: len(y) / n}
+        out = {CLEAN_ACC: len(y) / n}
         fgsm_attack = FGSM_LOSSES[self.fgsm_loss]
         attacks = {
             "fgsm": lambda eps: partial(fgsm_attack, eps=eps),
@@ -316,6 +294,5 @@ def robust_eval_off(batch_size: int, seed: int) -> None:
     return None
 
 
-__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "robust_metrics",
-           "robust_metric_name", "parse_metric_name", "ATTACK_METRICS", "CLEAN_METRIC", "gairat_weights",
+__all__ = ["make_batch_loss", "outputs", "RobustEval", "StepFn", "robust_metrics", "gairat_weights",
            "BatchLoss", "FGSM_LOSSES", "DEFAULT_FGSM_LOSS", "PGD_STARTS"]

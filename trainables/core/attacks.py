@@ -28,29 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .steps import attack_step
+
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# The default step of each attack, in units of eps (PGD's is spread over its steps): plain FGSM steps to the
-# ball's boundary; FGSM-RS 1.25 eps, the step Wong et al. found to avoid catastrophic overfitting while still
-# reaching the boundary from a random start; PGD 2.5 eps / steps (Madry et al.), enough to cross the ball and
-# come back.
-DEFAULT_STEPS = {"fgsm": 1.0, "fgsm_rs": 1.25, "pgd": 2.5}
-
-
-def attack_step(attack: str, eps: float, steps: int = 1, given: float | None = None) -> float:
-    """``given``, or the default step of ``attack`` (a key of ``DEFAULT_STEPS``) at ``eps`` and ``steps``."""
-    if given is not None:
-        return given
-    if attack == "pgd":
-        return DEFAULT_STEPS["pgd"] * eps / max(steps, 1)
-    return DEFAULT_STEPS[attack] * eps
-
-
-def eps_tag(eps: float) -> str:
-    """The eps part of a robust metric name (``pgd_acc_eps0.1``): short and stable across runs."""
-    return f"{eps:.4g}"
 
 
 @contextlib.contextmanager
@@ -265,6 +246,6 @@ def robust_accuracy(model: nn.Module, data, attack: Attack | None, batch_size: i
     return robust_correct(model, data, attack, batch_size) / max(1, len(_as_xy(data)[1]))
 
 
-__all__ = ["eps_tag", "eval_mode", "fgsm", "margin_loss", "LatentOutput",
+__all__ = ["eval_mode", "fgsm", "margin_loss", "LatentOutput",
            "pgd", "pgd_with_kappa", "prefer", "random_noise", "robust_accuracy",
            "robust_correct", "uniform_like", "Attack"]

@@ -22,15 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from .adversarial import FGSM_LOSSES, PGD_STARTS
-from .attacks import DEFAULT_STEPS
-from .crossdomain import XDOMAIN_NORMALIZATIONS
-from .data import class_subset_map, dataset_info
-from .domains import parse_name
-from .losses import LABEL_SMOOTHING_TARGETS
-from .pretrained import WEIGHTS as PRETRAINED_MODELS
-from .registry import registry
-from .regnet import KURTOSIS_ESTIMATORS, KURTOSIS_PENALTIES, REGNET_LOSSES
+from .catalog import entries
+from .domain_names import check_targets, class_selection, dataset_info, parse_name
+from .steps import DEFAULT_STEPS
 
 Problem = tuple[tuple, str]  # (location: the key path in the config, () for a rule across fields; message)
 
@@ -267,40 +261,39 @@ class TrainConfig(BaseModel):
                      "freeze")
     @classmethod
     def _registered(cls, v, info: ValidationInfo):
-        """Names checked against the live registries, so a newly registered entry is valid at once."""
-        return _one_of(v, registry(SWITCHES[info.field_name].kind), info.field_name)
+        """Names checked against the registries' entries (``catalog.entries``: live ones win), so a newly
+        registered entry is valid at once."""
+        return _one_of(v, entries(SWITCHES[info.field_name].kind), info.field_name)
 
     @field_validator("augment")
     @classmethod
     def _augment(cls, v):
-        if isinstance(v, str) and (v in ("on", "off") or v not in registry("augment")):
-            named = [n for n in registry("augment") if n not in ("on", "off")]
+        if isinstance(v, str) and (v in ("on", "off") or v not in entries("augment")):
+            named = [n for n in entries("augment") if n not in ("on", "off")]
             raise ValueError(f"augment is true, false or one of: {', '.join(named)}")
         return v
 
     @field_validator("stem")
     @classmethod
     def _stem(cls, v):
-        return _one_of(v, registry("stem"), "stem")
+        return _one_of(v, entries("stem"), "stem")
 
     @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, v):
         """A registered dataset or a corruption domain of one (``fashion_mnist:rotate@3``)."""
-        parse_name(v, registry("dataset"))
+        parse_name(v, entries("dataset"))
         return v
 
     @field_validator("eval_datasets", "finetune_dataset")
     @classmethod
     def _targets(cls, v, info: ValidationInfo):
         """Targets: datasets or domains whose labels mean what the source's mean (checked here, at their key)."""
-        from .crossdomain import check_targets
-
         if v is None:
             return v
         names = [v] if isinstance(v, str) else list(v)
         for name in names:
-            parse_name(name, registry("dataset"))
+            parse_name(name, entries("dataset"))
         if "dataset" in info.data:
             check_targets(info.data["dataset"], names)
         return v if isinstance(v, str) else tuple(v)
@@ -308,8 +301,6 @@ class TrainConfig(BaseModel):
     @field_validator("color_jitter")
     @classmethod
     def _rgb_only(cls, v, info: ValidationInfo):
-        from .data import dataset_info
-
         if v > 0 and "dataset" in info.data:
             channels = info.data.get("channels") or dataset_info(info.data["dataset"]).channels
             if channels != 3:
@@ -328,11 +319,7 @@ class TrainConfig(BaseModel):
                      "label_smoothing_to", "xdomain_normalize")
     @classmethod
     def _named_choices(cls, v, info: ValidationInfo):
-        names = {"regnet_loss": REGNET_LOSSES, "kurtosis_penalty": KURTOSIS_PENALTIES,
-                 "kurtosis_estimator": KURTOSIS_ESTIMATORS, "fgsm_loss": FGSM_LOSSES, "pgd_start": PGD_STARTS,
-                 "label_smoothing_to": LABEL_SMOOTHING_TARGETS,
-                 "xdomain_normalize": XDOMAIN_NORMALIZATIONS}[info.field_name]
-        return _one_of(v, names, info.field_name)
+        return _one_of(v, entries(info.field_name), info.field_name)
 
     @field_validator("milestones")
     @classmethod
@@ -372,14 +359,12 @@ class TrainConfig(BaseModel):
         if self.adv_mode != "none" and self.adv_eps <= 0:
             raise ValueError(f"adv_mode '{self.adv_mode}' needs adv_eps > 0")
         if self.classes is not None or self.class_groups is not None:
-            class_subset_map(dataset_info(self.dataset).num_classes, self.classes, self.class_groups)  # raises if invalid
+            class_selection(dataset_info(self.dataset).num_classes, self.classes, self.class_groups)  # raises if invalid
         self._check_domains()
         return self
 
     def _check_domains(self) -> None:
         """Fine-tuning fits in the run; pretrained weights fit the model and see RGB."""
-        from .data import dataset_info
-
         if self.finetune_dataset is not None:
             if self.finetune_epochs > self.epochs or (self.finetune_epochs == self.epochs and not self.init_from):
                 raise ValueError(f"finetune_epochs ({self.finetune_epochs}) are the last epochs of the run: they must "
@@ -388,8 +373,9 @@ class TrainConfig(BaseModel):
         if self.pretrained == "imagenet":
             wrong = [f"{k} {getattr(self, k)} (needs {v})" for k, v in
                      (("stem", "imagenet"), ("width", 64), ("batchnorm", True)) if getattr(self, k) != v]
-            if self.model not in PRETRAINED_MODELS:
-                wrong.insert(0, f"model {self.model} (needs one of {', '.join(PRETRAINED_MODELS)})")
+            weights = entries("imagenet_weights")
+            if self.model not in weights:
+                wrong.insert(0, f"model {self.model} (needs one of {', '.join(weights)})")
             if channels != 3:
                 wrong.append(f"channels {channels} (needs 3: the weights expect RGB)")
             if wrong:
@@ -442,7 +428,7 @@ def _get(values: Any, name: str) -> Any:
 
 def governed_fields() -> set[str]:
     """Fields some switch's entries declare: whether they act depends on the choices."""
-    return {f for sw in SWITCHES.values() for f in registry(sw.kind).all_fields()} - LOOP_FIELDS
+    return {f for sw in SWITCHES.values() for f in entries(sw.kind).all_fields()} - LOOP_FIELDS
 
 
 def acting_fields(values: Any) -> set[str]:
@@ -460,7 +446,7 @@ def acting_fields(values: Any) -> set[str]:
             if name not in acting:
                 continue
             entry = sw.key(_get(values, name))
-            reg = registry(sw.kind)
+            reg = entries(sw.kind)
             new = set(reg.fields(entry)) - acting if entry in reg else set()
             if new:
                 acting |= new
@@ -472,7 +458,7 @@ def users_of(field: str) -> list[tuple[str, list[Any]]]:
     """For each switch whose entries declare ``field``: (switch field, the ``when:`` values that use it)."""
     out = []
     for name, sw in SWITCHES.items():
-        reg = registry(sw.kind)
+        reg = entries(sw.kind)
         using = [entry for entry in reg if field in reg.fields(entry)]
         if using and len(using) < len(reg):
             out.append((name, [sw.when(e) if sw.when else e for e in using]))
@@ -489,7 +475,7 @@ def when_hint(field: str, values: Any) -> str:
         sw = SWITCHES[name]
         current = _get(values, name)
         entry = sw.key(current)
-        if field in registry(sw.kind).fields(entry) if entry in registry(sw.kind) else False:
+        if field in entries(sw.kind).fields(entry) if entry in entries(sw.kind) else False:
             continue
         shown = f"{name} {_yaml(list(current) if isinstance(current, tuple) else current)}"
         if sw.when is None:

@@ -11,34 +11,19 @@ its randomness from the generator it is given, so the same generator state gives
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from . import mnistc
+from .infos import SEVERITIES, Corruption
 from .registry import declare, register
 
-DEFAULT_SEVERITY = 3
-SEVERITIES = range(1, 6)
 CHUNK = 8192  # samples per batched op: bounds the memory of affine grids on 60k-image datasets
 
 # fn(x, params_of_the_severity, generator) -> corrupted x; x is float (N, C, H, W) in [0, 1]
 CorruptFn = Callable[[torch.Tensor, tuple, torch.Generator], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Corruption:
-    name: str
-    fn: CorruptFn
-    levels: tuple  # one parameter tuple per severity (a single entry: the corruption has no severity)
-    doc: str
-    size: int | None = None  # the image side it is defined on (MNIST-C's 28); None: any size
-
-    @property
-    def has_severity(self) -> bool:
-        return len(self.levels) > 1
 
 
 CORRUPTIONS = declare("corruption")  # name -> Corruption: the one list of corruption names

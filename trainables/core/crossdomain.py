@@ -19,30 +19,10 @@ from functools import lru_cache
 
 import torch
 
-from .data import DATASETS, DataSpec, Split, dataset_info, domain_split, load, norm_stats
-from .domains import parse_name, xdomain_metric_name
-from .registry import register
-
-
-def label_space(name: str) -> str:
-    """What a dataset's labels mean (``digits`` for digits / MNIST / SVHN); a domain keeps its base's."""
-    return DATASETS[parse_name(name).dataset].labels
-
-
-def check_targets(source: str, targets) -> list[str]:
-    """The targets' canonical names; ValueError if a name is bad, repeated, or its labels mean something else."""
-    src_space = label_space(source)
-    out = []
-    for t in targets:
-        canonical = parse_name(t).canonical
-        space = label_space(t)
-        if space != src_space:
-            raise ValueError(f"eval target '{t}' has labels of '{space}', the source '{source}' of '{src_space}': "
-                             "cross-domain accuracy needs the same label space")
-        if canonical in out:
-            raise ValueError(f"eval target '{t}' is listed twice")
-        out.append(canonical)
-    return out
+from .data import DataSpec, Split, domain_split, load, norm_stats
+from .domain_names import check_targets, dataset_info, parse_name
+from .metric_names import xdomain_metric_name
+from .registry import declare, register
 
 
 @lru_cache(maxsize=32)  # the 15 MNIST-C targets of a study fit: a rebuilt evaluator finds them all
@@ -75,7 +55,8 @@ def accuracy(model: torch.nn.Module, split: Split, batch_size: int = 1024, autoc
 
 
 # How a target is normalized: with the model's own (source) statistics, or with the target dataset's.
-XDOMAIN_NORMALIZATIONS = ("source", "own")
+XDOMAIN_NORMALIZATIONS = declare("xdomain_normalize", {"source": "the model's (source dataset's) statistics",
+                                                       "own": "each target's own dataset statistics"})
 
 
 def own_stats(name: str, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +101,3 @@ def xdomain_eval_on(source: DataSpec, shape, device, batch_size: int, *,
 def xdomain_eval_off(source: DataSpec, shape, device, batch_size: int) -> None:
     return None
 
-
-def xdomain_metric_names(eval_datasets) -> tuple[str, ...]:
-    return tuple(xdomain_metric_name(t) for t in eval_datasets)

@@ -16,7 +16,7 @@ import os
 import pickle
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +24,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .domains import DomainName, corrupt, parse_name
+from .domain_names import DomainName, class_selection, parse_name
+from .domains import corrupt
+from .infos import DatasetInfo
 from .registry import declare, register
 
 
@@ -40,24 +42,6 @@ class _BadFile(ValueError):
     def __init__(self, path: Path, reason: str):
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    channels: int
-    size: int
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    hflip: bool  # is a horizontal flip label-preserving?
-    loader: Callable[[Path | None, bool], "RawSplits"] = field(repr=False, compare=False)
-    how_to_get: str = ""
-    label_space: str = ""  # what the labels mean; datasets sharing it can be each other's domains (default: name)
-
-    @property
-    def labels(self) -> str:
-        return self.label_space or self.name
 
 
 @dataclass
@@ -98,14 +82,6 @@ DATASETS = declare("dataset")  # name -> DatasetInfo
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
     return register("dataset", info.name, info)
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    """The info of a dataset, or of a corruption domain's base (same classes and statistics; the size is the
-    corruption's where it has one: an ``mnistc_*`` domain is 28 x 28)."""
-    domain = parse_name(name, DATASETS)
-    info = DATASETS[domain.dataset]
-    return dataclasses.replace(info, size=domain.image_size) if domain.image_size else info
 
 
 def default_data_dir() -> Path:
@@ -509,19 +485,9 @@ def class_subset_map(num_classes: int, classes: Sequence[int] | None = None,
                      class_groups: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
     """Old label -> new label (-1 = dropped) for ``classes`` (keep, relabel 0..k-1 in the given order) or
     ``class_groups`` (label = group index; labels outside every group dropped). Neither: identity."""
-    if classes is not None and class_groups is not None:
-        raise ValueError("set either classes or class_groups, not both")
-    groups = [[c] for c in classes] if classes is not None else class_groups
+    groups = class_selection(num_classes, classes, class_groups)
     if groups is None:
         return torch.arange(num_classes)
-    flat = [c for g in groups for c in g]
-    if not groups or any(not g for g in groups):
-        raise ValueError("classes / class_groups must not be empty")
-    if len(set(flat)) != len(flat):
-        raise ValueError(f"a class appears twice in {groups}")
-    bad = [c for c in flat if not 0 <= c < num_classes]
-    if bad:
-        raise ValueError(f"classes {bad} out of range 0..{num_classes - 1}")
     mapping = torch.full((num_classes,), -1, dtype=torch.long)
     for new, g in enumerate(groups):
         mapping[torch.tensor(g)] = new

@@ -32,6 +32,7 @@ from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .crossdomain import accuracy, target_test
 from .data import DataSpec, load
+from .metric_names import FINETUNE_ACC, FINETUNE_ACC_BEFORE
 from .registry import build
 from .train import Trainer
 from .transfer import FinetunePlan, apply_freeze, load_weights, per_class_subset
@@ -80,8 +81,8 @@ class TransferTrainer(Trainer):
     def _target_accuracy(self, trainer) -> dict[str, float]:
         acc = accuracy(self.eval_model(), self._target_split(), self.cfg.eval_batch_size, self.autocast())
         if self.phase == 1:
-            return {"finetune_acc": acc, "finetune_acc_before": self.before}
-        return {"finetune_acc": math.nan, "finetune_acc_before": acc}
+            return {FINETUNE_ACC: acc, FINETUNE_ACC_BEFORE: self.before}
+        return {FINETUNE_ACC: math.nan, FINETUNE_ACC_BEFORE: acc}
 
     def enter_finetune(self) -> None:
         """Freeze, swap the training set for the k-shot target subset, and start the fine-tuning phase."""

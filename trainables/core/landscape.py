@@ -26,9 +26,6 @@ from .registry import register
 
 PROBE_SAMPLES = 256
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)
-LANDSCAPE_METRICS = ("landscape_loss_range", "landscape_grad_change")
-
-
 def probe(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, lr: float, seed: int = 0,
           multiples=STEP_MULTIPLES) -> dict[str, float]:
     """``LANDSCAPE_METRICS`` of ``model`` (in the mode it is in) on the batch ``(x, y)`` at step sizes lr x multiples."""
@@ -86,9 +83,4 @@ def landscape_off():
     return None
 
 
-def landscape_metric_names(landscape_probe: bool) -> tuple[str, ...]:
-    return LANDSCAPE_METRICS if landscape_probe else ()
-
-
-__all__ = ["probe", "landscape_evaluator", "LANDSCAPE_METRICS", "PROBE_SAMPLES", "STEP_MULTIPLES",
-           "landscape_metric_names"]
+__all__ = ["probe", "landscape_evaluator", "PROBE_SAMPLES", "STEP_MULTIPLES"]

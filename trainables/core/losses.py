@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .metric_names import TERMS_ON
 from .registry import build, config_fields, declare, register, registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,11 +41,11 @@ def smoothed_to_others(scores: torch.Tensor, y: torch.Tensor, eps: float) -> tor
 
 
 # Where label smoothing puts its mass eps: name -> per-sample loss (scores, y, eps).
-LABEL_SMOOTHING_TARGETS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+LABEL_SMOOTHING_TARGETS = declare("label_smoothing_to", {
     # (1 - eps) one-hot + eps/K uniform: PyTorch's label_smoothing and seed 003's LabelSmoothingCrossEntropy
     "all": lambda scores, y, eps: F.cross_entropy(scores, y, reduction="none", label_smoothing=eps),
     "others": smoothed_to_others,
-}
+})
 
 
 @register("loss", "label_smoothing")
@@ -110,7 +111,7 @@ class Term:
 @register("term", "l1")
 def l1(*, l1: float) -> Term | None:
     """L1 penalty on the trainable weight matrices / kernels (not biases or BatchNorm): sum |w|."""
-    if not l1:
+    if not TERMS_ON["l1"](l1=l1):
         return None
 
     def penalty(out, y, model):
@@ -124,7 +125,7 @@ def circle(*, circle_weight: float, circle_m: float, circle_gamma: float) -> Ter
     """Circle loss (Sun et al. 2020) on the L2-normalized penultimate features (see ``circle``): built by
     the ``circle`` switch (its ``on`` entry declares m and gamma, so they act only with a weight)."""
     given = {"circle_weight": circle_weight, "circle_m": circle_m, "circle_gamma": circle_gamma}
-    entry = registry("circle").lookup("on" if circle_weight else "off")
+    entry = registry("circle").lookup("on" if TERMS_ON["circle"](circle_weight=circle_weight) else "off")
     return entry(**{f: given[f] for f in config_fields(entry)})
 
 

@@ -15,7 +15,7 @@ import torch
 
 from .attacks import eval_mode, fgsm, pgd, random_noise, robust_accuracy
 from .data import Split
-from .domains import parse_name
+from .domain_names import parse_name
 
 GRID_SAMPLES = 8
 PGD_SWEEP = (1, 2, 4, 7, 10)  # PGD iterations of the accuracy-vs-iterations curve: where it flattens

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .checkpoint import read_checkpoint
+from .registry import declare
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,7 +31,7 @@ class PretrainedUnavailable(RuntimeError):
 
 
 # Our backbone name -> torchvision's weights enum (IMAGENET1K_V1 of each: what seed 004 fine-tunes for ResNet-34).
-WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"}
+WEIGHTS = declare("imagenet_weights", {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights"})
 
 
 def _weights(model: str = "resnet18"):

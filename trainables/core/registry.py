@@ -11,14 +11,18 @@ names by hand. Builders never take ``**kwargs``: a field they do not name cannot
     def sgd(params, *, lr, momentum, nesterov, weight_decay): ...
 
 A kind exists once something registers under it (``kinds()`` lists them: dataset, corruption, backbone, head,
-loss, optimizer, ...); the modules that register are imported by ``trainables/core/__init__.py``,
-so importing anything from the core registers every component. ``trainables.families`` and
+loss, optimizer, ...). The modules that register are named once, in ``COMPONENTS``, and loaded like plugins
+(entry points): ``registry()``, ``kinds()`` and ``build()`` import them on first use, so a registry is whole
+wherever a component is built, and a process that only validates (``search validate``) imports none of them:
+it reads the same names and fields from ``trainables.core.catalog``. ``trainables.families`` and
 ``spaces.samplers`` keep registries of the same class.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 
@@ -78,36 +82,81 @@ class Registry(Mapping[str, Any]):
         return f"Registry({self.kind!r}, {list(self._entries)})"
 
 
+@dataclass(frozen=True)
+class Declared:
+    """A builder as ``trainables.core.catalog`` records it: the config fields it declares, without its module."""
+
+    fields: tuple[str, ...]
+
+
 def config_fields(builder: Any) -> tuple[str, ...]:
     """Keyword-only parameter names of a builder (a non-callable entry declares none)."""
+    if isinstance(builder, Declared):
+        return builder.fields
     if not callable(builder) or isinstance(builder, type):
         return ()
-    params = inspect.signature(builder).parameters.values()
-    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in _parameters(builder) if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _parameters(fn: Callable) -> list[inspect.Parameter]:
+    """A callable's parameters; none for a builtin without a signature (``torch.abs``): it declares no field."""
+    try:
+        return list(inspect.signature(fn).parameters.values())
+    except (ValueError, TypeError):
+        return []
 
 
 def _check_signature(kind: str, name: str, fn: Callable) -> None:
-    for p in inspect.signature(fn).parameters.values():
+    for p in _parameters(fn):
         if p.kind is inspect.Parameter.VAR_KEYWORD:
             raise TypeError(f"{kind} '{name}': a builder declares the config fields it uses; no **{p.name}")
 
 
 REGISTRIES: dict[str, Registry] = {}  # kind -> its registry, created by the first registration
 
+# The modules of trainables.core that register components: the one list of them (the plugin table).
+COMPONENTS = ("adversarial", "corruptions", "crossdomain", "data", "landscape", "losses", "models", "optim", "pretrained",
+              "regnet", "shakeshake", "transfer")
+_state = {"loaded": False, "loading": False}
+
+
+def load_components() -> None:
+    """Import every module in ``COMPONENTS`` once (they register as they import): the registries are then whole."""
+    if _state["loaded"] or _state["loading"]:
+        return
+    _state["loading"] = True
+    try:
+        for module in COMPONENTS:
+            importlib.import_module(f"{__package__}.{module}")
+        _state["loaded"] = True
+    finally:
+        _state["loading"] = False
+
+
+def loaded() -> bool:
+    """Whether every registering module has been loaded (the live registries are then the whole truth)."""
+    return _state["loaded"]
+
 
 def kinds() -> tuple[str, ...]:
+    load_components()
     return tuple(REGISTRIES)
 
 
 def registry(kind: str) -> Registry:
+    load_components()
     if kind not in REGISTRIES:
         raise ValueError(f"unknown registry kind '{kind}'; choose one of: {', '.join(REGISTRIES)}")
     return REGISTRIES[kind]
 
 
-def declare(kind: str) -> Registry:
-    """The registry of ``kind``, created on first use: the owning module's handle (``LOSSES = declare("loss")``)."""
-    return REGISTRIES.setdefault(kind, Registry(kind))
+def declare(kind: str, entries: Mapping[str, Any] | None = None) -> Registry:
+    """The registry of ``kind``, created on first use: the owning module's handle (``LOSSES = declare("loss")``);
+    ``entries`` registers a name -> implementation table at once (``declare("pgd_start", {"random": True, ...})``)."""
+    reg = REGISTRIES.setdefault(kind, Registry(kind))
+    for name, obj in (entries or {}).items():
+        reg.register(name, obj)
+    return reg
 
 
 def register(kind: str, name: str, obj: Any = None):
@@ -126,4 +175,5 @@ def build(kind: str, name: str, cfg: Any, *args, **given) -> Any:
     return fn(*args, **kwargs)
 
 
-__all__ = ["Registry", "REGISTRIES", "kinds", "declare", "register", "registry", "build", "config_fields"]
+__all__ = ["Registry", "REGISTRIES", "COMPONENTS", "Declared", "kinds", "declare", "register", "registry", "build",
+           "config_fields", "load_components", "loaded"]

@@ -19,13 +19,13 @@ calibration work unchanged.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 
 from .losses import Term
+from .metric_names import TERMS_ON
 from .models import Head
-from .registry import register
+from .registry import declare, register
 
 DEFAULT_JITTER = 1e-6  # relative to sigma_T^2; added to Sigma_O before the Cholesky factorization
 _VAR_EPS = 1e-12  # floor on per-dimension variances in kurtosis / skewness (a collapsed dimension gives 0, not NaN)
@@ -164,7 +164,7 @@ def simplified_loss(z: torch.Tensor, y: torch.Tensor, mu_t: float, sigma_t: floa
     return _regnet_terms(z, y, mu_t, sigma_t, d, jitter, diagonal=True).sum()
 
 
-REGNET_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"covariance": covariance_loss, "simplified": simplified_loss}
+REGNET_LOSSES = declare("regnet_loss", {"covariance": covariance_loss, "simplified": simplified_loss})
 
 
 # ---------------------------------------------------------------- moments and the kurtosis term
@@ -205,10 +205,10 @@ def unbiased_kurtosis(population: torch.Tensor, n: torch.Tensor) -> torch.Tensor
     return torch.where(safe, g2 + 3, population)
 
 
-KURTOSIS_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+KURTOSIS_ESTIMATORS = declare("kurtosis_estimator", {
     "population": lambda b2, n: b2,  # the thesis's eq. 2.5: biased low on a batch (2.14 at 6 samples, 2.71 at 20)
     "unbiased": unbiased_kurtosis,  # bias-corrected G2 + 3: mean 3 on Gaussian samples at any n >= 4
-}
+})
 KURTOSIS_MIN_SAMPLES = {"population": 2, "unbiased": 4}  # fewer samples of a class in a batch: it adds 0
 
 
@@ -223,11 +223,11 @@ def kurtosis(z: torch.Tensor, y: torch.Tensor, num_classes: int | None = None,
     return class_moments(z, y, num_classes, estimator)["kurtosis"].mean(1)
 
 
-KURTOSIS_PENALTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+KURTOSIS_PENALTIES = declare("kurtosis_penalty", {
     "linear": lambda e: e,  # as printed in the thesis (eqs. 2.6-2.7): pulls K toward its minimum 1
     "abs": torch.abs,  # minimum at K = 3
     "square": torch.square,  # minimum at K = 3, smooth
-}
+})
 
 
 def kurtosis_term(z: torch.Tensor, y: torch.Tensor, factor: float, penalty: str = "linear",
@@ -334,7 +334,7 @@ def gaussian(in_features: int, num_classes: int, *, mu_t: float, sigma_t: float,
 @register("term", "regnet")
 def regnet_term(*, head: str) -> Term | None:
     """The covariance / simplified loss of the Gaussian head's latents (weight 1), logged as ``train_regnet``."""
-    if head != "gaussian":
+    if not TERMS_ON["regnet"](head=head):
         return None
     return Term("regnet", 1.0, lambda out, y, model: model.head.objective(out.latent, y))
 
@@ -342,7 +342,7 @@ def regnet_term(*, head: str) -> Term | None:
 @register("term", "kurtosis")
 def kurtosis_batch_term(*, head: str, kurtosis_factor: float) -> Term | None:
     """F_k * sum_c penalty(K_c - 3) on the Gaussian head's latents, logged (unweighted) as ``train_kurtosis``."""
-    if head != "gaussian" or not kurtosis_factor:
+    if not TERMS_ON["kurtosis"](head=head, kurtosis_factor=kurtosis_factor):
         return None
     return Term("kurtosis", kurtosis_factor, lambda out, y, model: model.head.kurtosis(out.latent, y))
 
@@ -357,8 +357,6 @@ def latents(model, split, batch_size: int = 1024) -> torch.Tensor:
                           for i in range(0, len(split), batch_size)])
 
 
-GAUSSIANITY_METRICS = tuple(f"val_{k}" for k in ("kurtosis_mean", "skew_mean", "abs_skew_mean", "std_mean",
-                                                  "own_mean_error", "hist_rmse"))
 
 
 def gaussianity_evaluator(trainer) -> dict[str, float]:

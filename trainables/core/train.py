@@ -26,8 +26,24 @@ from torch.optim.swa_utils import update_bn
 from .adversarial import make_batch_loss
 from .checkpoint import CheckpointError, read_checkpoint
 from .config import SWITCHES, TrainConfig
-from .data import DataBundle, DatasetInfo, DataSpec, Split, dataset_info, load, norm_stats, subset_info
+from .data import DataBundle, DataSpec, Split, load, norm_stats, subset_info
+from .domain_names import dataset_info
+from .infos import DatasetInfo
 from .losses import build_terms
+from .metric_names import (
+    DEFAULT_OBJECTIVE,
+    DIVERGED,
+    EPOCH_TIME,
+    LR,
+    SAMPLES_PER_S,
+    TEST_METRICS,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_LOSS,
+    VAL_NLL,
+    term_metric,
+)
 from .models import Network
 from .models import build_network as _build_network
 from .optim import swa_start_epoch
@@ -132,14 +148,12 @@ class TrainResult:
     status: str = "completed"  # completed | stopped (on_epoch asked) | diverged
     reason: str = ""
 
-    def best(self, metric: str = "val_acc", mode: str = "max") -> dict[str, float]:
+    def best(self, metric: str = DEFAULT_OBJECTIVE, mode: str = "max") -> dict[str, float]:
         pick = max if mode == "max" else min
         return pick(self.history, key=lambda m: m[metric])
 
 
 # What ``Trainer.fit`` reports every epoch whatever the config (``epoch`` aside); terms and evaluators add theirs.
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "lr", "epoch_time", "samples_per_s")
-TEST_METRICS = ("test_loss", "test_acc", "test_nll")  # the last epoch adds these
 
 
 class Trainer:
@@ -343,12 +357,12 @@ class Trainer:
             train_time = time.perf_counter() - t0
             self.epoch += 1
             self.step += 1
-            metrics = {"epoch": self.step, "train_loss": train_loss, "train_acc": train_acc,
-                       **{f"train_{k}": v for k, v in term_means.items()}, "lr": lr}
+            metrics = {"epoch": self.step, TRAIN_LOSS: train_loss, TRAIN_ACC: train_acc,
+                       **{term_metric(k): v for k, v in term_means.items()}, LR: lr}
             if not math.isfinite(train_loss):
                 self.status, self.reason = "diverged", f"non-finite training loss at epoch {self.step}"
-                metrics.update(diverged=1.0, val_loss=math.nan, val_acc=math.nan, val_nll=math.nan,
-                               epoch_time=time.perf_counter() - t0, samples_per_s=seen / max(train_time, 1e-9))
+                metrics.update({DIVERGED: 1.0, VAL_LOSS: math.nan, VAL_ACC: math.nan, VAL_NLL: math.nan,
+                                EPOCH_TIME: time.perf_counter() - t0, SAMPLES_PER_S: seen / max(train_time, 1e-9)})
                 self.history.append(metrics)
                 if on_epoch is not None:
                     on_epoch(metrics, self)
@@ -361,13 +375,13 @@ class Trainer:
                     finalize(self)
                 if self.eval_model() is not self.model:
                     val = self._evaluate(self.data.val)
-            metrics.update(val_loss=val["loss"], val_acc=val["acc"], val_nll=val["nll"])
+            metrics.update({VAL_LOSS: val["loss"], VAL_ACC: val["acc"], VAL_NLL: val["nll"]})
             for evaluator in self.evaluators:
                 metrics.update(evaluator(self))
             if last:
                 test = self._evaluate(self.data.test)
                 metrics.update(zip(TEST_METRICS, (test["loss"], test["acc"], test["nll"])))
-            metrics.update(epoch_time=time.perf_counter() - t0, samples_per_s=seen / max(train_time, 1e-9))
+            metrics.update({EPOCH_TIME: time.perf_counter() - t0, SAMPLES_PER_S: seen / max(train_time, 1e-9)})
             self.history.append(metrics)
             if on_epoch is not None and on_epoch(metrics, self) is True:
                 if self.epoch < cfg.epochs:

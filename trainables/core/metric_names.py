@@ -1,0 +1,137 @@
+"""Every metric name the core reports, said once: each formatter beside its parser, and what each component
+reports under a config.
+
+The emitters (``Trainer``, ``RobustEval``, the cross-domain evaluation, the landscape probe, fine-tuning,
+the Gaussian head's evaluator, the batch-level terms) take their names from here, and so does a family's
+``metrics`` (what a study may name as its objective), so emitter and declaration cannot drift. It imports
+no torch: study validation and the readers of results use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .domain_names import parse_name
+from .registry import config_fields
+
+# ---------------------------------------------------------------- every epoch (Trainer.fit)
+TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, VAL_NLL = "train_loss", "train_acc", "val_loss", "val_acc", "val_nll"
+LR, EPOCH_TIME, SAMPLES_PER_S = "lr", "epoch_time", "samples_per_s"
+EPOCH_METRICS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, VAL_NLL, LR, EPOCH_TIME, SAMPLES_PER_S)
+TEST_LOSS, TEST_ACC, TEST_NLL = "test_loss", "test_acc", "test_nll"
+TEST_METRICS = (TEST_LOSS, TEST_ACC, TEST_NLL)  # the last epoch adds these
+DIVERGED = "diverged"  # 1.0 on the epoch a run's loss stopped being finite
+DEFAULT_OBJECTIVE = VAL_ACC
+
+# ---------------------------------------------------------------- batch-level terms: train_<term>
+TERM_PREFIX = "train_"
+
+
+def term_metric(term: str) -> str:
+    """``train_l1``: the mean of a batch-level term over an epoch."""
+    return f"{TERM_PREFIX}{term}"
+
+
+# When each batch-level term is on, a rule over the config fields it names (keyword-only, like a builder's):
+# the term's builder asks it before building the term, ``term_metrics`` before naming ``train_<term>``.
+TERMS_ON = {
+    "l1": lambda *, l1: bool(l1),
+    "circle": lambda *, circle_weight: bool(circle_weight),
+    "regnet": lambda *, head: head == "gaussian",
+    "kurtosis": lambda *, head, kurtosis_factor: head == "gaussian" and bool(kurtosis_factor),
+}
+
+
+def term_metrics(cfg: Any) -> tuple[str, ...]:
+    """``train_<term>`` for each term ``cfg`` switches on, in the terms' order."""
+    return tuple(term_metric(t) for t, on in TERMS_ON.items() if on(**{f: getattr(cfg, f) for f in config_fields(on)}))
+
+
+# ---------------------------------------------------------------- robust evaluation (RobustEval), per eps
+CLEAN_ACC = "clean_acc"
+ATTACK_METRICS = ("fgsm", "fgsm_plain", "pgd", "noise")  # what ``RobustEval`` reports at every eps
+_EPS_SEP = "_acc_eps"
+
+
+def eps_tag(eps: float) -> str:
+    """The eps part of a robust metric name (``pgd_acc_eps0.1``): short and stable across runs."""
+    return f"{eps:.4g}"
+
+
+def robust_metric_name(attack: str, eps: float) -> str:
+    """``pgd_acc_eps0.1`` (MLflow metric names allow no ``@``); ``parse_metric_name`` reads it back."""
+    return f"{attack}{_EPS_SEP}{eps_tag(eps)}"
+
+
+def parse_metric_name(name: str) -> tuple[str, float] | None:
+    """``(attack, eps)`` of a name ``robust_metric_name`` writes (``("pgd", 0.1)``), None for any other name."""
+    attack, sep, tag = str(name).partition(_EPS_SEP)
+    if not sep or attack not in ATTACK_METRICS:
+        return None
+    try:
+        eps = float(tag)
+    except ValueError:
+        return None
+    return (attack, eps) if robust_metric_name(attack, eps) == name else None
+
+
+def robust_metric_names(eval_eps) -> tuple[str, ...]:
+    """What ``RobustEval`` reports for these eps values (nothing without any)."""
+    if not eval_eps:
+        return ()
+    return (CLEAN_ACC,) + tuple(robust_metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
+
+
+# ---------------------------------------------------------------- cross-domain evaluation, per target
+XDOMAIN_PREFIX = "xdomain_acc_"
+
+
+def xdomain_metric_name(name: str) -> str:
+    """The cross-domain metric of a target: ``xdomain_acc_fashion_mnist_rotate_3`` (``XDOMAIN_PREFIX`` + name)."""
+    return f"{XDOMAIN_PREFIX}{parse_name(name).safe}"
+
+
+def xdomain_metrics(eval_datasets) -> tuple[str, ...]:
+    """One per target; a bad name reports nothing (validation reports it at its key)."""
+    try:
+        return tuple(xdomain_metric_name(t) for t in eval_datasets or ())
+    except ValueError:
+        return ()
+
+
+# ---------------------------------------------------------------- fine-tuning, landscape, the Gaussian head
+FINETUNE_ACC, FINETUNE_ACC_BEFORE = "finetune_acc", "finetune_acc_before"
+FINETUNE_METRICS = (FINETUNE_ACC, FINETUNE_ACC_BEFORE)
+LANDSCAPE_METRICS = ("landscape_loss_range", "landscape_grad_change")
+GAUSSIANITY_METRICS = tuple(f"val_{k}" for k in ("kurtosis_mean", "skew_mean", "abs_skew_mean", "std_mean",
+                                                  "own_mean_error", "hist_rmse"))
+
+
+def finetune_metrics(finetune_dataset: str | None) -> tuple[str, ...]:
+    return FINETUNE_METRICS if finetune_dataset else ()
+
+
+def landscape_metrics(landscape_probe: bool) -> tuple[str, ...]:
+    return LANDSCAPE_METRICS if landscape_probe else ()
+
+
+def gaussianity_metrics(head: str) -> tuple[str, ...]:
+    return GAUSSIANITY_METRICS if head == "gaussian" else ()
+
+
+# ---------------------------------------------------------------- what the core reports under a config
+def core_metrics(cfg: Any) -> tuple[str, ...]:
+    """Every epoch of the core ``Trainer`` under a ``TrainConfig``: the epoch metrics, one ``train_<term>`` per
+    term the config switches on, and each switched-on evaluator's metrics."""
+    return (EPOCH_METRICS + term_metrics(cfg) + robust_metric_names(cfg.eval_eps) + xdomain_metrics(cfg.eval_datasets)
+            + finetune_metrics(cfg.finetune_dataset) + landscape_metrics(cfg.landscape_probe))
+
+
+# The order a results table shows the core's columns in (anything else follows, by name).
+COLUMN_ORDER = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_NLL, VAL_ACC, TEST_LOSS, TEST_ACC, CLEAN_ACC)
+
+
+__all__ = ["EPOCH_METRICS", "TEST_METRICS", "VAL_ACC", "TEST_ACC", "CLEAN_ACC", "ATTACK_METRICS", "eps_tag",
+           "robust_metric_name", "parse_metric_name", "robust_metric_names", "XDOMAIN_PREFIX", "xdomain_metric_name",
+           "xdomain_metrics", "FINETUNE_METRICS", "LANDSCAPE_METRICS", "GAUSSIANITY_METRICS", "term_metric",
+           "term_metrics", "TERMS_ON", "core_metrics", "COLUMN_ORDER", "DEFAULT_OBJECTIVE"]
