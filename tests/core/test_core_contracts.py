@@ -15,7 +15,6 @@ from torch import nn
 from search.cli import main
 from spaces.study import define_by_run, parse_study
 from trainables.core import (
-    REGISTRIES,
     SWITCHES,
     ConfigError,
     StepOutput,
@@ -23,13 +22,14 @@ from trainables.core import (
     Trainer,
     acting_fields,
     register,
+    registry,
     train,
 )
 from trainables.core import attacks as attacks_mod
 from trainables.core.checkpoint import CheckpointError
 from trainables.core.losses import Term
 from trainables.core.optim import SignSGD
-from trainables.core.registry import config_fields
+from trainables.core.registry import config_fields, kinds
 from trainables.core.run import make_trainer
 from trainables.core.train import build_data
 from trainables.families import FAMILIES
@@ -62,7 +62,7 @@ def test_a_registered_optimizer_is_valid_everywhere_at_once(tmp_path, capsys):
         assert main(["validate", str(study)]) == 0, capsys.readouterr().err
         assert train({**TINY, "optimizer": "dummy_sgd"}).history[-1]["epoch"] == 1
     finally:
-        REGISTRIES["optimizer"].unregister("dummy_sgd")
+        registry("optimizer").unregister("dummy_sgd")
     with pytest.raises(ConfigError, match="dummy_sgd"):
         TrainConfig.from_dict({"optimizer": "dummy_sgd"})
 
@@ -70,12 +70,13 @@ def test_a_registered_optimizer_is_valid_everywhere_at_once(tmp_path, capsys):
 def test_builders_cannot_swallow_fields():
     with pytest.raises(TypeError, match="no \\*\\*kw"):
         register("loss", "sloppy")(lambda **kw: None)
-    assert "sloppy" not in REGISTRIES["loss"]
+    assert "sloppy" not in registry("loss")
 
 
 def test_every_declared_field_is_a_config_field():
     fields = set(TrainConfig.model_fields)
-    for kind, reg in REGISTRIES.items():
+    for kind in kinds():
+        reg = registry(kind)
         for name in reg:
             assert set(config_fields(reg[name])) <= fields, (kind, name)
 
@@ -166,15 +167,15 @@ def _switch_value(switch: str, entry: str):
     return sw.when(entry)
 
 
-CASES = [(s, e, f) for s, sw in SWITCHES.items() for e in REGISTRIES[sw.kind]
-         for f in config_fields(REGISTRIES[sw.kind][e])]
+CASES = [(s, e, f) for s, sw in SWITCHES.items() for e in registry(sw.kind)
+         for f in config_fields(registry(sw.kind)[e])]
 CASES += [("l1", "l1", "l1")]  # batch terms are always built
 
 
 @pytest.mark.parametrize("switch, entry, field", CASES, ids=lambda v: str(v))
 def test_every_declared_field_reaches_its_component(switch, entry, field, digits, monkeypatch):
     kind = SWITCHES[switch].kind if switch in SWITCHES else "term"
-    reg = REGISTRIES[kind]
+    reg = registry(kind)
     original, received = reg[entry], {}
 
     def recording(*args, **kwargs):
@@ -301,7 +302,7 @@ def test_a_batch_term_sees_the_outputs_and_is_logged(digits, monkeypatch):
 
         return Term("feature_norm", 0.5, fn)
 
-    monkeypatch.setitem(REGISTRIES["term"], "feature_norm", feature_norm)
+    monkeypatch.setitem(registry("term"), "feature_norm", feature_norm)
     result = train({**TINY, "epochs": 2}, data=digits)
     assert seen and seen[0] == 256
     assert all(m["train_feature_norm"] > 0 for m in result.history)

@@ -42,7 +42,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 def test_the_walk_sees_function_level_imports():
     graph = core_imports()
     assert "tv" in graph["corruptions"]  # blur's torchvision import sits inside the function
-    assert {"corruptions", "registry"} <= graph["domains"]
+    assert {"corruptions", "domain_names"} <= graph["domains"]
 
 
 def test_no_circle_between_data_and_corruptions():
@@ -51,3 +51,37 @@ def test_no_circle_between_data_and_corruptions():
     for low in ("corruptions", "mnistc", "domains"):
         assert "data" not in reachable(graph, low), f"{low} reaches data: {sorted(reachable(graph, low))}"
     assert "data" not in reachable(graph, "data")
+
+
+# What ``search validate`` imports from the core: none of it may reach torch (issue 17, section 5).
+TORCH_FREE = ("config", "catalog", "registry", "domain_names", "infos", "metric_names", "steps")
+
+
+def _imports_torch(module: str) -> bool:
+    for node in ast.walk(ast.parse((CORE / f"{module}.py").read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        if any(n == "torch" or n.startswith(("torch.", "torchvision")) for n in names):
+            return True
+    return False
+
+
+def test_the_validation_modules_reach_no_torch():
+    graph = core_imports()
+    for start in TORCH_FREE:
+        reached = {start} | reachable(graph, start)
+        assert not [m for m in reached if _imports_torch(m)], (start, sorted(m for m in reached if _imports_torch(m)))
+    assert _imports_torch("train")  # the check can fail
+
+
+def test_every_registering_module_is_a_component():
+    """The registry loads the modules in ``COMPONENTS`` (by name, as plugins) before any registry is read, so a
+    module that registers but is missing there would leave its entries out wherever nothing else imports it."""
+    from trainables.core.registry import COMPONENTS
+
+    def registers(path: Path) -> bool:
+        return any(isinstance(n, ast.ImportFrom) and n.module == "registry" and n.level == 1
+                   and {a.name for a in n.names} & {"register", "declare"} for n in ast.walk(ast.parse(path.read_text())))
+
+    assert {p.stem for p in CORE.glob("*.py") if p.stem != "__init__" and registers(p)} == set(COMPONENTS)
+    assert not core_imports()["registry"]  # the registry imports none of them: they import it
