@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trainables.core.metric_names import CLEAN_ACC, robust_metric_name
-from trainables.independent_check import GRADIENT_MASKING, INDEP_EPS
+from trainables.core.metric_names import CLEAN_ACC, GRADIENT_MASKING, INDEP_EPS, robust_metric_name
 
 from . import optuna_plots, tables
 from .sections import ReportContext

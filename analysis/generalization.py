@@ -9,13 +9,13 @@ import tempfile
 import pandas as pd
 
 import records
-from trainables.core.metric_names import XDOMAIN_PREFIX
+from trainables.core.metric_names import FINETUNE_ACC, FINETUNE_ACC_BEFORE, TEST_ACC, VAL_ACC, XDOMAIN_PREFIX
 
 from . import plots, tables
 from .sections import ReportContext
 
-BEFORE, AFTER = "finetune_acc_before", "finetune_acc"  # trainables.core.finetune reports them
-SOURCE_METRICS = ("test_acc", "val_acc")  # the source's own accuracy: test split when the trial reached it
+BEFORE, AFTER = FINETUNE_ACC_BEFORE, FINETUNE_ACC  # trainables.core.finetune reports them
+SOURCE_METRICS = (TEST_ACC, VAL_ACC)  # the source's own accuracy: test split when the trial reached it
 
 
 def xdomain_columns(df: pd.DataFrame) -> list[str]:
@@ -44,7 +44,7 @@ def finetune_table(ctx: ReportContext) -> pd.DataFrame:
     the source accuracy lost (``val_acc`` at the last pretraining epoch minus at the last epoch)."""
     df = ctx.trials[ctx.trials["outcome"].isin(records.RANKABLE) & ctx.trials[AFTER].notna()].copy()
     ft_epochs = ctx.fixed_or_column("finetune_epochs")
-    history = records.histories(ctx.info.name, ctx.info.uri, metrics=("val_acc",), trial_ids=df["trial"],
+    history = records.histories(ctx.info.name, ctx.info.uri, metrics=(VAL_ACC,), trial_ids=df["trial"],
                                 info=ctx.info, client=ctx.client)
     val = history.set_index(["trial", "epoch"])["value"]
     lost = []
@@ -77,7 +77,7 @@ def sections(ctx: ReportContext) -> list[str]:
                "evaluated on (final epoch; the source's own column is its test accuracy when the trial reached it).",
                "", *tables.to_markdown(matrix).splitlines(), ""]
         best = ctx.trials.head(min(3, len(ctx.trials)))["trial"].tolist()
-        history = records.histories(ctx.info.name, ctx.info.uri, metrics=("val_acc", *cols), trial_ids=best,
+        history = records.histories(ctx.info.name, ctx.info.uri, metrics=(VAL_ACC, *cols), trial_ids=best,
                                     info=ctx.info, client=ctx.client)
         if not history.empty:
             curves = history[history["trial"] == best[0]].assign(trial=lambda h: h["metric"], metric="accuracy")

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from records.states import Outcome
-from trainables.core.metric_names import CLEAN_ACC, parse_metric_name
+from trainables.core.metric_names import CLEAN_ACC, VAL_ACC, parse_metric_name
 
 ATTACKS = ("fgsm", "pgd", "noise")  # the robust-accuracy attacks (a sample counts if right clean and perturbed)
 COLORS = {"clean": "black", "fgsm": "tab:orange", "pgd": "tab:red", "noise": "tab:blue"}
@@ -57,7 +57,7 @@ def _log_scale(values) -> bool:
 
 
 # ------------------------------------------------------------------ learning curves
-def learning_curves(history: pd.DataFrame, out: str | Path, metric: str = "val_acc", *,
+def learning_curves(history: pd.DataFrame, out: str | Path, metric: str = VAL_ACC, *,
                     trials: pd.DataFrame | None = None, color_by: str | None = None, categorical: bool | None = None,
                     title: str = "", dashed: set | frozenset = frozenset()) -> Path:
     """``metric`` vs epoch, one line per trial; colored by the parameter ``color_by`` of ``trials``.

@@ -18,14 +18,24 @@ import pandas as pd
 import torch
 
 import records
-from trainables.core.metric_names import CLEAN_ACC, GAUSSIANITY_METRICS, parse_metric_name
-from trainables.independent_check import GRADIENT_MASKING, INDEP_APGD_DLR
+from trainables.core.metric_names import (
+    CLEAN_ACC,
+    GAUSSIANITY_METRICS,
+    GRADIENT_MASKING,
+    INDEP_APGD_DLR,
+    KURTOSIS_MEAN,
+    SKEW_MEAN,
+    TEST_ACC,
+    parse_metric_name,
+    split_metric,
+)
+from trainables.core.metric_names import HIST_RMSE as HIST_RMSE_STAT
 
 from .plots import _figure, _save
 from .sections import ReportContext
 
 PLAIN = "fgsm_plain"  # RobustEval's plain FGSM accuracy (every sample counts): the thesis's measure
-HIST_RMSE, KURTOSIS, SKEW = "val_hist_rmse", "val_kurtosis_mean", "val_skew_mean"
+HIST_RMSE, KURTOSIS, SKEW = (split_metric("val", s) for s in (HIST_RMSE_STAT, KURTOSIS_MEAN, SKEW_MEAN))
 
 
 def plain_columns(columns) -> list[str]:
@@ -190,7 +200,7 @@ def sections(ctx: ReportContext) -> list[str]:
         col = ctx.fixed_or_column(p)
         if col is not None:
             work[p] = pd.to_numeric(col, errors="coerce")
-    acc = "test_acc" if "test_acc" in work and work["test_acc"].notna().any() else ctx.shown
+    acc = TEST_ACC if TEST_ACC in work and work[TEST_ACC].notna().any() else ctx.shown
     if "mu_t" in work and work.loc[~is_ce, "mu_t"].nunique() > 1:
         metric_vs_param(work, "mu_t", [acc], out / "regnet_acc_vs_mu.png", group=loss, baseline=is_ce, ylabel=acc,
                         title=f"{acc} vs mu_T (one curve per loss; dashed: cross-entropy)")

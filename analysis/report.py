@@ -21,9 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 import records
-from trainables.core.metric_names import CLEAN_ACC, parse_metric_name
+from trainables.core.metric_names import CLEAN_ACC, INDEPENDENT_METRICS, TEST_ACC, parse_metric_name
 from trainables.families import FAMILIES
-from trainables.independent_check import INDEPENDENT_METRICS
 
 from . import html, optuna_plots, plots, tables
 from .sections import Log, ReportContext
@@ -63,7 +62,7 @@ def _counts(df: pd.DataFrame) -> pd.DataFrame:
 
 def _top(df: pd.DataFrame, info: records.SearchInfo, k: int) -> pd.DataFrame:
     cols = ["trial", *info.space, info.shown_column] + ([records.FEASIBLE] if records.FEASIBLE in df else [])
-    cols += ["best_epoch"] + [c for c in ("test_acc", CLEAN_ACC) if c in df and c != info.target]
+    cols += ["best_epoch"] + [c for c in (TEST_ACC, CLEAN_ACC) if c in df and c != info.target]
     cols += ["epochs", "state"]
     return df[cols].head(k).rename(columns={info.shown_column: info.target})  # blank: a condition did not apply
 

@@ -1,6 +1,6 @@
 """The sections of a study file that other inputs share (``best.yaml`` reuses them): plain pydantic
 models with their defaults, importing nothing heavy, so a reader of ``best.yaml`` (``search export``)
-needs neither torch nor the registries.
+needs no torch (the default objective comes from ``trainables.core.metric_names``, which imports none).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainables.core.metric_names import DEFAULT_OBJECTIVE
 
 # Exponent floats without a dot (``1e-3``): YAML 1.1 reads them as strings; our files read them as numbers.
 EXPONENT_FLOAT = ("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -52,7 +54,7 @@ class ParetoWith(_Strict):
 
 
 class Objective(_Strict):
-    metric: str = "val_acc"
+    metric: str = DEFAULT_OBJECTIVE
     mode: Literal["max", "min"] = "max"
     constraint: Constraint | None = None
     pareto_with: ParetoWith | None = None

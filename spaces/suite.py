@@ -14,8 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from trainables.core.metric_names import TEST_METRICS
-from trainables.independent_check import INDEPENDENT_METRICS
+from trainables.core.metric_names import INDEPENDENT_METRICS, TEST_METRICS
 
 from .study import StudyError, _Strict, load_study, read_yaml_file, yaml_problems
 

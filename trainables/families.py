@@ -28,7 +28,7 @@ from trainables.core.metric_names import (
     EPOCH_METRICS,
     core_metrics,
     finetune_metrics,
-    gaussianity_metrics,
+    gaussianity_names,
     landscape_metrics,
     robust_metric_names,
     xdomain_metrics,
@@ -141,7 +141,7 @@ register_family(RegNetFamily(
     "RegNet: Gaussian latent head (covariance / simplified loss, kurtosis term, nearest-mean prediction) vs the "
     "linear cross-entropy baseline; gaussianity metrics every epoch, plain and robust FGSM accuracy per eps",
     choices={"head": ("gaussian", "linear"), "adv_mode": ("none",)},
-    extra_metrics=lambda config: gaussianity_metrics(config.get("head")),
+    extra_metrics=lambda config: gaussianity_names(config.get("head")),
     report="analysis.regnet:sections",
 ))
 

@@ -15,7 +15,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.core.metric_names import robust_metric_name
+from trainables.core.metric_names import (
+    CLEAN_ACC,
+    GRADIENT_MASKING,
+    INDEP_APGD,
+    INDEP_APGD_DLR,
+    INDEP_EPS,
+    INDEP_PGD,
+    robust_metric_name,
+)
 from trainables.core.attacks import eval_mode
 from trainables.core.steps import attack_step
 from trainables.core.tv import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
@@ -60,11 +68,11 @@ def independent_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
             n_classes = model(x[:1]).shape[1]
         ok = torch.cat([_predict(model, x[i : i + batch_size]) == y[i : i + batch_size]
                         for i in range(0, len(y), batch_size)])
-        out = {"clean_acc": int(ok.sum()) / max(1, len(y))}
+        out = {CLEAN_ACC: int(ok.sum()) / max(1, len(y))}
         if eps <= 0:
-            return {**out, "pgd_acc": out["clean_acc"], "apgd_acc": out["clean_acc"],
-                    **({"autoattack_acc": out["clean_acc"]} if autoattack else {}),
-                    **({"apgd_dlr_acc": out["clean_acc"]} if dlr and n_classes >= 3 else {})}
+            return {**out, "pgd_acc": out[CLEAN_ACC], "apgd_acc": out[CLEAN_ACC],
+                    **({"autoattack_acc": out[CLEAN_ACC]} if autoattack else {}),
+                    **({"apgd_dlr_acc": out[CLEAN_ACC]} if dlr and n_classes >= 3 else {})}
         xs, ys = x[ok], y[ok]  # only correctly classified samples can still count
         for name, attack in _attacks(model, eps, steps, autoattack, n_classes, seed, dlr).items():
             kept = 0
@@ -89,10 +97,6 @@ def gradient_masking_flag(our_pgd_acc: float, independent_acc: float, threshold:
     return our_pgd_acc - independent_acc > threshold + 1e-9
 
 
-# The final-epoch metrics ``independent_metrics`` adds (the report puts them beside each robust number).
-INDEP_EPS, INDEP_PGD, INDEP_APGD, INDEP_APGD_DLR = "indep_eps", "indep_pgd_acc", "indep_apgd_acc", "indep_apgd_dlr_acc"
-GRADIENT_MASKING = "gradient_masking"
-INDEPENDENT_METRICS = (INDEP_EPS, INDEP_PGD, INDEP_APGD, INDEP_APGD_DLR, GRADIENT_MASKING)
 INDEPENDENT_SAMPLES = 500  # enough for a 2-point comparison on a CPU in seconds
 
 
@@ -116,5 +120,4 @@ def independent_metrics(trainer, metrics: dict[str, float], eps: float, *, dlr: 
     return out
 
 
-__all__ = ["independent_check", "gradient_masking_flag", "independent_metrics", "INDEPENDENT_METRICS",
-           "GRADIENT_MASKING", "INDEP_APGD", "INDEP_APGD_DLR", "INDEP_PGD", "INDEP_EPS"]
+__all__ = ["independent_check", "gradient_masking_flag", "independent_metrics"]

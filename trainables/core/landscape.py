@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .metric_names import LANDSCAPE_GRAD_CHANGE, LANDSCAPE_LOSS_RANGE
 from .registry import register
 
 PROBE_SAMPLES = 256
@@ -56,8 +57,8 @@ def probe(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, lr: float
             for n, b in model.named_buffers():
                 b.copy_(buffers[n])
     losses = torch.stack(losses)
-    return {"landscape_loss_range": float(losses.max() - losses.min()),
-            "landscape_grad_change": float(torch.stack(changes).max())}
+    return {LANDSCAPE_LOSS_RANGE: float(losses.max() - losses.min()),
+            LANDSCAPE_GRAD_CHANGE: float(torch.stack(changes).max())}
 
 
 def landscape_evaluator(trainer) -> dict[str, float]:

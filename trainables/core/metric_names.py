@@ -102,9 +102,20 @@ def xdomain_metrics(eval_datasets) -> tuple[str, ...]:
 # ---------------------------------------------------------------- fine-tuning, landscape, the Gaussian head
 FINETUNE_ACC, FINETUNE_ACC_BEFORE = "finetune_acc", "finetune_acc_before"
 FINETUNE_METRICS = (FINETUNE_ACC, FINETUNE_ACC_BEFORE)
-LANDSCAPE_METRICS = ("landscape_loss_range", "landscape_grad_change")
-GAUSSIANITY_METRICS = tuple(f"val_{k}" for k in ("kurtosis_mean", "skew_mean", "abs_skew_mean", "std_mean",
-                                                  "own_mean_error", "hist_rmse"))
+LANDSCAPE_LOSS_RANGE, LANDSCAPE_GRAD_CHANGE = "landscape_loss_range", "landscape_grad_change"
+LANDSCAPE_METRICS = (LANDSCAPE_LOSS_RANGE, LANDSCAPE_GRAD_CHANGE)
+# The Gaussian head's latent statistics (``regnet.gaussianity_metrics``), reported as ``<split>_<stat>``.
+KURTOSIS_MEAN, SKEW_MEAN, ABS_SKEW_MEAN, STD_MEAN = "kurtosis_mean", "skew_mean", "abs_skew_mean", "std_mean"
+OWN_MEAN_ERROR, HIST_RMSE = "own_mean_error", "hist_rmse"
+GAUSSIANITY_STATS = (KURTOSIS_MEAN, SKEW_MEAN, ABS_SKEW_MEAN, STD_MEAN, OWN_MEAN_ERROR, HIST_RMSE)
+
+
+def split_metric(split: str, stat: str) -> str:
+    """``val_kurtosis_mean``: a statistic measured on a split."""
+    return f"{split}_{stat}"
+
+
+GAUSSIANITY_METRICS = tuple(split_metric("val", s) for s in GAUSSIANITY_STATS)  # every epoch, on validation
 
 
 def finetune_metrics(finetune_dataset: str | None) -> tuple[str, ...]:
@@ -115,8 +126,15 @@ def landscape_metrics(landscape_probe: bool) -> tuple[str, ...]:
     return LANDSCAPE_METRICS if landscape_probe else ()
 
 
-def gaussianity_metrics(head: str) -> tuple[str, ...]:
+def gaussianity_names(head: str) -> tuple[str, ...]:
     return GAUSSIANITY_METRICS if head == "gaussian" else ()
+
+
+# ---------------------------------------------------------------- the final epoch's independent check
+# (trainables.independent_check: torchattacks at one eps; the report puts them beside each robust number)
+INDEP_EPS, INDEP_PGD, INDEP_APGD, INDEP_APGD_DLR = "indep_eps", "indep_pgd_acc", "indep_apgd_acc", "indep_apgd_dlr_acc"
+GRADIENT_MASKING = "gradient_masking"
+INDEPENDENT_METRICS = (INDEP_EPS, INDEP_PGD, INDEP_APGD, INDEP_APGD_DLR, GRADIENT_MASKING)
 
 
 # ---------------------------------------------------------------- what the core reports under a config
@@ -131,7 +149,9 @@ def core_metrics(cfg: Any) -> tuple[str, ...]:
 COLUMN_ORDER = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_NLL, VAL_ACC, TEST_LOSS, TEST_ACC, CLEAN_ACC)
 
 
-__all__ = ["EPOCH_METRICS", "TEST_METRICS", "VAL_ACC", "TEST_ACC", "CLEAN_ACC", "ATTACK_METRICS", "eps_tag",
-           "robust_metric_name", "parse_metric_name", "robust_metric_names", "XDOMAIN_PREFIX", "xdomain_metric_name",
-           "xdomain_metrics", "FINETUNE_METRICS", "LANDSCAPE_METRICS", "GAUSSIANITY_METRICS", "term_metric",
-           "term_metrics", "TERMS_ON", "core_metrics", "COLUMN_ORDER", "DEFAULT_OBJECTIVE"]
+__all__ = ["EPOCH_METRICS", "TEST_METRICS", "VAL_ACC", "TEST_ACC", "CLEAN_ACC", "DEFAULT_OBJECTIVE", "COLUMN_ORDER",
+           "term_metric", "term_metrics", "TERMS_ON", "ATTACK_METRICS", "eps_tag", "robust_metric_name",
+           "parse_metric_name", "robust_metric_names", "XDOMAIN_PREFIX", "xdomain_metric_name", "xdomain_metrics",
+           "FINETUNE_METRICS", "finetune_metrics", "LANDSCAPE_METRICS", "landscape_metrics", "GAUSSIANITY_STATS",
+           "GAUSSIANITY_METRICS", "split_metric", "gaussianity_names", "INDEPENDENT_METRICS", "GRADIENT_MASKING",
+           "INDEP_EPS", "INDEP_PGD", "INDEP_APGD", "INDEP_APGD_DLR", "core_metrics"]

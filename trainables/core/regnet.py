@@ -23,7 +23,16 @@ import math
 import torch
 
 from .losses import Term
-from .metric_names import TERMS_ON
+from .metric_names import (
+    ABS_SKEW_MEAN,
+    HIST_RMSE,
+    KURTOSIS_MEAN,
+    OWN_MEAN_ERROR,
+    SKEW_MEAN,
+    STD_MEAN,
+    TERMS_ON,
+    split_metric,
+)
 from .models import Head
 from .registry import declare, register
 
@@ -281,14 +290,15 @@ def gaussianity_metrics(z: torch.Tensor, y: torch.Tensor, mu_t: float, sigma_t: 
     def avg(t):
         return float(t[present].mean()) if bool(present.any()) else float("nan")
 
-    return {
-        f"{prefix}kurtosis_mean": avg(m["kurtosis"]),
-        f"{prefix}skew_mean": avg(m["skewness"]),
-        f"{prefix}abs_skew_mean": avg(m["skewness"].abs()),
-        f"{prefix}std_mean": avg(m["std"]),
-        f"{prefix}own_mean_error": avg((m["mean"][own, own] - mu_t).abs()[:, None]),
-        f"{prefix}hist_rmse": float(rmse[~rmse.isnan()].mean()) if bool((~rmse.isnan()).any()) else float("nan"),
+    stats = {
+        KURTOSIS_MEAN: avg(m["kurtosis"]),
+        SKEW_MEAN: avg(m["skewness"]),
+        ABS_SKEW_MEAN: avg(m["skewness"].abs()),
+        STD_MEAN: avg(m["std"]),
+        OWN_MEAN_ERROR: avg((m["mean"][own, own] - mu_t).abs()[:, None]),
+        HIST_RMSE: float(rmse[~rmse.isnan()].mean()) if bool((~rmse.isnan()).any()) else float("nan"),
     }
+    return {f"{prefix}{k}": v for k, v in stats.items()}
 
 
 # ---------------------------------------------------------------- class-balanced batches
@@ -363,4 +373,4 @@ def gaussianity_evaluator(trainer) -> dict[str, float]:
     """Trainer hook: ``GAUSSIANITY_METRICS`` of the reported model's validation latents, every epoch."""
     model, cfg = trainer.eval_model(), trainer.cfg
     z = latents(model, trainer.data.val, cfg.eval_batch_size)
-    return gaussianity_metrics(z, trainer.data.val.y, cfg.mu_t, cfg.sigma_t, prefix="val_")
+    return {split_metric("val", k): v for k, v in gaussianity_metrics(z, trainer.data.val.y, cfg.mu_t, cfg.sigma_t).items()}
