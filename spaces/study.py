@@ -73,8 +73,9 @@ class Study(_Strict):
         """``type: grid`` means "walk every value": without a ``sampler:`` the study is searched by the grid
         sampler (under TPE a grid point could be sampled twice and another skipped; ``check_sampler`` refuses
         an explicit other sampler)."""
-        if isinstance(data, dict) and "sampler" not in data and any(
-                isinstance(p, dict) and p.get("type") == "grid" for p in (data.get("search") or {}).values()):
+        search = data.get("search") if isinstance(data, dict) else None  # not a mapping: the schema says so
+        if isinstance(search, dict) and "sampler" not in data and any(
+                isinstance(p, dict) and p.get("type") == "grid" for p in search.values()):
             return {**data, "sampler": "grid"}
         return data
 

@@ -33,9 +33,9 @@ def _record(obj: Any) -> dict[str, Any]:
     if type(obj).__name__ in VALUES and dataclasses.is_dataclass(obj):
         data = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if not callable(getattr(obj, f.name))}
         return {type(obj).__name__: data}
-    if callable(obj):
-        return {"fields": list(config_fields(obj))}
-    return {"value": obj if isinstance(obj, (str, int, float, bool)) else None}
+    if isinstance(obj, (str, int, float, bool)) and not callable(obj):
+        return {"value": obj}
+    return {"fields": list(config_fields(obj))}  # a builder; any other value: a name that declares no field
 
 
 def build() -> dict[str, dict[str, Any]]:
@@ -59,10 +59,14 @@ def _entry(record: dict[str, Any]) -> Any:
 
 
 @lru_cache(maxsize=None)
-def _recorded() -> dict[str, dict[str, Any]]:
-    """kind -> name -> entry, from the checked-in file."""
-    raw = json.loads(PATH.read_text())
-    return {kind: {name: _entry(rec) for name, rec in names.items()} for kind, names in raw.items()}
+def _recorded() -> dict[str, Registry]:
+    """kind -> its entries as the checked-in file records them."""
+    out = {}
+    for kind, names in json.loads(PATH.read_text()).items():
+        out[kind] = Registry(kind)
+        for name, record in names.items():
+            out[kind].register(name, _entry(record))
+    return out
 
 
 def entries(kind: str) -> Registry:
@@ -73,10 +77,12 @@ def entries(kind: str) -> Registry:
             raise ValueError(f"unknown registry kind '{kind}'; choose one of: {', '.join(REGISTRIES)}")
         return live
     recorded = _recorded()
-    if kind not in recorded and live is None:
-        raise ValueError(f"unknown registry kind '{kind}'; choose one of: {', '.join(recorded)}")
+    if not live:
+        if kind not in recorded:
+            raise ValueError(f"unknown registry kind '{kind}'; choose one of: {', '.join(recorded)}")
+        return recorded[kind]
     view = Registry(kind)
-    for name, obj in {**recorded.get(kind, {}), **(dict(live) if live is not None else {})}.items():
+    for name, obj in {**recorded.get(kind, {}), **live}.items():
         view.register(name, obj)
     return view
 
