@@ -2,6 +2,12 @@
 
 A lazy import that dodges a circle hides two modules that want a third one above (or below) them;
 this walks every import in the project's packages, function bodies included, and finds none.
+
+Two imports are made by name and are no edges here. The registry loads the modules its plugin table
+``registry.COMPONENTS`` names (as entry points are loaded): they import the registry and it uses nothing
+of theirs (tests/core/test_core_imports.py checks it imports none of them and that the table is whole).
+``trainables/core/__init__.py`` finds its exported names in their modules on first use (PEP 562), so that
+importing one module of the core does not import all of it.
 """
 
 from __future__ import annotations

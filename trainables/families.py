@@ -45,7 +45,8 @@ def trial_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
     try:
         return core_metrics(TrainConfig.from_dict(dict(config), strict=False))
     except ConfigError:
-        return (EPOCH_METRICS + robust_metric_names(config.get("eval_eps")) + xdomain_metrics(config.get("eval_datasets"))
+        eps = config.get("eval_eps")
+        return (EPOCH_METRICS + (robust_metric_names(eps) if eps else ()) + xdomain_metrics(config.get("eval_datasets"))
                 + finetune_metrics(config.get("finetune_dataset")) + landscape_metrics(config.get("landscape_probe")))
 
 

@@ -38,7 +38,7 @@ from .attacks import (
     random_noise,
     robust_correct,
 )
-from .metric_names import ATTACK_METRICS, CLEAN_ACC, robust_metric_name
+from .metric_names import CLEAN_ACC, robust_metric_name, robust_metric_names
 from .models import StepOutput
 from .registry import build, declare, register
 from .steps import attack_step
@@ -226,7 +226,7 @@ class RobustEval:
     @staticmethod
     def metric_names(eval_eps) -> tuple[str, ...]:
         """What ``measure`` reports for these eps values (the family's metrics ask this)."""
-        return (CLEAN_ACC,) + tuple(robust_metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
+        return robust_metric_names(eval_eps)
 
     def __call__(self, trainer) -> dict[str, float]:
         return self.measure(trainer.eval_model(), trainer.data.val)

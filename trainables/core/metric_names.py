@@ -76,9 +76,7 @@ def parse_metric_name(name: str) -> tuple[str, float] | None:
 
 
 def robust_metric_names(eval_eps) -> tuple[str, ...]:
-    """What ``RobustEval`` reports for these eps values (nothing without any)."""
-    if not eval_eps:
-        return ()
+    """What ``RobustEval`` reports for these eps values."""
     return (CLEAN_ACC,) + tuple(robust_metric_name(a, eps) for eps in eval_eps for a in ATTACK_METRICS)
 
 
@@ -141,15 +139,12 @@ INDEPENDENT_METRICS = (INDEP_EPS, INDEP_PGD, INDEP_APGD, INDEP_APGD_DLR, GRADIEN
 def core_metrics(cfg: Any) -> tuple[str, ...]:
     """Every epoch of the core ``Trainer`` under a ``TrainConfig``: the epoch metrics, one ``train_<term>`` per
     term the config switches on, and each switched-on evaluator's metrics."""
-    return (EPOCH_METRICS + term_metrics(cfg) + robust_metric_names(cfg.eval_eps) + xdomain_metrics(cfg.eval_datasets)
+    robust = robust_metric_names(cfg.eval_eps) if cfg.eval_eps else ()
+    return (EPOCH_METRICS + term_metrics(cfg) + robust + xdomain_metrics(cfg.eval_datasets)
             + finetune_metrics(cfg.finetune_dataset) + landscape_metrics(cfg.landscape_probe))
 
 
-# The order a results table shows the core's columns in (anything else follows, by name).
-COLUMN_ORDER = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_NLL, VAL_ACC, TEST_LOSS, TEST_ACC, CLEAN_ACC)
-
-
-__all__ = ["EPOCH_METRICS", "TEST_METRICS", "VAL_ACC", "TEST_ACC", "CLEAN_ACC", "DEFAULT_OBJECTIVE", "COLUMN_ORDER",
+__all__ = ["EPOCH_METRICS", "TEST_METRICS", "VAL_ACC", "TEST_ACC", "CLEAN_ACC", "DEFAULT_OBJECTIVE",
            "term_metric", "term_metrics", "TERMS_ON", "ATTACK_METRICS", "eps_tag", "robust_metric_name",
            "parse_metric_name", "robust_metric_names", "XDOMAIN_PREFIX", "xdomain_metric_name", "xdomain_metrics",
            "FINETUNE_METRICS", "finetune_metrics", "LANDSCAPE_METRICS", "landscape_metrics", "GAUSSIANITY_STATS",
