@@ -11,7 +11,7 @@ A ``Family`` declares
 - its **trainer**: the trainable (``"module:function"``, imported lazily: Ray re-imports it by
   name) that runs the core ``Trainer`` with the family's hooks and final metrics.
 
-Kept free of Ray imports so that study validation (spaces/) can use it without importing Ray.
+Kept free of Ray and torch imports so that study validation (spaces/) can use it without importing either.
 Families register with ``register_family`` in ``FAMILIES``: the core's ``Registry`` class, but not one of the
 core's ``REGISTRIES`` (``declare``), because families sit above the core: the core builds components from a
 ``TrainConfig`` and never names a family, while a family is built from the core's parts (its schema, metrics

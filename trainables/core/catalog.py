@@ -91,8 +91,8 @@ def write(path: Path = PATH) -> None:
     path.write_text(json.dumps(build(), indent=1) + "\n")
 
 
+__all__ = ["entries", "build", "write", "PATH", "REGENERATE"]
+
 if __name__ == "__main__":
     write()
     print(f"wrote {PATH}")
-
-__all__ = ["entries", "build", "write", "PATH", "REGENERATE"]
