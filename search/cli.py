@@ -84,13 +84,21 @@ def cmd_validate(args) -> int:
     else:
         have, where = machine.local_resources(), "this machine"
     need = study.resources
-    machine.check_fits(need.cpus, need.gpus, have, where, lambda key: key_line(args.study, key))
+    try:
+        machine.check_fits(need.cpus, need.gpus, have, where, lambda key: key_line(args.study, key))
+        misfit = None
+    except SearchError as e:
+        if args.address:  # the user named where it will run: not fitting there is the answer
+            raise
+        misfit = str(e)  # a valid study for a cluster: said, not refused (`search run` here refuses it)
     n = f"{study.grid_size()} grid points" if all(p.is_discrete() for p in study.search.values()) else "continuous"
     print(f"{args.study}: valid — study '{study.name}', family {study.family}, dataset {study.dataset}, "
           f"{len(study.search)} searched parameter(s) ({n}), {len(study.fixed)} fixed, "
           f"objective {study.objective.mode} {study.objective.metric}")
     print(f"resources: a trial needs {need.cpus:g} CPU and {need.gpus:g} GPU; checked against {where} "
           f"({machine.describe(have)})" + ("" if args.address else "; use --address to check a cluster instead"))
+    if misfit:
+        print(f"does not fit {where} (`search run` here refuses it; run it on a cluster):\n{misfit}", file=sys.stderr)
     return 0
 
 

@@ -107,14 +107,31 @@ def test_gpu_study_on_a_cpu_machine_is_refused_before_ray(tmp_path, monkeypatch,
 def test_validate_checks_resources_against_this_machine(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(machine, "local_resources", lambda: CPU_MACHINE)
     path, line = gpu_study(tmp_path)
-    assert main(["validate", str(path)]) == 2
-    assert f"resources.gpus (line {line})" in capsys.readouterr().err
+    # A GPU study is valid (it is written for a cluster) and the output says it does not fit here, at its line.
+    assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "valid" in captured.out and "a trial needs 1 CPU and 1 GPU; checked against this machine" in captured.out
+    assert "does not fit this machine" in captured.err
+    assert f"resources.gpus (line {line}): a trial asks for 1 GPU but this machine has 0" in captured.err
     assert main(["validate", str(QUICK)]) == 0
-    out = capsys.readouterr().out
-    assert "a trial needs 1 CPU and 0 GPU; checked against this machine (2 CPUs, 0 GPUs)" in out
+    captured = capsys.readouterr()
+    assert "a trial needs 1 CPU and 0 GPU; checked against this machine (2 CPUs, 0 GPUs)" in captured.out
+    assert "does not fit" not in captured.err
     monkeypatch.setattr(machine, "local_resources", lambda: {machine.CPU: 0.5, machine.GPU: 0.0})
-    assert main(["validate", str(QUICK)]) == 2  # the boundary: 1 CPU asked, half a CPU here
+    assert main(["validate", str(QUICK)]) == 0  # the boundary: 1 CPU asked, half a CPU here
     assert "resources.cpus" in capsys.readouterr().err
+
+
+def test_validate_against_a_cluster_that_lacks_the_gpus_exits_2(tmp_path, monkeypatch, capsys):
+    """With --address the user named where the study will run: not fitting there is an error."""
+    from search import preflight
+
+    monkeypatch.setattr(preflight, "check_address", lambda address, what="--address": None)
+    monkeypatch.setattr(machine, "cluster_resources", lambda address: {machine.CPU: 16.0, machine.GPU: 0.0})
+    path, line = gpu_study(tmp_path)
+    assert main(["validate", str(path), "--address", "10.0.0.1:6379"]) == 2
+    err = capsys.readouterr().err
+    assert f"resources.gpus (line {line}): a trial asks for 1 GPU but the cluster at 10.0.0.1:6379 has 0" in err
 
 
 def test_local_gpus_follow_cuda_visible_devices(monkeypatch):
