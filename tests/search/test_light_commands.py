@@ -59,8 +59,21 @@ def store(tmp_path_factory):
 
 @pytest.mark.parametrize("argv", [["ls"], ["show", "light-1"], ["export", "light-1", "--out", "best.yaml"]],
                          ids=["ls", "show", "export"])
-def test_read_commands_read_the_store_without_ray_or_torch(store, argv):
+def test_read_commands_read_the_store_without_mlflow_ray_or_torch(store, argv):
+    """``import mlflow`` alone costs several times the whole budget: the store is read by ``records.reader``."""
     tmp, uri = store
     code, loaded = loaded_by(*argv, "--tracking-uri", uri, cwd=tmp)
     assert code == 0
-    assert "mlflow" in loaded and not loaded & {"torch", "ray", "optuna"}, loaded
+    assert loaded == {"pandas"}, loaded
+
+
+@pytest.mark.parametrize("argv", [["ls"], ["show", "x"], ["export", "x", "--out", "best.yaml"]],
+                         ids=["ls", "show", "export"])
+def test_a_missing_sqlite_store_is_one_line_and_stays_missing(tmp_path, argv):
+    missing = tmp_path / "absent.db"
+    proc = subprocess.run([sys.executable, "-m", "search", *argv, "--tracking-uri", f"sqlite:///{missing}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "no MLflow store at" in proc.stderr, proc.stderr
+    assert not missing.exists() and not (tmp_path / "best.yaml").exists()
