@@ -77,3 +77,30 @@ def test_a_missing_sqlite_store_is_one_line_and_stays_missing(tmp_path, argv):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "no MLflow store at" in proc.stderr, proc.stderr
     assert not missing.exists() and not (tmp_path / "best.yaml").exists()
+
+
+def test_ls_imports_mlflow_only_to_mark_a_lost_driver(tmp_path):
+    """The heartbeats are read without MLflow; its client is made only for the one write, a search whose driver
+    stopped beating marked "driver lost"."""
+    import time
+
+    from records import schema, writer
+    from records.states import SearchState
+    from search import durable
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = writer.client_for(uri)
+    exp = writer.experiment_id(client, "beats")
+
+    def parent(name: str, beat: float) -> str:
+        return client.create_run(exp, run_name=name, tags={schema.ROLE: "search", schema.SEARCH: name,
+                                                           schema.STATE: SearchState.RUNNING.value,
+                                                           durable.HEARTBEAT: str(int(beat))}).info.run_id
+
+    parent("alive", time.time())
+    assert loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path) == (0, {"pandas"})
+    dead = parent("dead", time.time() - 10 * durable.LOST_AFTER_S)
+    code, loaded = loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path)
+    assert code == 0 and "mlflow" in loaded and not loaded & {"torch", "ray"}
+    assert client.get_run(dead).data.tags[schema.STATE] == SearchState.DRIVER_LOST
+    assert loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path) == (0, {"pandas"})  # settled once
