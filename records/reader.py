@@ -20,6 +20,10 @@ ACTIVE = "active"  # MLflow's lifecycle stage of a run or experiment that is not
 TEMP_ARTIFACT_PREFIX = ".artifact.uploading."  # a local artifact MLflow is still writing (not listed)
 
 
+class StoreError(LookupError):
+    """The store did not answer a read (not an MLflow store, a server's error): the message says which and why."""
+
+
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlparse
 
-from .reader import ACTIVE, ArtifactsOnDisk, MetricPoint, Reader, Run, RunData, RunInfo, tag_filter
+from .reader import ACTIVE, ArtifactsOnDisk, MetricPoint, Reader, Run, RunData, RunInfo, StoreError, tag_filter
 
 TIMEOUT_S = 30
 PAGE = 50000  # the server's most runs per page (MLflow's SEARCH_MAX_RESULTS_THRESHOLD)
@@ -68,7 +68,7 @@ class RestReader(ArtifactsOnDisk, Reader):
                 detail = json.loads(detail).get("message", detail)
             except ValueError:
                 pass
-            raise LookupError(f"{self.base}: {url.removeprefix(self.base)} answered {e.code}: {detail.strip()[:300]}") \
+            raise StoreError(f"{self.base}: {url.removeprefix(self.base)} answered {e.code}: {detail.strip()[:300]}") \
                 from None
 
     def _pages(self, endpoint: str, body: dict, items: str, limit: int | None = None) -> list[dict]:

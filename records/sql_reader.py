@@ -13,7 +13,7 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
-from .reader import ACTIVE, ArtifactsOnDisk, MetricPoint, Reader, Run, RunData, RunInfo
+from .reader import ACTIVE, ArtifactsOnDisk, MetricPoint, Reader, Run, RunData, RunInfo, StoreError
 
 CONNECT_TIMEOUT_S = 5
 CHUNK = 500  # run ids per ``IN (...)`` list (SQLite allows 32766 variables, older builds 999)
@@ -40,22 +40,28 @@ def connect_postgres(uri: str):
 class SqlReader(ArtifactsOnDisk, Reader):
     """MLflow's SQL schema read with a DB-API connection (``qmark`` for sqlite3, ``format`` for psycopg2)."""
 
-    def __init__(self, uri: str, connection, placeholder: str):
+    def __init__(self, uri: str, connection, placeholder: str, errors: type[Exception]):
         super().__init__(uri)
-        self.uri, self.connection, self.mark = uri, connection, placeholder
+        self.uri, self.connection, self.mark, self.errors = uri, connection, placeholder, errors
 
     @classmethod
     def sqlite(cls, uri: str, path: Path) -> "SqlReader":
-        return cls(uri, connect_sqlite(path), "?")
+        return cls(uri, connect_sqlite(path), "?", sqlite3.Error)
 
     @classmethod
     def postgres(cls, uri: str) -> "SqlReader":
-        return cls(uri, connect_postgres(uri), "%s")
+        import psycopg2
+
+        return cls(uri, connect_postgres(uri), "%s", psycopg2.Error)
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with closing(self.connection.cursor()) as cursor:
-            cursor.execute(sql.replace("?", self.mark), args)
-            return cursor.fetchall()
+        try:
+            with closing(self.connection.cursor()) as cursor:
+                cursor.execute(sql.replace("?", self.mark), args)
+                return cursor.fetchall()
+        except self.errors as e:  # a file or database that holds no MLflow store (or not one we can read)
+            cause = " ".join(str(e).split())[:200]
+            raise StoreError(f"cannot read the MLflow store {self.uri}: {cause}") from None
 
     def runs_tagged(self, tags, *, experiment_id=None, max_results=None):
         where, args = [f"r.lifecycle_stage = '{ACTIVE}'", f"e.lifecycle_stage = '{ACTIVE}'"], []
@@ -73,13 +79,13 @@ class SqlReader(ArtifactsOnDisk, Reader):
     def get_run(self, run_id):
         rows = self._rows(f"SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = ?", (run_id,))
         if not rows:
-            raise LookupError(f"no run {run_id} in {self.uri}")
+            raise StoreError(f"no run {run_id} in {self.uri}")
         return self._complete(rows)[0]
 
     def artifact_uri(self, run_id):
         rows = self._rows("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,))
         if not rows:
-            raise LookupError(f"no run {run_id} in {self.uri}")
+            raise StoreError(f"no run {run_id} in {self.uri}")
         return rows[0][0]
 
     def _complete(self, rows: list[tuple]) -> list[Run]:

@@ -104,3 +104,15 @@ def test_ls_imports_mlflow_only_to_mark_a_lost_driver(tmp_path):
     assert code == 0 and "mlflow" in loaded and not loaded & {"torch", "ray"}
     assert client.get_run(dead).data.tags[schema.STATE] == SearchState.DRIVER_LOST
     assert loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path) == (0, {"pandas"})  # settled once
+
+
+def test_a_file_that_holds_no_store_is_one_line_and_stays_as_it_was(tmp_path):
+    """An empty sqlite file is read, not made into a store (MLflow's client created its tables in it)."""
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    proc = subprocess.run([sys.executable, "-m", "search", "ls", "--tracking-uri", f"sqlite:///{empty}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot read the MLflow store" in proc.stderr and "no such table" in proc.stderr
+    assert empty.stat().st_size == 0
