@@ -2,8 +2,11 @@
 
 The calls ``MlflowClient`` makes for these reads (``runs/search`` page by page, ``metrics/get-history``,
 ``artifacts/list``) with the credentials it sends: basic auth from ``$MLFLOW_TRACKING_USERNAME`` /
-``$MLFLOW_TRACKING_PASSWORD``, or a bearer ``$MLFLOW_TRACKING_TOKEN``. Artifacts the server proxies
-(``mlflow-artifacts:``) come from its artifact endpoint; run folders on this disk are read directly.
+``$MLFLOW_TRACKING_PASSWORD``, or a bearer ``$MLFLOW_TRACKING_TOKEN``; its TLS settings
+(``$MLFLOW_TRACKING_INSECURE_TLS``, ``$MLFLOW_TRACKING_SERVER_CERT_PATH``; with a client certificate,
+``$MLFLOW_TRACKING_CLIENT_CERT_PATH``, ``records.schema.reader_for`` reads through MLflow's client).
+Artifacts the server proxies (``mlflow-artifacts:``) come from its artifact endpoint; run folders on
+this disk are read directly.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -31,6 +35,16 @@ def auth_header(environ=os.environ) -> dict[str, str]:
     if environ.get("MLFLOW_TRACKING_TOKEN"):
         return {"Authorization": f"Bearer {environ['MLFLOW_TRACKING_TOKEN']}"}
     return {}
+
+
+def tls_context(environ=os.environ) -> ssl.SSLContext | None:
+    """MLflow's TLS settings: ``$MLFLOW_TRACKING_INSECURE_TLS`` (no verification) or a CA bundle in
+    ``$MLFLOW_TRACKING_SERVER_CERT_PATH``; None: the system's defaults."""
+    if environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()
+    if environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        return ssl.create_default_context(cafile=environ["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    return None
 
 
 def _number(value) -> float:
@@ -61,7 +75,7 @@ class RestReader(ArtifactsOnDisk, Reader):
         request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
                                          headers={"Content-Type": "application/json", **auth_header()})
         try:
-            return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+            return urllib.request.urlopen(request, timeout=TIMEOUT_S, context=tls_context())
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")
             try:

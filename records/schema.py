@@ -114,7 +114,7 @@ def reader_for(uri: str | None = None) -> Reader:
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme in ("postgresql", "postgresql+psycopg2", "postgres"):
         return SqlReader.postgres(uri)
-    if scheme in ("http", "https"):
+    if scheme in ("http", "https") and not os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
         return RestReader(uri)
     return ClientReader.for_uri(uri)
 

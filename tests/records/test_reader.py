@@ -166,6 +166,12 @@ def test_artifact_locations_on_this_disk():
         assert local_artifact_root(remote) is None
 
 
+def test_a_server_asking_a_client_certificate_is_read_through_mlflow(monkeypatch):
+    assert isinstance(schema.reader_for("https://mlflow.example"), RestReader)
+    monkeypatch.setenv("MLFLOW_TRACKING_CLIENT_CERT_PATH", "/etc/client.pem")
+    assert isinstance(schema.reader_for("https://mlflow.example"), ClientReader)
+
+
 def test_rest_credentials_are_mlflows():
     basic = auth_header({"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "pw"})
     assert basic == {"Authorization": "Basic YWxpY2U6cHc="}
