@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 
 ACTIVE = "active"  # MLflow's lifecycle stage of a run or experiment that is not deleted
 TEMP_ARTIFACT_PREFIX = ".artifact.uploading."  # a local artifact MLflow is still writing (not listed)
+MAX_PAGE = 50000  # the most runs one ``search_runs`` call returns (MLflow's SEARCH_MAX_RESULTS_THRESHOLD)
 
 
 class StoreError(LookupError):
@@ -154,10 +155,10 @@ class ClientReader(Reader):
             experiments = [e.experiment_id for e in self.client.search_experiments()]
         if not experiments:
             return []
-        runs, token = [], None
-        while True:  # search_runs pages by itself; ``search_runs`` caps one call at 50000
-            page = self.client.search_runs(experiments, filter_string=tag_filter(tags), max_results=min(
-                max_results or 50000, 50000), order_by=["attributes.start_time DESC"], page_token=token)
+        runs, token, page_size = [], None, min(max_results or MAX_PAGE, MAX_PAGE)
+        while True:
+            page = self.client.search_runs(experiments, filter_string=tag_filter(tags), max_results=page_size,
+                                           order_by=["attributes.start_time DESC"], page_token=token)
             runs += list(page)
             token = page.token
             if not token or (max_results and len(runs) >= max_results):

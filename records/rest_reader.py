@@ -20,10 +20,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlparse
 
-from .reader import ACTIVE, ArtifactsOnDisk, MetricPoint, Reader, Run, RunData, RunInfo, StoreError, tag_filter
+from .reader import ACTIVE, MAX_PAGE, ArtifactsOnDisk, MetricPoint, Reader, Run, RunData, RunInfo, StoreError, tag_filter
 
 TIMEOUT_S = 30
-PAGE = 50000  # the server's most runs per page (MLflow's SEARCH_MAX_RESULTS_THRESHOLD)
 PROXIED = "mlflow-artifacts"
 
 
@@ -103,7 +102,7 @@ class RestReader(ArtifactsOnDisk, Reader):
         if not experiments:
             return []
         body = {"experiment_ids": experiments, "filter": tag_filter(tags), "run_view_type": "ACTIVE_ONLY",
-                "max_results": min(max_results or PAGE, PAGE), "order_by": ["attributes.start_time DESC"]}
+                "max_results": min(max_results or MAX_PAGE, MAX_PAGE), "order_by": ["attributes.start_time DESC"]}
         return [_run(doc) for doc in self._pages("runs/search", body, "runs", max_results)]
 
     def get_run(self, run_id):

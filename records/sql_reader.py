@@ -18,7 +18,8 @@ from .reader import ACTIVE, ArtifactsOnDisk, MetricPoint, Reader, Run, RunData, 
 CONNECT_TIMEOUT_S = 5
 CHUNK = 500  # run ids per ``IN (...)`` list (SQLite allows 32766 variables, older builds 999)
 RUN_COLUMNS = "r.run_uuid, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage"
-ORDER = "ORDER BY r.start_time DESC, r.run_uuid"  # MlflowClient.search_runs' default order
+# MlflowClient.search_runs' order under ``order_by=["attributes.start_time DESC"]``: runs without a start time last
+ORDER = "ORDER BY (CASE WHEN r.start_time IS NULL THEN 1 ELSE 0 END), r.start_time DESC, r.run_uuid"
 
 
 def connect_sqlite(path: Path):
