@@ -1,4 +1,4 @@
-"""The MLflow schema of a search: tag names, the parent/child layout, provenance, and the writes.
+"""The MLflow schema of a search: tag names, the parent/child layout, and the queries that find its runs.
 
 One parent run per search (tag ``rs.role=search``), one child run per trial (``rs.role=trial``,
 ``mlflow.parentRunId`` = the parent, ``rs.trial_id`` = Ray's trial id). A reproduction is a parent
