@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 import records
+from records import writer
 from trainables.core.metric_names import CLEAN_ACC, INDEPENDENT_METRICS, TEST_ACC, parse_metric_name
 from trainables.families import FAMILIES
 
@@ -155,7 +156,7 @@ def build(name: str, uri: str | None = None, out: str | Path | None = None, *, t
     """Write ``report.md`` and ``report.html`` (plus PNGs and CSVs) for the search ``name`` into ``out``, log them as
     the search run's ``report/`` artifacts (``log_to_mlflow``); returns the Markdown's path."""
     log(f"reading search '{name}' from {records.tracking_uri(uri)}")
-    client = records.client_for(uri)
+    client = records.reader_for(uri)
     info = records.search_info(name, uri, client)
     df = records.trials(name, uri, info=info, client=client)
     out = Path(out) if out is not None else Path("reports") / _slug(name)
@@ -280,6 +281,6 @@ def _finish(ctx: ReportContext, md: list[str], log_to_mlflow: bool = True) -> Pa
     page = html.write(path, ctx.out / "report.html", title=f"Search {ctx.info.name}")
     ctx.log(f"report written to {path} and {page}")
     if log_to_mlflow:
-        where = records.log_report(ctx.info, ctx.out, ctx.client)
+        where = writer.log_report(ctx.info, ctx.out)
         ctx.log(f"report logged to MLflow: {where}")
     return path

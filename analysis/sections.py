@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 import records
+from records.reader import Reader
 
 Log = Callable[[str], None]
 
@@ -29,7 +29,7 @@ class ReportContext:
     info: records.SearchInfo
     trials: pd.DataFrame  # records.trials, best first
     out: Path
-    client: MlflowClient
+    client: Reader | None  # what the records are read through (records.reader_for)
     log: Log = print
     top: int = 10
     best_model: bool = True  # sections that load the best weights (and the test split)

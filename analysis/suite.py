@@ -97,7 +97,7 @@ def build(suite: Suite, uri: str | None = None, out: str | Path | None = None, l
     """Write the suite's report (Markdown) into ``out`` (default ``docs/replications``); returns its path."""
     out = Path(out) if out is not None else Path("docs") / "replications"
     out.mkdir(parents=True, exist_ok=True)
-    client = records.client_for(uri)
+    client = records.reader_for(uri)
     found: dict[str, tuple[pd.DataFrame, records.SearchInfo] | None] = {}
     searches = []
     for study in suite.studies:

@@ -43,7 +43,7 @@ def install() -> None:
 
     import search.finish as finish
     import search.runner as runner
-    from records import schema
+    from records import writer
 
     class TimingCallback(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -59,7 +59,7 @@ def install() -> None:
     TimingCallback.__module__, TimingCallback.__qualname__ = __name__, "TimingCallback"  # pickled by reference
     globals()["TimingCallback"] = TimingCallback
     _wrap(runner, "init_ray", "ray_init")
-    _wrap(schema, "start_parent", "parent_run")
+    _wrap(writer, "start_parent", "parent_run")
     _wrap(tune.Tuner, "fit", "fit")
     for name in ("log_best_model", "mark_pareto"):
         _wrap(finish, name, name)

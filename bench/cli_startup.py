@@ -29,17 +29,18 @@ QUICK = REPO / "spaces" / "quickstart.yaml"
 TARGET = 1.5
 
 
-def make_store(folder: Path, name: str = "bench-1") -> str:
-    """A finished two-trial search ``name`` in ``folder``, written by the real writers (no Ray started);
-    ``tests/search/test_light_commands.py`` reads the same store."""
-    from records import schema
+def make_store(folder: Path, name: str = "bench-1", uri: str | None = None) -> str:
+    """A finished two-trial search ``name`` in a sqlite store in ``folder`` (or in the store ``uri``), written by
+    the real writers (no Ray started); ``tests/search/test_light_commands.py`` and
+    ``tests/records/test_reader.py`` read the same store."""
+    from records import schema, writer
     from records.states import SearchState, TrialTracker
     from search.callbacks import MlflowTrialLogger
     from spaces.study import load_study
 
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    client = schema.client_for(uri)
-    parent = schema.start_parent(client, load_study(QUICK), name, QUICK, sampler="tpe")
+    uri = uri or f"sqlite:///{folder / 'mlflow.db'}"
+    client = writer.client_for(uri)
+    parent = writer.start_parent(client, load_study(QUICK), name, QUICK, sampler="tpe")
     logger = MlflowTrialLogger(uri, parent, name, TrialTracker("val_acc", "max", 2))
     logger.setup()
     for i, tid in enumerate(("t_00001", "t_00002")):

@@ -88,8 +88,9 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float] = (0
 def final_points(uri: str, parent_run_id: str) -> list[tuple[float, float]]:
     """(clean, robust) of every trial's final model, from its MLflow run (latest values)."""
     from records import schema as tracking
+    from records import writer
 
-    client = tracking.client_for(uri)
+    client = writer.client_for(uri)
     parent = client.get_run(parent_run_id)
     pts = []
     for run in tracking.child_runs(client, parent):

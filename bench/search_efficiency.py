@@ -57,8 +57,9 @@ sampler: {sampler}
 def epoch_log(uri: str, parent_run_id: str) -> list[tuple[int, str, int, float]]:
     """Every reported epoch: (timestamp ms, trial run id, epoch, val_acc), in reporting order."""
     from records import schema as tracking
+    from records import writer
 
-    client = tracking.client_for(uri)
+    client = writer.client_for(uri)
     rows = []
     for run in tracking.child_runs(client, client.get_run(parent_run_id)):
         for m in client.get_metric_history(run.info.run_id, "val_acc"):

@@ -1,8 +1,10 @@
 """The record layer: the MLflow schema of searches, read and written in one place.
 
 ``search/`` (which writes the records) and ``analysis/`` (which reads them) both import this
-package and never each other. ``schema`` names tags and writes runs, ``states`` decides trial
-states, ``table`` is the one trial table, the one best trial and the one ``best.yaml``.
+package and never each other. ``schema`` names tags and holds the read queries, ``reader`` (with
+``sql_reader`` and ``rest_reader``) reads a store without importing MLflow, ``writer`` writes runs through
+MLflow's client (only writers import it), ``states`` decides trial states, ``table`` is the one trial table,
+the one best trial and the one ``best.yaml``. Importing this package imports no MLflow.
 """
 
 from .schema import (
@@ -29,14 +31,13 @@ from .table import (
     at_common_epoch,
     best_row,
     best_trial_record,
-    client_for,
     display,
     download_checkpoint,
     download_report_file,
     histories,
     list_searches,
-    log_report,
     rank,
+    reader_for,
     reproduction_seeds,
     reproductions,
     search_info,
@@ -49,7 +50,7 @@ __all__ = [
     "best_key", "child_runs", "find_parent", "tracking_uri", "OUTCOMES", "RANKABLE", "Outcome",
     "SearchState", "parse_search_state", "TrialState", "TrialTracker",
     "decide", "outcome", "NoScore", "RecordError", "SearchInfo", "SearchNotFound", "at_common_epoch", "best_trial_record",
-    "best_row", "client_for", "display", "download_checkpoint", "histories", "list_searches", "rank", "reproductions",
-    "reproduction_seeds", "log_report", "FEASIBLE", "download_report_file",
+    "best_row", "display", "download_checkpoint", "histories", "list_searches", "rank", "reproductions",
+    "reproduction_seeds", "reader_for", "FEASIBLE", "download_report_file",
     "search_info", "trials", "typed_param",
 ]

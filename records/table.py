@@ -20,9 +20,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 import yaml
-from mlflow.tracking import MlflowClient
 
 from . import schema
+from .reader import Reader, as_reader
 from .schema import PARETO, STATE, TRIAL_ID, StoreNotFound
 from .states import OUTCOMES, RANKABLE, Outcome, outcome
 
@@ -82,12 +82,17 @@ class SearchInfo:
         return schema.best_key(self.target)
 
 
-def client_for(uri: str | None = None) -> MlflowClient:
-    """A client for an existing store: a missing sqlite file is an error, never silently created."""
+def reader_for(uri: str | None = None) -> Reader:
+    """A reader of an existing store: a missing sqlite file is an error, never silently created."""
     try:
-        return schema.client_for(uri, must_exist=True)
+        return schema.reader_for(uri)
     except StoreNotFound as e:
         raise SearchNotFound(str(e)) from None
+
+
+def _reader(client, uri: str | None) -> Reader:
+    """What the functions below read through: the reader or ``MlflowClient`` a caller passes, else one for ``uri``."""
+    return as_reader(client) if client is not None else reader_for(uri)
 
 
 def _float(value) -> float | None:
@@ -97,22 +102,22 @@ def _float(value) -> float | None:
         return None
 
 
-def search_info(name: str, uri: str | None = None, client: MlflowClient | None = None) -> SearchInfo:
+def search_info(name: str, uri: str | None = None, client: Reader | Any = None) -> SearchInfo:
     """The search's parent run; raises ``SearchNotFound`` when there is none of that name."""
-    client = client or client_for(uri)
-    parent = schema.find_parent(client, name)
+    reader = _reader(client, uri)
+    parent = schema.find_parent(reader, name)
     if parent is None:
         raise SearchNotFound(f"no search named '{name}' in MLflow at {schema.tracking_uri(uri)} "
                              "(`search ls` lists the searches)")
     tags, params = parent.data.tags, parent.data.params
-    artifacts = tuple(a.path for a in client.list_artifacts(parent.info.run_id))
+    artifacts = tuple(reader.list_artifacts(parent.info.run_id))
     space, study = {}, {}
     with tempfile.TemporaryDirectory() as d:
         if "search_space.json" in artifacts:
-            space = json.loads(Path(client.download_artifacts(parent.info.run_id, "search_space.json", d)).read_text())
-        study_files = [a.path for a in client.list_artifacts(parent.info.run_id, "study")] if "study" in artifacts else []
+            space = json.loads(Path(reader.download_artifact(parent.info.run_id, "search_space.json", d)).read_text())
+        study_files = reader.list_artifacts(parent.info.run_id, "study") if "study" in artifacts else []
         if study_files:
-            study = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, study_files[0], d)).read_text())
+            study = yaml.safe_load(Path(reader.download_artifact(parent.info.run_id, study_files[0], d)).read_text())
     study = study if isinstance(study, dict) else {}
     objective = params.get("objective", "val_acc")
     constraint = (study.get("objective") or {}).get("constraint") if isinstance(study.get("objective"), dict) else None
@@ -175,7 +180,7 @@ def rank(table: pd.DataFrame, best_col: str, mode: str) -> pd.DataFrame:
 
 
 def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
-           client: MlflowClient | None = None) -> pd.DataFrame:
+           client: Reader | Any = None) -> pd.DataFrame:
     """One row per trial, best first (``rank``): searched params (typed), best objective, state, final metrics.
 
     Columns: ``trial``, each searched parameter (None where a conditional parameter did not
@@ -186,12 +191,12 @@ def trials(name: str, uri: str | None = None, *, info: SearchInfo | None = None,
     the scheduled ``lr``, becomes ``last_lr``), then ``run_id``. ``df.attrs`` carries the
     objective, mode, searched parameter names, the best-value column and the parent run's ids.
     """
-    client = client or client_for(uri)
-    info = info or search_info(name, uri, client)
+    reader = _reader(client, uri)
+    info = info or search_info(name, uri, reader)
     best_col = info.best_column
     rows, metric_names = [], set()
-    parent = client.get_run(info.run_id)
-    for run in schema.child_runs(client, parent):
+    parent = reader.get_run(info.run_id)
+    for run in schema.child_runs(reader, parent):
         tags, metrics = run.data.tags, run.data.metrics
         row: dict[str, Any] = {"trial": tags.get(TRIAL_ID, run.info.run_id)}
         row.update({p: typed_param(run.data.params.get(p), spec) for p, spec in info.space.items()})
@@ -261,24 +266,24 @@ def display(table: pd.DataFrame, top: int | None = None, extra: Iterable[str] = 
 
 def histories(name: str, uri: str | None = None, metrics: Iterable[str] = ("val_acc", "val_loss"), *,
               trial_ids: Iterable[str] | None = None, info: SearchInfo | None = None,
-              client: MlflowClient | None = None) -> pd.DataFrame:
+              client: Reader | Any = None) -> pd.DataFrame:
     """Per-epoch values in long format: ``trial, epoch, metric, value`` (only the metrics asked).
 
     A trial restored from a checkpoint after a failure logs the redone epochs again: the
     last value logged for an epoch wins.
     """
-    client = client or client_for(uri)
-    info = info or search_info(name, uri, client)
+    reader = _reader(client, uri)
+    info = info or search_info(name, uri, reader)
     wanted = set(trial_ids) if trial_ids is not None else None
     rows = []
-    for run in schema.child_runs(client, client.get_run(info.run_id)):
+    for run in schema.child_runs(reader, reader.get_run(info.run_id)):
         trial = run.data.tags.get(TRIAL_ID, run.info.run_id)
         if wanted is not None and trial not in wanted:
             continue
         for metric in metrics:
             if metric not in run.data.metrics:
                 continue
-            for m in client.get_metric_history(run.info.run_id, metric):
+            for m in reader.metric_history(run.info.run_id, metric):
                 rows.append((trial, int(m.step), metric, float(m.value), m.timestamp))
     frame = pd.DataFrame(rows, columns=["trial", "epoch", "metric", "value", "timestamp"])
     frame = (frame.sort_values(["trial", "metric", "epoch", "timestamp"])
@@ -304,11 +309,11 @@ def at_common_epoch(table: pd.DataFrame, history: pd.DataFrame, metric: str) -> 
 # ------------------------------------------------------------------ searches, checkpoints, best.yaml
 def list_searches(uri: str | None = None) -> pd.DataFrame:
     """One row per search: its state, trial counts per outcome, objective and best value."""
-    client = client_for(uri)
+    reader = reader_for(uri)
     rows = []
-    for run in schema.search_parents(client):
+    for run in schema.search_parents(reader):
         tags, metric = run.data.tags, run.data.params.get("objective", "")
-        children = schema.child_runs(client, run)
+        children = schema.child_runs(reader, run)
         kinds = [outcome(c.data.tags.get(STATE, "")) for c in children]
         best = run.data.metrics.get(schema.best_key(metric)) if metric else None
         if best is None and metric:  # still running (or stopped): the best of the trials that ended so far
@@ -337,19 +342,19 @@ def best_so_far(children: list, kinds: list[str], best_col: str, mode: str) -> f
     return float(first[best_col].iat[0])
 
 
-def download_checkpoint(info: SearchInfo, dst: str | Path, client: MlflowClient | None = None) -> Path | None:
+def download_checkpoint(info: SearchInfo, dst: str | Path, client: Reader | Any = None) -> Path | None:
     """The best model's weights (``best_model/checkpoint.pt`` on the parent run), or None if absent."""
     if not info.has_checkpoint:
         return None
-    client = client or client_for(info.uri)
-    names = [a.path for a in client.list_artifacts(info.run_id, schema.BEST_MODEL)]
+    reader = _reader(client, info.uri)
+    names = reader.list_artifacts(info.run_id, schema.BEST_MODEL)
     if schema.BEST_CHECKPOINT not in names:
         return None
     Path(dst).mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(info.run_id, schema.BEST_CHECKPOINT, str(dst)))
+    return Path(reader.download_artifact(info.run_id, schema.BEST_CHECKPOINT, str(dst)))
 
 
-def best_trial_record(name: str, uri: str | None = None, *, client: MlflowClient | None = None,
+def best_trial_record(name: str, uri: str | None = None, *, client: Reader | Any = None,
                       table: pd.DataFrame | None = None) -> dict[str, Any]:
     """What ``best.yaml`` is made of (``spaces.exported.exported_from`` makes it): the best trial's full
     configuration, where its best value was found, and the study document as recorded.
@@ -358,14 +363,14 @@ def best_trial_record(name: str, uri: str | None = None, *, client: MlflowClient
     (``metric`` the study's metric, ``searched`` the value ranked, ``value`` the best trial's best value at
     ``epoch``); ``config`` (the trial's training config); ``study_doc`` (the study file's mapping).
     """
-    client = client or client_for(uri)
-    info = search_info(name, uri, client)
-    table = table if table is not None else trials(name, uri, info=info, client=client)
+    reader = _reader(client, uri)
+    info = search_info(name, uri, reader)
+    table = table if table is not None else trials(name, uri, info=info, client=reader)
     best = best_row(table)
     if best is None:
         raise NoScore(f"search '{name}' has no trial with a '{info.objective}' score to export")
     with tempfile.TemporaryDirectory() as d:
-        config = json.loads(Path(client.download_artifacts(best["run_id"], "config.json", d)).read_text())
+        config = json.loads(Path(reader.download_artifact(best["run_id"], "config.json", d)).read_text())
     return {
         "search": name, "study": info.study, "family": info.family, "dataset": info.dataset,
         "objective": {"metric": info.target, "searched": info.objective, "mode": info.mode,
@@ -376,11 +381,11 @@ def best_trial_record(name: str, uri: str | None = None, *, client: MlflowClient
     }
 
 
-def reproductions(name: str, uri: str | None = None, client: MlflowClient | None = None) -> pd.DataFrame:
+def reproductions(name: str, uri: str | None = None, client: Reader | Any = None) -> pd.DataFrame:
     """Summaries of every ``search reproduce`` of this search: one row per run, mean and std per metric."""
-    client = client or client_for(uri)
+    reader = _reader(client, uri)
     rows = []
-    for run in schema.reproductions(client, name):
+    for run in schema.reproductions(reader, name):
         m = run.data.metrics
         row = {"run": run.info.run_name, "seeds": run.data.params.get("seeds", ""),
                "epochs": run.data.params.get("epochs", ""), "objective": run.data.params.get("objective", "")}
@@ -391,31 +396,24 @@ def reproductions(name: str, uri: str | None = None, client: MlflowClient | None
     return pd.DataFrame(rows)
 
 
-def reproduction_seeds(name: str, uri: str | None = None, client: MlflowClient | None = None) -> pd.DataFrame:
+def reproduction_seeds(name: str, uri: str | None = None, client: Reader | Any = None) -> pd.DataFrame:
     """One row per seed of every ``search reproduce`` of this search: ``run`` (the reproduction), ``seed``, then
     every metric's last value (the bands over seeds of the report are drawn from these, never from repeats)."""
-    client = client or client_for(uri)
+    reader = _reader(client, uri)
     rows = []
-    for parent in schema.reproductions(client, name):
-        for run in schema.child_runs(client, parent):
+    for parent in schema.reproductions(reader, name):
+        for run in schema.child_runs(reader, parent):
             seed = _float(run.data.params.get("seed"))
             rows.append({"run": parent.info.run_name, "seed": int(seed) if seed is not None else None,
                          **{k: v for k, v in run.data.metrics.items() if not k.startswith(("best_", "at_best."))}})
     return pd.DataFrame(rows)
 
 
-def download_report_file(info: SearchInfo, name: str, dst: str | Path, client: MlflowClient | None = None) -> Path | None:
+def download_report_file(info: SearchInfo, name: str, dst: str | Path, client: Reader | Any = None) -> Path | None:
     """A file an earlier ``search report`` logged under ``report/`` (a stored projection), or None."""
-    client = client or client_for(info.uri)
+    reader = _reader(client, info.uri)
     if schema.REPORT not in info.artifacts:
         return None
-    if f"{schema.REPORT}/{name}" not in {a.path for a in client.list_artifacts(info.run_id, schema.REPORT)}:
+    if f"{schema.REPORT}/{name}" not in set(reader.list_artifacts(info.run_id, schema.REPORT)):
         return None
-    return Path(client.download_artifacts(info.run_id, f"{schema.REPORT}/{name}", str(dst)))
-
-
-def log_report(info: SearchInfo, folder: str | Path, client: MlflowClient | None = None) -> str:
-    """Log a written report folder as the ``report/`` artifacts of the search's parent run; returns their URI."""
-    client = client or client_for(info.uri)
-    client.log_artifacts(info.run_id, str(folder), schema.REPORT)
-    return f"{client.get_run(info.run_id).info.artifact_uri}/{schema.REPORT}"
+    return Path(reader.download_artifact(info.run_id, f"{schema.REPORT}/{name}", str(dst)))

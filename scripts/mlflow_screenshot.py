@@ -60,8 +60,9 @@ def free_port() -> int:
 def experiment_url(uri: str, search: str) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from records import schema as tracking
+    from records import writer
 
-    client = tracking.client_for(uri)
+    client = writer.client_for(uri)
     parent = tracking.find_parent(client, search)
     if parent is None:
         sys.exit(f"error: no search named '{search}' at {uri}")

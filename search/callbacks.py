@@ -27,7 +27,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from records import schema
+from records import schema, writer
 from records.schema import EPOCHS_RUN, PARENT, RESOURCES, ROLE, SEARCH, STATE, TRIAL_ID
 from records.states import Outcome, TrialTracker
 
@@ -178,7 +178,7 @@ class MlflowTrialLogger(tune.Callback):
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = schema.client_for(self.uri)
+            self._client = writer.client_for(self.uri)
         return self._client
 
     def setup(self, **info):
@@ -214,7 +214,7 @@ class MlflowTrialLogger(tune.Callback):
                       TRIAL_ID: trial.trial_id, STATE: Outcome.RUNNING.value, RESOURCES: requested_resources(trial)})
             rid = self.runs[trial.trial_id] = run.info.run_id
             config = {k: v for k, v in trial.config.items() if not k.startswith("rs_")}
-            self.client.log_batch(rid, params=schema.as_params(config))
+            self.client.log_batch(rid, params=writer.as_params(config))
             self.client.log_dict(rid, config, "config.json")
         return rid
 
@@ -261,7 +261,7 @@ class MlflowTrialLogger(tune.Callback):
             self._submit(lambda: self.client.set_tag(self._run_for(trial), "rs.epochs_redone", str(count)))
             return
         # A metric named like a parameter (the scheduled `lr`) would share the parameter's column in the UI.
-        metrics = schema.as_metrics({f"{k}_epoch" if k in trial.config else k: v for k, v in result.items()}, t.epoch)
+        metrics = writer.as_metrics({f"{k}_epoch" if k in trial.config else k: v for k, v in result.items()}, t.epoch)
         if t.best is not None:  # the running best and its epoch, every epoch (a curve in the UI)
             ts = metrics[0].timestamp if metrics else 0
             metrics += [Metric(schema.best_key(self.tracker.metric), t.best, ts, t.epoch),

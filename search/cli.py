@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Bad input, by the module that raises it: (module, exception class name).
-USER_ERRORS = (("spaces.study", "StudyError"), ("records.schema", "StoreNotFound"),
+USER_ERRORS = (("spaces.study", "StudyError"), ("records.schema", "StoreNotFound"), ("records.reader", "StoreError"),
                ("trainables.core.data", "DatasetNotFound"), ("trainables.core.train", "CheckpointError"))
 CONFIG_ERROR = ("trainables.core.config", "ConfigError")
 

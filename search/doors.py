@@ -240,11 +240,11 @@ def _probe_server(uri: str) -> None:
 
 def open_store(uri: str, what: str = "--tracking-uri"):
     """An MLflow client whose store answers (a sqlite file that is no database fails here, not mid-search)."""
-    from records import schema
+    from records import writer
 
     probe_store(uri, what)
     try:
-        client = schema.client_for(uri)
+        client = writer.client_for(uri)
         client.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - MLflow and SQLAlchemy raise many types for an unusable store
         last = scrub((str(e).strip().splitlines() or [type(e).__name__])[-1][:300], password_of(uri))

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from records import schema
+from records.reader import as_reader
 from records.states import Outcome, SearchState
 
 from .credentials import without_password
@@ -82,23 +83,22 @@ def write_to_parent(client, parent_run_id: str, meta: dict) -> None:
     client.set_tag(parent_run_id, "rs.storage", meta["storage"])
 
 
-def read_from_parent(client, name: str) -> tuple[dict, bytes] | None:
-    parent = schema.find_parent(client, name)
+def read_from_parent(reader, name: str) -> tuple[dict, bytes] | None:
+    """The metadata tag and the study file logged at the start (artifact ``study/``) of the search's parent run;
+    ``reader``: a ``records.reader.Reader`` or an ``MlflowClient``."""
+    reader = as_reader(reader)
+    parent = schema.find_parent(reader, name)
     if parent is None or META_TAG not in parent.data.tags:
         return None
     meta = json.loads(parent.data.tags[META_TAG])
     study = _read(meta["storage"], name, STUDY_FILE)
     if study:
         return meta, study
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory() as d:  # the study file logged at the start (artifact "study/")
-        try:
-            local = Path(client.download_artifacts(parent.info.run_id, "study", d))
-        except MlflowException:
-            return None
-        files = sorted(p for p in local.rglob("*") if p.is_file())
-        return (meta, files[0].read_bytes()) if files else None
+    files = reader.list_artifacts(parent.info.run_id, "study")
+    if not files:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        return meta, reader.download_artifact(parent.info.run_id, sorted(files)[0], d).read_bytes()
 
 
 def find_search(name: str, *, runs: Path, storage: str | None, tracking_uri: str | None) -> tuple[dict, bytes]:
@@ -115,7 +115,7 @@ def find_search(name: str, *, runs: Path, storage: str | None, tracking_uri: str
     found = read_from_storage(storage, name) if storage else None
     if not found:
         try:  # a sqlite store that does not exist holds no search (and is not created by looking)
-            found = read_from_parent(schema.client_for(schema.tracking_uri(chosen), must_exist=True), name)
+            found = read_from_parent(schema.reader_for(chosen), name)
         except schema.StoreNotFound:
             found = None
     if found:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 import records
-from records import schema
+from records import schema, writer
 from records.states import RANKABLE, SearchState
 from spaces.exported import exported_from, write_exported
 from spaces.study import Study
@@ -44,7 +44,7 @@ def log_best_model(results, best, client, parent_run_id: str) -> None:
         for checkpoint, metrics in r.best_checkpoints or []:
             if int(metrics.get("epoch", metrics.get("training_iteration", -1))) == epoch:
                 with checkpoint.as_directory() as d:
-                    schema.log_best_model(client, parent_run_id, best["run_id"], d, trial_id, int(epoch))
+                    writer.log_best_model(client, parent_run_id, best["run_id"], d, trial_id, int(epoch))
                 return
     logging.getLogger(__name__).warning("no checkpoint of trial %s at epoch %s: best_model not logged", trial_id, epoch)
 
@@ -58,7 +58,7 @@ def mark_pareto(study: Study, table, client, parent_run_id: str) -> list[str]:
     if scored.empty or first not in scored or second not in scored:
         return []
     front = list(scored.loc[pareto_mask(scored, [(first, o.mode), (second, pw.mode)]), "trial"])
-    schema.mark_pareto(client, parent_run_id, dict(zip(table["trial"], table["run_id"])), front)
+    writer.mark_pareto(client, parent_run_id, dict(zip(table["trial"], table["run_id"])), front)
     return front
 
 

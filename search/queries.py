@@ -19,14 +19,21 @@ from .errors import SearchError
 
 
 def settle_stale(uri: str | None, name: str | None = None) -> None:
-    """Mark searches whose driver stopped writing its heartbeat as "driver lost" before they are shown."""
+    """Mark searches whose driver stopped writing its heartbeat as "driver lost" before they are shown.
+
+    The heartbeats are read without MLflow; its client (a second of imports) is made only to write the mark.
+    """
     try:
-        client = schema.client_for(uri, must_exist=True)
+        reader = schema.reader_for(uri)
     except schema.StoreNotFound:
         return  # the record layer says so
-    parents = [schema.find_parent(client, name)] if name else schema.search_parents(client)
-    for parent in parents:
-        if parent is not None:
+    parents = [schema.find_parent(reader, name)] if name else schema.search_parents(reader)
+    lost = [parent for parent in parents if parent is not None and durable.driver_lost(parent)]
+    if lost:
+        from records import writer  # the one write of a read command: only when a search needs settling
+
+        client = writer.client_for(uri, must_exist=True)
+        for parent in lost:
             durable.settle_stale(client, parent)
 
 

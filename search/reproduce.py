@@ -13,7 +13,7 @@ import math
 import time
 from pathlib import Path
 
-from records import schema
+from records import schema, writer
 from records.states import SearchState, TrialTracker
 from spaces.study import load_exported
 from trainables.core.config import TrainConfig
@@ -63,11 +63,11 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     check_fits(cpus, gpus)
     source = exported.search
     name = f"{source}-reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
-    exp = schema.experiment_id(client, exported.study or "reproduce")
+    exp = writer.experiment_id(client, exported.study or "reproduce")
     parent = client.create_run(exp, run_name=name, tags={
         schema.ROLE: "reproduce", schema.SEARCH: name, schema.SOURCE_SEARCH: source, "rs.family": exported.family,
-        "rs.study": exported.study, "rs.git_commit": schema.git_commit(), schema.STATE: SearchState.RUNNING.value}).info.run_id
-    client.log_batch(parent, params=schema.as_params({
+        "rs.study": exported.study, "rs.git_commit": writer.git_commit(), schema.STATE: SearchState.RUNNING.value}).info.run_id
+    client.log_batch(parent, params=writer.as_params({
         "seeds": seeds, "epochs": config["epochs"], "objective": metric, "mode": mode, "resources.cpus": cpus,
         "resources.gpus": gpus, "max_failures": max_failures}))
     client.log_artifact(parent, str(best))
@@ -86,7 +86,7 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
                                   shown)
     for m, row in summary.iterrows():
         std = float(row["std"]) if not math.isnan(row["std"]) else 0.0
-        client.log_batch(parent, metrics=schema.as_metrics({f"{m}_mean": float(row["mean"]), f"{m}_std": std}, 0))
+        client.log_batch(parent, metrics=writer.as_metrics({f"{m}_mean": float(row["mean"]), f"{m}_std": std}, 0))
     client.set_tag(parent, schema.STATE, SearchState.FINISHED.tag(f"{len(ok)} of {len(seeds)} seeds"))
     client.set_terminated(parent, "FINISHED")
     print(f"\nreproduced '{source}' at {config['epochs']} epochs on seeds {seeds} "

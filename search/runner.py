@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from records import schema
+from records import schema, writer
 from records.states import SearchState
 from spaces.samplers import SAMPLERS
 from spaces.study import Study, check_sampler, load_study
@@ -88,7 +88,7 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
         check_resources(study, study_path)
         extra = {**durable.driver_tags(), **({OVERRIDES_TAG: overrides_text(overrides)} if overrides else {}),
                  schema.SHOWN: json.dumps(list(FAMILIES[study.family].shown_metrics(study.base_config())))}
-        parent = schema.start_parent(client, study, name, frozen, sampler=sampler, data_source=data_source,
+        parent = writer.start_parent(client, study, name, frozen, sampler=sampler, data_source=data_source,
                                      extra_tags=extra)
         durable.claim_parent(client, name, parent, uri)  # of two drivers that got here at once, the first keeps it
     except BaseException:

@@ -118,7 +118,7 @@ def store(tmp_path_factory, tiny_model):
     """A sqlite MLflow store with search 'demo' (4 trials, robust metrics, a checkpoint) and a constrained one."""
     tmp = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(uri)  # records.client_for refuses a store that does not exist yet
+    client = MlflowClient(uri)  # records.reader_for refuses a store that does not exist yet
     exp = client.create_experiment("quick", artifact_location=(tmp / "artifacts").as_uri())
     doc = {"name": "quick", "family": "optimization", "dataset": "digits", "description": "A synthetic test search.",
            "objective": {"metric": "val_acc", "mode": "max"}, "search": SPACE}
@@ -222,7 +222,7 @@ def test_unknown_search_and_missing_store_raise(store, tmp_path):
         records.search_info("nope", uri)
     missing = tmp_path / "absent.db"
     with pytest.raises(records.SearchNotFound, match="no MLflow store"):
-        records.client_for(f"sqlite:///{missing}")
+        records.reader_for(f"sqlite:///{missing}")
     assert not missing.exists()  # a read must never create an empty store
 
 

@@ -1,6 +1,6 @@
 """The record layer: import graph, trial states, the best-trial rule, best.yaml, resume without duplicates.
 
-The MLflow records are written by the real writers (``records.schema.start_parent`` and the Tune
+The MLflow records are written by the real writers (``records.writer.start_parent`` and the Tune
 callback ``search.callbacks.MlflowTrialLogger``) fed with fake trials, so no Ray cluster starts.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import records
-from records import schema
+from records import schema, writer
 from records.states import TrialTracker, decide
 from spaces.exported import exported_from, write_exported
 
@@ -154,8 +154,8 @@ def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("records")
     (tmp / "rec.yaml").write_text(STUDY)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = schema.client_for(uri)
-    parent = schema.start_parent(client, load_study(tmp / "rec.yaml"), "rec-1", tmp / "rec.yaml", sampler="tpe")
+    client = writer.client_for(uri)
+    parent = writer.start_parent(client, load_study(tmp / "rec.yaml"), "rec-1", tmp / "rec.yaml", sampler="tpe")
     logger = _logger(uri, parent)
     (tmp / "error.txt").write_text("Traceback (most recent call last):\nRuntimeError: boom\n")
     snapshot = None
@@ -190,7 +190,7 @@ def test_every_state_is_tagged_exactly(store):
         "t_00005": "ended by the time budget at epoch 1",
         "t_00006": "failed: RuntimeError: boom",
     }
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     run = client.get_run(df.loc[df.trial == "t_00001", "run_id"].item())
     assert run.data.tags[schema.RESOURCES] == "cpu=2,gpu=0.5"
     assert "rs_objective" not in run.data.params  # search-layer keys are not training parameters
@@ -234,7 +234,7 @@ def test_no_best_trial_when_nothing_holds_a_score():
 def test_resume_reuses_child_runs(store):
     """A callback restored from Tune's saved state (taken before some trials started) opens no duplicates."""
     uri, _, snapshot = store
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     parent = schema.find_parent(client, "rec-1")
     before = {r.data.tags[schema.TRIAL_ID]: r.info.run_id for r in schema.child_runs(client, parent)}
     restored = pickle.loads(snapshot)
@@ -255,8 +255,8 @@ def test_best_model_is_the_checkpoint_of_the_best_epoch_not_the_latest(store, tm
     from search.finish import log_best_model
 
     uri, _, _ = store
-    client = schema.client_for(uri)
-    parent = client.create_run(schema.experiment_id(client, "ckpt"), run_name="ckpt").info.run_id
+    client = writer.client_for(uri)
+    parent = client.create_run(writer.experiment_id(client, "ckpt"), run_name="ckpt").info.run_id
     checkpoints = []
     for epoch in (2, 3):
         d = tmp_path / f"checkpoint_{epoch}"
@@ -308,8 +308,8 @@ def test_pareto_front_uses_values_at_each_trials_best_epoch(tmp_path):
         "objective: {metric: val_acc, mode: max, pareto_with: {metric: val_loss, mode: min}}"))
     study = load_study(tmp_path / "p.yaml")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = schema.client_for(uri)
-    parent = schema.start_parent(client, study, "p-1", tmp_path / "p.yaml", sampler="tpe")
+    client = writer.client_for(uri)
+    parent = writer.start_parent(client, study, "p-1", tmp_path / "p.yaml", sampler="tpe")
     logger = MlflowTrialLogger(uri, parent, "p-1", tracker_for(study))
     logger.setup()
     curves = {"t1": [(0.6, 0.6), (0.9, 0.3), (0.85, 0.35)], "t2": [(0.8, 0.5), (0.7, 0.2), (0.7, 0.1)]}

@@ -79,8 +79,9 @@ def fresh_checkout(dest: Path) -> Path:
 
 def trial_runs(cluster, name: str):
     from records import schema as tracking
+    from records import writer
 
-    client = tracking.client_for(cluster["mlflow"])
+    client = writer.client_for(cluster["mlflow"])
     parent = tracking.find_parent(client, name)
     assert parent is not None, f"no parent run for {name}"
     return client, parent, tracking.child_runs(client, parent)

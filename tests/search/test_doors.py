@@ -104,10 +104,10 @@ def _mnist_absent(tmp: Path) -> Path:
 
 def _store(tmp: Path) -> str:
     """An MLflow store that exists (and holds no searches)."""
-    from records import schema as tracking
+    from records import writer
 
     uri = f"sqlite:///{tmp / 'store.db'}"
-    tracking.client_for(uri).search_experiments()
+    writer.client_for(uri).search_experiments()
     return uri
 
 
@@ -438,6 +438,7 @@ def test_search_whose_every_trial_fails_exits_1_once(tmp_path, monkeypatch, caps
     import ray
 
     from records import schema as tracking
+    from records import writer
     from search import doors
 
     monkeypatch.setattr(doors, "check_dataset", lambda *a, **k: "")
@@ -452,7 +453,7 @@ def test_search_whose_every_trial_fails_exits_1_once(tmp_path, monkeypatch, caps
     assert code == 1, err
     assert err.count("error: all 2 trials of search 'doomed' failed") == 1
     assert "dataset 'mnist' not found" in err and "Traceback" not in err
-    parent = tracking.find_parent(tracking.client_for(uri), "doomed")
+    parent = tracking.find_parent(writer.client_for(uri), "doomed")
     assert parent.data.tags[tracking.STATE] == "failed" and parent.info.status == "FAILED"
 
 

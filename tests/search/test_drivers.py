@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from records import schema
+from records import schema, writer
 from records.states import SearchState
 from search import durable
 from search.errors import SearchError
@@ -25,11 +25,11 @@ from search.errors import SearchError
 @pytest.fixture
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    return uri, schema.client_for(uri)
+    return uri, writer.client_for(uri)
 
 
 def a_parent(client, name: str, **tags) -> str:
-    exp = schema.experiment_id(client, "drivers")
+    exp = writer.experiment_id(client, "drivers")
     return client.create_run(exp, run_name=name, tags={schema.ROLE: "search", schema.SEARCH: name,
                                                       schema.STATE: "running", **tags}).info.run_id
 
@@ -192,7 +192,7 @@ def test_two_runs_with_one_name_started_together(tmp_path):
     out = outs[winner][0]
     assert "top 4 of 4 trials of 'dup'" in out and "\nbest: trial " in out
     assert "workflowType=machine_learning" in out  # the UI link opens the training view
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     (parent,) = schema.parents_named(client, "dup")
     assert parent.data.tags[schema.STATE] == "finished"
     assert parent.data.tags["rs.overrides"] == "budget.max_epochs=2" and parent.data.params["max_epochs"] == "2"
@@ -234,7 +234,7 @@ def test_resume_while_the_driver_lives_is_refused(tmp_path):
     assert " since 20" in line and "last heartbeat" in line and took < 30
     assert not (other / "runs").exists()  # nothing written by the refused resume
     assert first.returncode == 0, err
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     parent = schema.find_parent(client, "dd2")
     children = schema.child_runs(client, parent)
     assert parent.data.tags[schema.STATE] == "finished" and len(children) == 4

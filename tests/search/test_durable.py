@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from records import schema as tracking
+from records import writer
 from records.states import Outcome, SearchState
 from search import durable
 from search.errors import SearchError
@@ -18,11 +19,11 @@ from search.errors import SearchError
 @pytest.fixture
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    return uri, tracking.client_for(uri)
+    return uri, writer.client_for(uri)
 
 
 def a_parent(client, name: str, **tags) -> str:
-    exp = tracking.experiment_id(client, "durable")
+    exp = writer.experiment_id(client, "durable")
     return client.create_run(exp, run_name=name, tags={tracking.ROLE: "search", tracking.SEARCH: name,
                                                       tracking.STATE: "running", **tags}).info.run_id
 
@@ -85,8 +86,8 @@ def test_postgresql_uri_gets_the_installed_driver():
 
 def test_experiments_open_in_the_training_view(store):
     _, client = store
-    exp = tracking.experiment_id(client, "kind")
-    assert client.get_experiment(exp).tags[tracking.EXPERIMENT_KIND[0]] == "custom_model_development"
+    exp = writer.experiment_id(client, "kind")
+    assert client.get_experiment(exp).tags[writer.EXPERIMENT_KIND[0]] == "custom_model_development"
 
 
 def test_asha_after_resume_decides_as_without_interruption():

@@ -58,8 +58,60 @@ def store(tmp_path_factory):
 
 @pytest.mark.parametrize("argv", [["ls"], ["show", "light-1"], ["export", "light-1", "--out", "best.yaml"]],
                          ids=["ls", "show", "export"])
-def test_read_commands_read_the_store_without_ray_or_torch(store, argv):
+def test_read_commands_read_the_store_without_mlflow_ray_or_torch(store, argv):
+    """``import mlflow`` alone costs several times the whole budget: the store is read by ``records.reader``."""
     tmp, uri = store
     code, loaded = loaded_by(*argv, "--tracking-uri", uri, cwd=tmp)
     assert code == 0
-    assert "mlflow" in loaded and not loaded & {"torch", "ray", "optuna"}, loaded
+    assert loaded == {"pandas"}, loaded
+
+
+@pytest.mark.parametrize("argv", [["ls"], ["show", "x"], ["export", "x", "--out", "best.yaml"]],
+                         ids=["ls", "show", "export"])
+def test_a_missing_sqlite_store_is_one_line_and_stays_missing(tmp_path, argv):
+    missing = tmp_path / "absent.db"
+    proc = subprocess.run([sys.executable, "-m", "search", *argv, "--tracking-uri", f"sqlite:///{missing}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "no MLflow store at" in proc.stderr, proc.stderr
+    assert not missing.exists() and not (tmp_path / "best.yaml").exists()
+
+
+def test_ls_imports_mlflow_only_to_mark_a_lost_driver(tmp_path):
+    """The heartbeats are read without MLflow; its client is made only for the one write, a search whose driver
+    stopped beating marked "driver lost"."""
+    import time
+
+    from records import schema, writer
+    from records.states import SearchState
+    from search import durable
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = writer.client_for(uri)
+    exp = writer.experiment_id(client, "beats")
+
+    def parent(name: str, beat: float) -> str:
+        return client.create_run(exp, run_name=name, tags={schema.ROLE: "search", schema.SEARCH: name,
+                                                           schema.STATE: SearchState.RUNNING.value,
+                                                           durable.HEARTBEAT: str(int(beat))}).info.run_id
+
+    parent("alive", time.time())
+    assert loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path) == (0, {"pandas"})
+    dead = parent("dead", time.time() - 10 * durable.LOST_AFTER_S)
+    code, loaded = loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path)
+    assert code == 0 and "mlflow" in loaded and not loaded & {"torch", "ray"}
+    assert client.get_run(dead).data.tags[schema.STATE] == SearchState.DRIVER_LOST
+    assert loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path) == (0, {"pandas"})  # settled once
+
+
+def test_a_file_that_holds_no_store_is_one_line_and_stays_as_it_was(tmp_path):
+    """An empty sqlite file is read, not made into a store (MLflow's client created its tables in it)."""
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    proc = subprocess.run([sys.executable, "-m", "search", "ls", "--tracking-uri", f"sqlite:///{empty}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot read the MLflow store" in proc.stderr and "no such table" in proc.stderr
+    assert empty.stat().st_size == 0

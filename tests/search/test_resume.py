@@ -24,7 +24,7 @@ STUDY = textwrap.dedent("""\
 
 @pytest.mark.slow
 def test_interrupted_search_resumes_without_duplicates(tmp_path):
-    from records import schema
+    from records import schema, writer
 
     (tmp_path / "s.yaml").write_text(STUDY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -38,7 +38,7 @@ def test_interrupted_search_resumes_without_duplicates(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "search resume r1" in err
 
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     parent = schema.find_parent(client, "r1")
     assert parent.data.tags[schema.STATE] == "interrupted"
 
@@ -60,13 +60,13 @@ def test_interrupted_search_resumes_without_duplicates(tmp_path):
 def test_resumed_progress_counts_what_finished_before(tmp_path):
     """Interrupted after its first trial ended, resumed: the last progress line says 4/4 with 4 done (it said
     3/4 before, counting from zero); `search ls` showed the best so far while the search ran."""
-    from records import schema
+    from records import schema, writer
 
     (tmp_path / "s.yaml").write_text(STUDY.replace("max_epochs: 6", "max_epochs: 20"))  # outlives `search ls`
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "search", "run", "s.yaml", "--name", "r2", "--tracking-uri", uri, "--max-concurrent", "1"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     deadline = time.monotonic() + 180
     while True:  # the first trial has ended and the second has checkpointed
         parent = schema.find_parent(client, "r2")

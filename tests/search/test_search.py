@@ -48,10 +48,10 @@ def finished_search(tmp_path_factory):
 
 
 def test_search_records_every_trial_in_mlflow(finished_search):
-    from records import schema
+    from records import schema, writer
 
     _, uri, _ = finished_search
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     parent = schema.find_parent(client, "tiny-e2e")
     assert parent is not None and parent.data.tags[schema.STATE] == "finished"
     assert parent.data.tags["rs.family"] == "optimization"
@@ -83,10 +83,10 @@ def test_search_records_every_trial_in_mlflow(finished_search):
 def test_trials_run_side_by_side_on_the_cpus_they_fit(finished_search):
     """Two 1-CPU trials at once on 2 CPUs. Tune's own default with a searcher keeps one trial pending,
     which ran the trials of a search one after another (bench/vs_optuna.py found it)."""
-    from records import schema
+    from records import schema, writer
 
     _, uri, _ = finished_search
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     runs = schema.child_runs(client, schema.find_parent(client, "tiny-e2e"))
     spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
     overlapping = sum(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
@@ -131,7 +131,7 @@ def test_best_yaml_is_the_export_and_names_the_best_trial(finished_search, tmp_p
     assert doc["objective"]["trial"] == best["trial"] and doc["objective"]["epoch"] == best["best_epoch"]
     assert doc["objective"]["value"] == pytest.approx(best["best_val_acc"]) and doc["objective"]["value"] > 0.3
     TrainConfig.from_dict(doc["config"])  # an exported config is a valid training config
-    client = records.client_for(uri)
+    client = records.reader_for(uri)
     parent = records.find_parent(client, "tiny-e2e")
     assert parent.data.tags["rs.best_trial"] == best["trial"]
     assert parent.data.metrics["best_val_acc"] == pytest.approx(best["best_val_acc"])
@@ -147,7 +147,7 @@ def test_best_model_is_the_best_epochs_model(finished_search, tmp_path):
     from trainables.core.train import build_data
 
     _, uri, _ = finished_search
-    client = records.client_for(uri)
+    client = records.reader_for(uri)
     info = records.search_info("tiny-e2e", uri, client)
     path = records.download_checkpoint(info, tmp_path, client)
     assert path is not None
@@ -158,7 +158,7 @@ def test_best_model_is_the_best_epochs_model(finished_search, tmp_path):
     assert acc == pytest.approx(info.best_value, abs=1e-6)
     child = next(r for r in records.child_runs(client, client.get_run(info.run_id))
                  if r.data.tags["rs.trial_id"] == info.best_trial)
-    assert [a.path for a in client.list_artifacts(child.info.run_id, "best_model")] == ["best_model/checkpoint.pt"]
+    assert client.list_artifacts(child.info.run_id, "best_model") == ["best_model/checkpoint.pt"]
 
 
 def test_existing_name_is_refused(finished_search):
@@ -175,7 +175,7 @@ def test_reproduce_uses_the_studys_resources_and_objective(finished_search, tmp_
     import yaml
 
     import records
-    from records import schema
+    from records import schema, writer
     from search.reproduce import reproduce
     from spaces.sections import dump_yaml
 
@@ -192,7 +192,7 @@ def test_reproduce_uses_the_studys_resources_and_objective(finished_search, tmp_
     assert all(m.startswith("test_") for m in summary.index[1:])  # the objective, then the test metrics
     assert per_seed["test_acc"].notna().all() and (per_seed["test_acc"] > 0.1).all()
     assert summary.loc["test_acc", "mean"] == pytest.approx(per_seed["test_acc"].mean())
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     runs = schema.reproductions(client, "tiny-e2e")
     assert len(runs) == 1 and runs[0].data.metrics["val_loss_mean"] == pytest.approx(per_seed["val_loss"].mean())
     children = schema.child_runs(client, runs[0])

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from records import schema
+from records import schema, writer
 from records.states import TrialTracker
 from search import callbacks
 from search.callbacks import MlflowTrialLogger, store_unreachable
@@ -52,8 +52,8 @@ def logger(tmp_path, monkeypatch):
     monkeypatch.setattr(callbacks, "SLOW_WRITE_S", 0.1)
     monkeypatch.setattr(callbacks, "REPORT_OUTAGE_EVERY_S", 0.2)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = schema.client_for(uri)
-    parent = schema.start_parent(client, load_study(QUICK), "outage-1", QUICK, sampler="tpe")
+    client = writer.client_for(uri)
+    parent = writer.start_parent(client, load_study(QUICK), "outage-1", QUICK, sampler="tpe")
     cb = MlflowTrialLogger(uri, parent, "outage-1", TrialTracker("val_acc", "max", 3))
     cb.setup()
     cb._client = FlakyClient(cb.client)
@@ -159,7 +159,7 @@ def test_search_survives_its_tracking_server_going_away(tmp_path):
         search = subprocess.Popen([sys.executable, "-m", "search.cli", "run", "study.yaml", "--tracking-uri", url,
                                    "--name", "outage"], cwd=tmp_path, env=env, stdout=out, stderr=err)
         try:
-            client = schema.client_for(url)
+            client = writer.client_for(url)
 
             def epochs_logged() -> int:
                 parent = schema.find_parent(client, "outage")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from records import schema
+from records import schema, writer
 from spaces.study import parse_study
 
 STUDY = textwrap.dedent("""\
@@ -32,9 +32,9 @@ STUDY = textwrap.dedent("""\
 def a_search(tmp_path, name="read1"):
     """A parent run as ``search run`` writes it, with two trial runs (one finished, one running)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = schema.client_for(uri)
+    client = writer.client_for(uri)
     (tmp_path / "s.yaml").write_text(STUDY)
-    parent = schema.start_parent(client, parse_study(STUDY), name, tmp_path / "s.yaml", sampler="tpe")
+    parent = writer.start_parent(client, parse_study(STUDY), name, tmp_path / "s.yaml", sampler="tpe")
     exp = client.get_run(parent).info.experiment_id
     for tid, best, state in (("t1", 0.61, "completed"), ("t2", 0.93, "running"), ("t3", 0.72, "completed")):
         run = client.create_run(exp, run_name=f"{name}/{tid}", tags={schema.PARENT: parent, schema.TRIAL_ID: tid,
@@ -71,11 +71,11 @@ def test_the_study_description_is_the_parent_runs_description(tmp_path):
 def test_a_job_records_the_commit_its_submitter_set(monkeypatch, tmp_path):
     """Under `ray job submit --working-dir .` the code may run from a copy without .git: $RS_GIT_COMMIT (set by
     scripts/submit.sh from the submitting checkout) is what the search records."""
-    monkeypatch.setenv(schema.GIT_COMMIT_ENV, "0123abcd-dirty")
+    monkeypatch.setenv(writer.GIT_COMMIT_ENV, "0123abcd-dirty")
     _, client, parent, _ = a_search(tmp_path)
     assert client.get_run(parent).data.tags["rs.git_commit"] == "0123abcd-dirty"
-    monkeypatch.delenv(schema.GIT_COMMIT_ENV)
-    assert schema.git_commit() not in ("0123abcd-dirty", "")
+    monkeypatch.delenv(writer.GIT_COMMIT_ENV)
+    assert writer.git_commit() not in ("0123abcd-dirty", "")
 
 
 def test_submit_script_passes_the_checkouts_commit(tmp_path):
