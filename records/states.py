@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import trainables.core.metric_names as names
+
 
 class Outcome(str, Enum):
     """A trial's state kind, in the order reports list them. Only the first three hold a rankable score."""
@@ -52,7 +54,7 @@ class SearchState(str, Enum):
 
 OUTCOMES = tuple(o.value for o in Outcome)
 RANKABLE = (Outcome.COMPLETED.value, Outcome.STOPPED.value, Outcome.ENDED.value)
-DIVERGED_METRIC = "diverged"  # 1.0 on the epoch a run stops at a non-finite training loss
+DIVERGED_METRIC = names.DIVERGED  # 1.0 on the epoch a run stops at a non-finite training loss
 
 
 def parse_search_state(tag: str | None) -> SearchState | None:

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
+import trainables.core.metric_names as names
+
 from . import schema
 from .reader import Reader, as_reader
 from .schema import PARETO, STATE, TRIAL_ID, StoreNotFound
@@ -119,7 +121,7 @@ def search_info(name: str, uri: str | None = None, client: Reader | Any = None) 
         if study_files:
             study = yaml.safe_load(Path(reader.download_artifact(parent.info.run_id, study_files[0], d)).read_text())
     study = study if isinstance(study, dict) else {}
-    objective = params.get("objective", "val_acc")
+    objective = params.get("objective", names.DEFAULT_OBJECTIVE)
     constraint = (study.get("objective") or {}).get("constraint") if isinstance(study.get("objective"), dict) else None
     # Under a constraint the trials report the penalized score as ``objective`` (trainables/objective.py),
     # so the tracking callback logs ``best_objective``, not ``best_<metric>``.
@@ -161,7 +163,8 @@ def typed_param(text: str | None, spec: dict[str, Any]) -> Any:
 
 
 def _metric_order(name: str) -> tuple:
-    core = ["train_loss", "train_acc", "val_loss", "val_nll", "val_acc", "test_loss", "test_acc", "clean_acc"]
+    core = [names.TRAIN_LOSS, names.TRAIN_ACC, names.VAL_LOSS, names.VAL_NLL, names.VAL_ACC, names.TEST_LOSS,
+            names.TEST_ACC, names.CLEAN_ACC]
     return (core.index(name), "") if name in core else (len(core), name)
 
 
@@ -264,7 +267,7 @@ def display(table: pd.DataFrame, top: int | None = None, extra: Iterable[str] = 
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
 
 
-def histories(name: str, uri: str | None = None, metrics: Iterable[str] = ("val_acc", "val_loss"), *,
+def histories(name: str, uri: str | None = None, metrics: Iterable[str] = (names.VAL_ACC, names.VAL_LOSS), *,
               trial_ids: Iterable[str] | None = None, info: SearchInfo | None = None,
               client: Reader | Any = None) -> pd.DataFrame:
     """Per-epoch values in long format: ``trial, epoch, metric, value`` (only the metrics asked).

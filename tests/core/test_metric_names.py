@@ -20,8 +20,7 @@ TINY = {"dataset": "digits", "filters": [4, 8], "max_train_samples": 128, "devic
 # Spelled elsewhere as other things: "lr" is a config field, "diverged" a trial state (records/states.py).
 SPELLED = (set(names.EPOCH_METRICS) | set(names.TEST_METRICS) | {names.CLEAN_ACC} | set(names.FINETUNE_METRICS)
            | set(names.LANDSCAPE_METRICS) | set(names.GAUSSIANITY_METRICS) | set(names.INDEPENDENT_METRICS)) - {names.LR}
-# records/ sits beside trainables/ and imports none of it (tests/records/test_records.py): its table keeps its own.
-PACKAGES = ("trainables", "spaces", "search", "analysis")
+PACKAGES = ("trainables", "spaces", "search", "analysis", "records")
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
