@@ -16,7 +16,7 @@ import torch
 
 from trainables.core import load_model
 from trainables.core.data import Split
-from trainables.core.train import build_data
+from trainables.core.trainer import build_data
 
 from .calibration import calibration
 from .plots import _figure, _save

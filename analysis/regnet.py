@@ -162,7 +162,7 @@ def latent_histograms(z: torch.Tensor, y: torch.Tensor, mu_t: float, sigma_t: fl
 
     The RMSE is ``regnet.hist_rmse`` (histogram normalized by the whole class count, range mu_T +- 4 sigma_T).
     """
-    from trainables.core.regnet import hist_rmse
+    from trainables.core.gaussian_head import hist_rmse
 
     rmse = hist_rmse(z, y, mu_t, sigma_t, bins=bins, width=width).tolist()
     d = z.shape[1]

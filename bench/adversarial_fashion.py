@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from trainables.core import train  # noqa: E402
 from trainables.core.attacks import fgsm, pgd, robust_accuracy  # noqa: E402
-from trainables.core.train import build_data  # noqa: E402
+from trainables.core.trainer import build_data  # noqa: E402
 from trainables.independent_check import gradient_masking_flag, independent_check  # noqa: E402
 
 COLUMNS = ("clean", "fgsm", "pgd20", "ta_pgd20", "ta_apgd")

@@ -31,8 +31,8 @@ from core_vs_raw import pick_dataset, raw_epoch  # noqa: E402
 from report import save_result  # noqa: E402
 
 from trainables.core import Trainer  # noqa: E402
-from trainables.core.adversarial import make_batch_loss  # noqa: E402
-from trainables.core.train import build_network, evaluate, evaluate_split  # noqa: E402
+from trainables.core.robustness import make_batch_loss  # noqa: E402
+from trainables.core.trainer import build_network, evaluate, evaluate_split  # noqa: E402
 
 BASE = {"filters": [16, 32, 64], "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
         "nesterov": True, "weight_decay": 5e-4, "scheduler": "none", "augment": False, "device": "cpu",

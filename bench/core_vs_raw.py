@@ -27,7 +27,7 @@ import torch.nn.functional as F  # noqa: E402
 from trainables.core import DatasetNotFound, Trainer, load_data  # noqa: E402
 from trainables.core.optim import OPTIMIZERS  # noqa: E402
 from trainables.core.registry import build  # noqa: E402
-from trainables.core.train import build_network  # noqa: E402
+from trainables.core.trainer import build_network  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

@@ -1,6 +1,6 @@
 """Generalization measurements on Fashion-MNIST with corruption domains generated here (Fashion-MNIST-C-style).
 
-Three parts, each through the core (``trainables.core.train`` / ``make_trainer``: what a search trial runs):
+Three parts, each through the core (``trainables.core.trainer`` / ``make_trainer``: what a search trial runs):
 
 - ``matrix``: source -> target accuracy. Sources: Fashion-MNIST and its rotated domain;
   targets: Fashion-MNIST and seven corruption domains, each evaluated every epoch by ``eval_datasets``

@@ -24,8 +24,8 @@ import torch  # noqa: E402
 
 from trainables.core.attacks import pgd  # noqa: E402
 from trainables.core.steps import attack_step  # noqa: E402
-from trainables.core.train import build_model  # noqa: E402
-from trainables.core.tv import torchvision  # noqa: E402,F401 - torchattacks imports torchvision
+from trainables.core.torchvision_compat import torchvision  # noqa: E402,F401 - torchattacks imports torchvision
+from trainables.core.trainer import build_model  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -59,7 +59,7 @@ def main(argv=None) -> dict[str, float]:
     if args.quick:
         args.batch, args.reps = min(args.batch, 64), min(args.reps, 3)
 
-    import torchattacks  # after trainables.core.tv, which makes torchvision importable
+    import torchattacks  # after trainables.core.torchvision_compat, which makes torchvision importable
 
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -35,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainables.core import TrainConfig, train  # noqa: E402
-from trainables.core.adversarial import FGSM_LOSSES  # noqa: E402
 from trainables.core.attacks import eval_mode, pgd, robust_accuracy  # noqa: E402
 from trainables.core.data import DataBundle, Split  # noqa: E402
-from trainables.core.regnet import gaussianity_metrics  # noqa: E402
-from trainables.core.train import build_data  # noqa: E402
+from trainables.core.gaussian_head import gaussianity_metrics  # noqa: E402
+from trainables.core.robustness import FGSM_LOSSES  # noqa: E402
+from trainables.core.trainer import build_data  # noqa: E402
 from trainables.independent_check import gradient_masking_flag  # noqa: E402
 
 EPS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -72,7 +72,7 @@ def apgd_check(model, x, y, eps: float, steps: int = 20) -> dict[str, float]:
     """torchattacks APGD-CE and APGD-DLR robust accuracy (counted like ours: clean and perturbed right)."""
     import importlib
 
-    from trainables.core.tv import torchvision  # noqa: F401 - must be imported before torchattacks
+    from trainables.core.torchvision_compat import torchvision  # noqa: F401 - must be imported before torchattacks
 
     torchattacks = importlib.import_module("torchattacks")
 

@@ -23,8 +23,8 @@ import torch  # noqa: E402
 
 from trainables.core import TrainConfig, train  # noqa: E402
 from trainables.core.data import DataBundle, Split  # noqa: E402
-from trainables.core.regnet import gaussianity_metrics, latents  # noqa: E402
-from trainables.core.train import build_data  # noqa: E402
+from trainables.core.gaussian_head import gaussianity_metrics, latents  # noqa: E402
+from trainables.core.trainer import build_data  # noqa: E402
 
 
 def main(argv=None) -> list[dict]:

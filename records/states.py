@@ -28,7 +28,7 @@ class Outcome(str, Enum):
     ENDED = "ended"  # by the search's time budget
     DIVERGED = "diverged"
     FAILED = "failed"
-    INTERRUPTED = "interrupted"  # left running by a driver that stopped (Ctrl-C, a lost driver; search/durable.py)
+    INTERRUPTED = "interrupted"  # left running by a driver that stopped (Ctrl-C, a lost driver; search/driver.py)
     RUNNING = "running"
 
     def __str__(self) -> str:

@@ -31,7 +31,7 @@ from records import schema, writer
 from records.schema import EPOCHS_RUN, PARENT, RESOURCES, ROLE, SEARCH, STATE, TRIAL_ID
 from records.states import Outcome, TrialTracker
 
-from . import durable
+from . import driver
 
 WRITE_METRICS_EVERY_S = 1.0  # how far the UI's curves may lag the trials
 SLOW_WRITE_S = 5.0  # a write that has not returned by then: the store is not answering
@@ -187,7 +187,7 @@ class MlflowTrialLogger(tune.Callback):
         self.experiment_id = parent.info.experiment_id
         self.inherited_tags = {k: v for k, v in parent.data.tags.items()
                                if k.startswith("rs.") and k not in (ROLE, STATE, schema.BEST_TRIAL, schema.BEST_EPOCH,
-                                                                   *durable.DRIVER_TAGS)}
+                                                                   *driver.DRIVER_TAGS)}
         self.logged: dict[str, int] = {}
         for run in schema.child_runs(self.client, parent):  # after a resume: reuse, never duplicate
             tid = run.data.tags.get(TRIAL_ID)
@@ -223,9 +223,9 @@ class MlflowTrialLogger(tune.Callback):
         the epochs' metrics once a second: one store transaction per run, not one per epoch."""
         if time.monotonic() - self._last_write >= WRITE_METRICS_EVERY_S:
             self._write_metrics()
-        if time.monotonic() - self.last_beat >= durable.HEARTBEAT_EVERY_S:
+        if time.monotonic() - self.last_beat >= driver.HEARTBEAT_EVERY_S:
             self.last_beat = time.monotonic()
-            self._submit(lambda: durable.heartbeat(self.client, self.parent_run_id))
+            self._submit(lambda: driver.heartbeat(self.client, self.parent_run_id))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         def write():

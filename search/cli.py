@@ -13,7 +13,7 @@ import sys
 
 from spaces.samplers import SAMPLERS
 
-from . import credentials, doors, machine
+from . import credentials, machine, preflight
 from .errors import SearchError, TrialsFailed
 
 EXIT_FAILED = 1
@@ -55,7 +55,7 @@ seed = _whole(0, 2**32 - 1)  # numpy's range
 
 
 def _door(check):
-    """An argparse type from a ``doors`` check (argparse names the argument, so the check's label is left empty)."""
+    """An argparse type from a ``preflight`` check (argparse names the argument, so the check's label is left empty)."""
     def parse(text: str):
         try:
             return check(text, "")
@@ -66,9 +66,9 @@ def _door(check):
     return parse
 
 
-search_name = _door(doors.check_search_name)
-output_file = _door(doors.check_output_file)
-tracking_uri = _door(doors.check_tracking_uri)
+search_name = _door(preflight.check_search_name)
+output_file = _door(preflight.check_output_file)
+tracking_uri = _door(preflight.check_tracking_uri)
 
 
 def cmd_validate(args) -> int:
@@ -79,7 +79,7 @@ def cmd_validate(args) -> int:
     if problems:
         return _fail("\n".join(problems))
     if args.address:
-        doors.check_address(args.address)
+        preflight.check_address(args.address)
         have, where = machine.cluster_resources(args.address), f"the cluster at {args.address}"
     else:
         have, where = machine.local_resources(), "this machine"
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Bad input, by the module that raises it: (module, exception class name).
 USER_ERRORS = (("spaces.study", "StudyError"), ("records.schema", "StoreNotFound"), ("records.reader", "StoreError"),
-               ("trainables.core.data", "DatasetNotFound"), ("trainables.core.train", "CheckpointError"))
+               ("trainables.core.data", "DatasetNotFound"), ("trainables.core.trainer", "CheckpointError"))
 CONFIG_ERROR = ("trainables.core.config", "ConfigError")
 
 
@@ -372,12 +372,12 @@ def _check_environment(args) -> None:
 
     env = os.environ.get("MLFLOW_TRACKING_URI")
     what = "--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI" if env else "the default tracking URI"
-    uri = args.tracking_uri or doors.check_tracking_uri(env or DEFAULT_TRACKING_URI, what)
+    uri = args.tracking_uri or preflight.check_tracking_uri(env or DEFAULT_TRACKING_URI, what)
     if args.tracking_uri:  # left unset otherwise: `resume` and `reproduce` then use the store the search recorded
         args.tracking_uri = credentials.adopt_password(uri, what)
     if env:  # what this process reads without --tracking-uri, and Ray's workers and jobs inherit
         os.environ["MLFLOW_TRACKING_URI"] = credentials.adopt_password(env, "MLFLOW_TRACKING_URI")
-    doors.probe_store(credentials.without_password(uri), what)
+    preflight.probe_store(credentials.without_password(uri), what)
     if what == "--tracking-uri" and credentials.password_of(uri) is not None:
         print(f"note: the password in --tracking-uri can be read with `ps` while this runs; leave it out of the URI "
               f"and set {credentials.password_variable(uri)}", file=sys.stderr)

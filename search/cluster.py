@@ -14,7 +14,7 @@ from typing import Any
 
 from spaces.study import Study, key_line
 
-from . import doors, machine
+from . import machine, preflight
 from .errors import SearchError
 
 
@@ -133,7 +133,7 @@ def running_local_ray(quiet: bool = False) -> str | None:
                   "ignored here (join a cluster with --address HOST:6379)", file=sys.stderr)
         env = ""
     if env and env not in ("auto", "local"):
-        doors.check_address(env, "$RAY_ADDRESS")
+        preflight.check_address(env, "$RAY_ADDRESS")
         return env
     if env == "local":
         return None
@@ -141,7 +141,7 @@ def running_local_ray(quiet: bool = False) -> str | None:
     if not recorded:
         return None
     try:
-        doors.check_address(recorded, "ray_current_cluster")
+        preflight.check_address(recorded, "ray_current_cluster")
     except SearchError:
         if quiet:
             return None

@@ -5,7 +5,7 @@ pickled callbacks (``tuner.pkl``), MLflow tags and the lines a search prints. Th
 the variable its client library reads at connect time (libpq: ``PGPASSWORD``; MLflow's HTTP client:
 ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) and the URI goes on without it. Set those variables (or
 keep the password in ``~/.pgpass`` / ``$PGPASSFILE``, mode 0600) and no URI needs a password at all.
-Stdlib only: the CLI's doors use it before anything heavy is imported.
+Stdlib only: the CLI's preflight checks use it before anything heavy is imported.
 """
 
 from __future__ import annotations

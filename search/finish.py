@@ -16,7 +16,7 @@ from records.states import RANKABLE, SearchState
 from spaces.exported import exported_from, write_exported
 from spaces.study import Study
 
-from .durable import SearchMeta
+from .driver import SearchMeta
 from .pareto import pareto_mask
 from .tuner import objective_metric, trial_dirname_of
 

@@ -14,7 +14,7 @@ import records
 from records import schema
 from spaces.exported import exported_from, write_exported
 
-from . import durable
+from . import driver
 from .errors import SearchError
 
 
@@ -28,13 +28,13 @@ def settle_stale(uri: str | None, name: str | None = None) -> None:
     except schema.StoreNotFound:
         return  # the record layer says so
     parents = [schema.find_parent(reader, name)] if name else schema.search_parents(reader)
-    lost = [parent for parent in parents if parent is not None and durable.driver_lost(parent)]
+    lost = [parent for parent in parents if parent is not None and driver.driver_lost(parent)]
     if lost:
         from records import writer  # the one write of a read command: only when a search needs settling
 
         client = writer.client_for(uri, must_exist=True)
         for parent in lost:
-            durable.settle_stale(client, parent)
+            driver.settle_stale(client, parent)
 
 
 def list_searches(uri: str | None = None) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from records.states import SearchState, TrialTracker
 from spaces.study import load_exported
 from trainables.core.config import TrainConfig
 
-from . import doors
+from . import preflight
 from .callbacks import MlflowTrialLogger
 from .cluster import check_fits, init_ray
 from .errors import SearchError
@@ -52,13 +52,13 @@ def reproduce(best: str | Path, *, seeds: list[int] | None = None, epochs: int |
     cpus, gpus, max_failures = exported.resources.cpus, exported.resources.gpus, exported.max_failures
     seeds = list(seeds or exported.reproduce.seeds)
     config = {**exported.config, "epochs": TrainConfig.from_dict(exported.config_at(epochs)).epochs}  # fails here, once
-    doors.check_runs_dir(runs_dir)
+    preflight.check_runs_dir(runs_dir)
     what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
-    uri = doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True)
+    uri = preflight.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True)
     if address is None:  # local: the driver's files are the trials' files
-        doors.check_dataset(config)
-    doors.check_address(address)
-    client = doors.open_store(uri, what)
+        preflight.check_study_datasets(config)
+    preflight.check_address(address)
+    client = preflight.open_store(uri, what)
     init_ray(address)
     check_fits(cpus, gpus)
     source = exported.search

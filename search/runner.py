@@ -18,9 +18,9 @@ from spaces.samplers import SAMPLERS
 from spaces.study import Study, check_sampler, load_study
 from trainables.families import FAMILIES
 
-from . import credentials, doors, durable
+from . import credentials, driver, preflight
 from .cluster import check_fits_here, check_resources, init_ray
-from .durable import SearchMeta
+from .driver import SearchMeta
 from .errors import SearchError, TrialsFailed, error_summary
 from .finish import SearchOutcome, finish
 from .overrides import TAG as OVERRIDES_TAG
@@ -29,7 +29,7 @@ from .overrides import frozen_text
 from .tuner import build_tuner, callbacks_for, storage_path, trainable_for
 
 RUNS_DIR = "runs"
-META_FILE, STUDY_FILE = durable.META_FILE, durable.STUDY_FILE
+META_FILE, STUDY_FILE = driver.META_FILE, driver.STUDY_FILE
 
 
 def open_store_while_ray_starts(uri: str, what: str, address: str | None, claim: str | None = None):
@@ -41,9 +41,9 @@ def open_store_while_ray_starts(uri: str, what: str, address: str | None, claim:
     from concurrent.futures import ThreadPoolExecutor
 
     def open_and_check():
-        client = doors.open_store(uri, what)
+        client = preflight.open_store(uri, what)
         if claim:
-            durable.check_name_free(client, claim, uri)
+            driver.check_name_free(client, claim, uri)
         return client
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-store") as pool:
@@ -68,29 +68,29 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
         raise SearchError("\n".join(problems))
     if num_samples is None:
         num_samples = study.grid_size() if SAMPLERS[sampler].finite_space else study.budget.num_samples
-    name = doors.check_search_name(name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", "--name")
-    runs = doors.check_runs_dir(runs_dir)
+    name = preflight.check_search_name(name or f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", "--name")
+    runs = preflight.check_runs_dir(runs_dir)
     if storage and "://" not in storage:
-        doors.check_runs_dir(storage, "--storage")
+        preflight.check_runs_dir(storage, "--storage")
     what = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
-    uri = credentials.adopt_password(doors.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True),
+    uri = credentials.adopt_password(preflight.check_tracking_uri(schema.tracking_uri(tracking_uri), what, writable=True),
                                      what)
-    doors.probe_store(uri, what)
-    doors.check_address(address)
+    preflight.probe_store(uri, what)
+    preflight.check_address(address)
     check_fits_here(study, study_path, address)
     # On a local run the driver's files are the trials' files: a missing or damaged dataset fails here, once.
-    data_source = doors.check_dataset(study.base_config()) if address is None else None
-    folder = durable.claim_folder(runs / name, name)  # the name is ours in this runs folder, before Ray starts
+    data_source = preflight.check_study_datasets(study.base_config()) if address is None else None
+    folder = driver.claim_folder(runs / name, name)  # the name is ours in this runs folder, before Ray starts
     try:
         frozen = folder / STUDY_FILE  # resume uses the study as it was, even if the file changes later
         frozen.write_text(frozen_text(study_path, overrides))
         client = open_store_while_ray_starts(uri, what, address, claim=name)
         check_resources(study, study_path)
-        extra = {**durable.driver_tags(), **({OVERRIDES_TAG: overrides_text(overrides)} if overrides else {}),
+        extra = {**driver.driver_tags(), **({OVERRIDES_TAG: overrides_text(overrides)} if overrides else {}),
                  schema.SHOWN: json.dumps(list(FAMILIES[study.family].shown_metrics(study.base_config())))}
         parent = writer.start_parent(client, study, name, frozen, sampler=sampler, data_source=data_source,
                                      extra_tags=extra)
-        durable.claim_parent(client, name, parent, uri)  # of two drivers that got here at once, the first keeps it
+        driver.claim_parent(client, name, parent, uri)  # of two drivers that got here at once, the first keeps it
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # nothing half-written: the name is free again
         raise
@@ -105,14 +105,14 @@ def start_search(study_path: str | Path, *, num_samples: int | None = None, max_
 def save_durably(meta: SearchMeta, study_file: Path, client) -> None:
     """Beside Ray Tune's state in --storage and on the parent run: resume works from any directory."""
     if Path(meta.storage, meta.name).resolve() != study_file.parent.resolve():  # storage is not runs/ itself
-        durable.write_to_storage(meta.storage, meta.name, asdict(meta), study_file)
-    durable.write_to_parent(client, meta.parent_run_id, asdict(meta))
+        driver.write_to_storage(meta.storage, meta.name, asdict(meta), study_file)
+    driver.write_to_parent(client, meta.parent_run_id, asdict(meta))
 
 
 def find_recorded(name: str, runs: Path, storage: str | None, tracking_uri: str | None) -> tuple[dict, bytes]:
     """The search's recorded metadata (``SearchMeta`` fields) and frozen study, read without writing anything."""
     try:
-        fields, study_bytes = durable.find_search(name, runs=runs, storage=storage, tracking_uri=tracking_uri)
+        fields, study_bytes = driver.find_search(name, runs=runs, storage=storage, tracking_uri=tracking_uri)
         SearchMeta(**fields)
     except (ValueError, TypeError, KeyError, OSError) as e:
         raise SearchError(f"{runs / name / META_FILE}: unreadable ({type(e).__name__}: {e}); "
@@ -142,14 +142,14 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
     from ray import tune
 
     runs = Path(runs_dir)
-    doors.check_search_name(name)
+    preflight.check_search_name(name)
     tracking_uri = credentials.adopt_password(tracking_uri) if tracking_uri else None
-    doors.check_address(address)
+    preflight.check_address(address)
     # A driver that still beats owns the search: nothing is written, and Ray is not started, before this check.
     fields, _ = find_recorded(name, runs, storage, tracking_uri)
     uri = tracking_uri or credentials.adopt_password(fields["tracking_uri"], "tracking_uri")
-    client = doors.open_store(uri, "--tracking-uri" if tracking_uri else "tracking_uri")
-    durable.refuse_if_live(durable.parent_of(client, name, fields["parent_run_id"], uri))
+    client = preflight.open_store(uri, "--tracking-uri" if tracking_uri else "tracking_uri")
+    driver.refuse_if_live(driver.parent_of(client, name, fields["parent_run_id"], uri))
     meta = recover_meta(name, runs, storage, tracking_uri)
     meta.tracking_uri = credentials.adopt_password(meta.tracking_uri, "tracking_uri")  # a search.json of old
     study = load_study(meta.study_path)
@@ -158,7 +158,7 @@ def resume_search(name: str, *, runs_dir: str | Path = RUNS_DIR, address: str | 
         raise SearchError(f"{experiment} holds no restorable Ray Tune state (the search never started its trials, "
                           "or --storage names another place)")
     init_ray(address)
-    durable.take_over(client, meta.parent_run_id)
+    driver.take_over(client, meta.parent_run_id)
     # The callbacks come back from Tune's saved state; the MLflow one re-finds its child runs.
     tuner = tune.Tuner.restore(experiment, resume_errored=True, trainable=trainable_for(
         study.family, study.resources.cpus, study.resources.gpus))
@@ -191,7 +191,7 @@ def _fit(tuner, study: Study, meta: SearchMeta, runs: Path, client) -> SearchOut
     def interrupted():
         client.set_tag(meta.parent_run_id, schema.STATE, SearchState.INTERRUPTED.value)
         client.set_terminated(meta.parent_run_id, "KILLED")
-        durable.mark_children_interrupted(client, client.get_run(meta.parent_run_id))
+        driver.mark_children_interrupted(client, client.get_run(meta.parent_run_id))
 
     t0 = time.monotonic()
     try:

@@ -15,7 +15,7 @@ from trainables.families import FAMILIES
 from trainables.objective import OBJECTIVE_KEY
 
 from .cluster import trials_that_fit
-from .durable import SearchMeta
+from .driver import SearchMeta
 from .errors import SearchError
 
 

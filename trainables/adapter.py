@@ -18,7 +18,7 @@ from ray import tune
 
 from trainables.core import TrainConfig, Trainer
 from trainables.core.run import make_trainer
-from trainables.core.train import Evaluator
+from trainables.core.trainer import Evaluator
 from trainables.objective import OBJECTIVE_KEY, score
 
 CHECKPOINT_FILE = "checkpoint.pt"

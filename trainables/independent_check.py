@@ -26,12 +26,12 @@ from trainables.core.metric_names import (
 )
 from trainables.core.attacks import eval_mode
 from trainables.core.steps import attack_step
-from trainables.core.tv import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
+from trainables.core.torchvision_compat import torchvision  # noqa: F401 - must precede torchattacks, which imports torchvision
 
 
 def _attacks(model: nn.Module, eps: float, steps: int, autoattack: bool, n_classes: int, seed: int,
              dlr: bool = False) -> dict:
-    import torchattacks  # here, not at the top: the import sorter would hoist it above trainables.core.tv
+    import torchattacks  # here, not at the top: the import sorter would hoist it above trainables.core.torchvision_compat
 
     found = {
         "pgd_acc": torchattacks.PGD(model, eps=eps, alpha=attack_step("pgd", eps, steps), steps=steps, random_start=True),

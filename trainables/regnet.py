@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from trainables.adapter import run_trial
 from trainables.core import Trainer
-from trainables.core.regnet import gaussianity_evaluator
+from trainables.core.gaussian_head import gaussianity_evaluator
 from trainables.families import trial_config
 from trainables.independent_check import independent_metrics
 

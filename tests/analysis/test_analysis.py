@@ -361,7 +361,7 @@ def test_calibration_of_a_trained_model(tiny_model, tmp_path):
 
 
 def _test_split(result):
-    from trainables.core.train import build_data
+    from trainables.core.trainer import build_data
 
     return build_data(result.config, torch.device("cpu")).test
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from trainables.core import TrainConfig, train
-from trainables.core.adversarial import RobustEval, gairat_weights, make_batch_loss, robust_metrics
 from trainables.core.attacks import fgsm, pgd
 from trainables.core.registry import build
+from trainables.core.robustness import RobustEval, gairat_weights, make_batch_loss, robust_metrics
 
 TINY = {"dataset": "digits", "filters": [8, 16], "max_train_samples": 256, "device": "cpu",
         "batch_size": 64, "lr": 0.05}
@@ -48,7 +48,7 @@ def test_gairat_weights_normalize_to_mean_one():
 @pytest.fixture(scope="module")
 def tiny():
     """An untrained tiny CNN on digits (8x8) and one batch."""
-    from trainables.core.train import build_data, build_network
+    from trainables.core.trainer import build_data, build_network
 
     cfg = TrainConfig.from_dict(TINY)
     data = build_data(cfg, torch.device("cpu"))
@@ -142,7 +142,7 @@ def test_adversarial_training_runs_and_reports_robust_metrics(mode, extra):
 
 def test_robust_metrics_on_a_trained_model():
     r = train({**TINY, "max_train_samples": None, "epochs": 3, "filters": [16, 32]})
-    from trainables.core.train import build_data
+    from trainables.core.trainer import build_data
 
     val = build_data(r.config, torch.device("cpu")).val
     cfg = r.config.model_copy(update={"eval_eps": (0.0, 0.1), "eval_samples": 200, "eval_pgd_steps": 10})
@@ -161,7 +161,7 @@ def test_robust_metrics_on_a_trained_model():
 
 def test_pgd_at_resumes_exactly_from_a_checkpoint(tmp_path):
     """Random starts come from the RNG the trainer checkpoints, so a resumed run matches an uninterrupted one."""
-    from trainables.core.train import Trainer
+    from trainables.core.trainer import Trainer
 
     cfg = {**TINY, "epochs": 2, "adv_mode": "pgd", "adv_eps": 0.1, "adv_steps": 3, "eval_eps": [0.1], "eval_samples": 64,
            "eval_pgd_steps": 3}

@@ -30,7 +30,7 @@ TOL = 1e-6  # float32 rounding of x +- eps
 def trained():
     """A small CNN trained for a few seconds on digits, plus 256 validation samples."""
     r = train({"dataset": "digits", "epochs": 4, "filters": [16, 32], "lr": 0.05, "device": "cpu"})
-    from trainables.core.train import build_data
+    from trainables.core.trainer import build_data
 
     val = build_data(r.config, torch.device("cpu")).val
     r.model.zero_grad(set_to_none=True)  # the last optimizer step's gradients
@@ -242,8 +242,8 @@ def test_default_steps_and_a_given_step():
 def test_one_step_rule_sets_every_attacks_default_step(trained, monkeypatch):
     """Changing ``DEFAULT_STEPS`` changes the step of every attack that takes the default: the attacks
     themselves, the training modes, the robust evaluation and torchattacks' PGD in the independent check."""
-    from trainables.core.adversarial import RobustEval, make_batch_loss
     from trainables.core.config import TrainConfig
+    from trainables.core.robustness import RobustEval, make_batch_loss
     from trainables.independent_check import _attacks
 
     model, x, y = trained

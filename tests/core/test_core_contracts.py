@@ -31,7 +31,7 @@ from trainables.core.losses import Term
 from trainables.core.optim import SignSGD
 from trainables.core.registry import config_fields, kinds
 from trainables.core.run import make_trainer
-from trainables.core.train import build_data
+from trainables.core.trainer import build_data
 from trainables.families import FAMILIES
 
 TINY = {"dataset": "digits", "filters": [4, 8], "max_train_samples": 128, "device": "cpu", "batch_size": 64,

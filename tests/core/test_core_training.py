@@ -93,7 +93,7 @@ def test_load_model_round_trips_and_evaluates_the_same(tiny, tmp_path):
 def test_load_model_needs_no_data_and_leaves_the_global_rng_alone(tiny, tmp_path, monkeypatch):
     ckpt = tmp_path / "final.pt"
     train(tiny, on_epoch=lambda m, t: t.save_checkpoint(ckpt) if m["epoch"] == tiny["epochs"] else None)
-    train_mod = sys.modules["trainables.core.train"]
+    train_mod = sys.modules["trainables.core.trainer"]
     monkeypatch.setattr(train_mod, "load", lambda *a, **k: pytest.fail("load_model loaded the dataset"))
     torch.manual_seed(7)
     expected = torch.rand(3)

@@ -249,7 +249,7 @@ def test_circle_term_is_logged_and_combines_with_label_smoothing_and_adversarial
 
 
 def test_plain_fgsm_training_steps_exactly_eps_without_random_start(monkeypatch):
-    from trainables.core import adversarial
+    from trainables.core import robustness as adversarial
 
     seen = {}
     real = adversarial.fgsm
@@ -264,7 +264,7 @@ def test_plain_fgsm_training_steps_exactly_eps_without_random_start(monkeypatch)
 
 
 def test_adv_prob_trains_on_about_that_share_of_adversarial_batches(monkeypatch):
-    from trainables.core import adversarial
+    from trainables.core import robustness as adversarial
 
     calls = {"adv": 0}
     real = adversarial.fgsm
@@ -289,7 +289,7 @@ def test_multistep_decays_at_the_milestone_fractions():
 
 
 def test_imagenet_stem_downsamples_four_times():
-    from trainables.core.train import build_model
+    from trainables.core.trainer import build_model
 
     args = dict(in_channels=3, num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, width=8)
     cifar = build_model("resnet18", **args)
@@ -302,7 +302,7 @@ def test_imagenet_stem_downsamples_four_times():
 
 def test_pretrained_imagenet_loads_torchvision_weights_from_the_local_cache(tmp_path, monkeypatch):
     from trainables.core import pretrained
-    from trainables.core.tv import torchvision
+    from trainables.core.torchvision_compat import torchvision
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     reference = torchvision.models.resnet18().eval()  # random weights standing in for ImageNet's
@@ -316,7 +316,7 @@ def test_pretrained_imagenet_loads_torchvision_weights_from_the_local_cache(tmp_
     torch.save(reference.state_dict(), path)
     cfg = {"dataset": "cifar10", "model": "resnet18", "stem": "imagenet", "pretrained": "imagenet", "device": "cpu"}
     from trainables.core.data import DATASETS
-    from trainables.core.train import network_for
+    from trainables.core.trainer import network_for
 
     model = network_for(TrainConfig.from_dict(cfg), DATASETS["cifar10"], 3, 32).eval()
     x = torch.rand(2, 3, 32, 32)
@@ -370,7 +370,7 @@ def test_saved_predictions_draw_every_diagnostic(tmp_path):
 # ---------------------------------------------------------------- init_from: search:NAME
 def test_init_from_search_name_resolves_to_that_searchs_best_checkpoint(tmp_path, monkeypatch):
     import records
-    from search.durable import SearchMeta
+    from search.driver import SearchMeta
     from search.errors import SearchError
     from search.tuner import resolve_init_from
     from spaces.study import parse_study

@@ -234,7 +234,7 @@ def test_diagnostic_plots_write_pngs(tmp_path):
 
 # ------------------------------------------------------------------ freezing (pure level)
 def _tiny_resnet():
-    from trainables.core.train import build_model
+    from trainables.core.trainer import build_model
 
     torch.manual_seed(0)
     return build_model("resnet18", in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,), width=4)
@@ -242,7 +242,7 @@ def _tiny_resnet():
 
 def _sgd_steps(model, frozen, steps=3):
     """SGD steps the way the trainer takes them: its default hooks pick the parameters and the modes."""
-    from trainables.core.train import all_trainable, frozen_parts_eval
+    from trainables.core.trainer import all_trainable, frozen_parts_eval
 
     opt = torch.optim.SGD(all_trainable(model), lr=0.5, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(0)
@@ -318,7 +318,7 @@ def test_per_class_subset_draws_k_of_each_class_reproducibly():
 
 
 def test_load_weights_roundtrip_and_mismatch(tmp_path):
-    from trainables.core.train import build_model
+    from trainables.core.trainer import build_model
     from trainables.core.transfer import load_weights
 
     src = _tiny_resnet()

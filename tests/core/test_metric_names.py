@@ -68,7 +68,7 @@ def test_the_family_declares_exactly_what_the_trainer_reports(config):
 
 def test_regnet_declares_its_terms_and_gaussianity():
     config = {**TINY, "head": "gaussian", "kurtosis_factor": 0.1, "batch_size": 128, "epochs": 1}
-    from trainables.core.regnet import gaussianity_evaluator
+    from trainables.core.gaussian_head import gaussianity_evaluator
     from trainables.families import trial_config
 
     trainer = make_trainer(trial_config(config), evaluators=[gaussianity_evaluator])

@@ -9,7 +9,7 @@ import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from trainables.core.data import class_subset_map, select_classes
-from trainables.core.regnet import (
+from trainables.core.gaussian_head import (
     GaussianHead,
     balanced_batches,
     class_covariances,

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from trainables.core import ConfigError, TrainConfig
-from trainables.core.adversarial import FGSM_LOSSES, RobustEval, make_batch_loss
 from trainables.core.data import THESIS_AFFINE, DataSpec, random_affine
 from trainables.core.domain_names import dataset_info
+from trainables.core.gaussian_head import GaussianHead, covariance_loss, kurtosis, kurtosis_term
 from trainables.core.registry import build
-from trainables.core.regnet import GaussianHead, covariance_loss, kurtosis, kurtosis_term
-from trainables.core.train import Trainer, network_for
+from trainables.core.robustness import FGSM_LOSSES, RobustEval, make_batch_loss
+from trainables.core.trainer import Trainer, network_for
 from trainables.families import trial_config
 
 REGNET = {"head": "gaussian", "loss": "none", "mu_t": 10.0, "optimizer": "adam", "lr": 0.003, "weight_decay": 0.0}
@@ -262,7 +262,7 @@ def test_seed_003s_three_stage_resnet():
 def test_imagenet_resnet34_weights_load_in_order(tmp_path, monkeypatch):
     """Seed 004's dataset-specific method fine-tunes torchvision's ImageNet ResNet-34."""
     from trainables.core import pretrained
-    from trainables.core.tv import torchvision
+    from trainables.core.torchvision_compat import torchvision
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     reference = torchvision.models.resnet34().eval()  # random weights standing in for ImageNet's

@@ -18,7 +18,7 @@ import pytest
 
 from records import schema, writer
 from records.states import SearchState
-from search import durable
+from search import driver
 from search.errors import SearchError
 
 
@@ -36,9 +36,9 @@ def a_parent(client, name: str, **tags) -> str:
 
 # ---------------------------------------------------------------- the name
 def test_second_claim_of_a_runs_folder_is_refused(tmp_path):
-    durable.claim_folder(tmp_path / "runs" / "dup", "dup")
+    driver.claim_folder(tmp_path / "runs" / "dup", "dup")
     with pytest.raises(SearchError, match=r"a search named 'dup' already exists in .*runs/: choose another --name"):
-        durable.claim_folder(tmp_path / "runs" / "dup", "dup")
+        driver.claim_folder(tmp_path / "runs" / "dup", "dup")
 
 
 def test_of_two_parent_runs_created_at_once_the_first_is_kept(store):
@@ -47,14 +47,14 @@ def test_of_two_parent_runs_created_at_once_the_first_is_kept(store):
     time.sleep(0.01)
     second = a_parent(client, "twin")
     with pytest.raises(SearchError, match="was started at the same time"):
-        durable.claim_parent(client, "twin", second, uri)
-    durable.claim_parent(client, "twin", first, uri)  # the first keeps its run
+        driver.claim_parent(client, "twin", second, uri)
+    driver.claim_parent(client, "twin", first, uri)  # the first keeps its run
     assert [r.info.run_id for r in schema.parents_named(client, "twin")] == [first]
     assert client.get_run(second).info.lifecycle_stage == "deleted"
-    client.set_tag(first, durable.DRIVER, "pid 7 on h")
+    client.set_tag(first, driver.DRIVER, "pid 7 on h")
     with pytest.raises(SearchError, match=r"a search named 'twin' already exists in MLflow .*driver pid 7 on h"):
-        durable.check_name_free(client, "twin", uri)
-    durable.check_name_free(client, "other", uri)
+        driver.check_name_free(client, "twin", uri)
+    driver.check_name_free(client, "other", uri)
 
 
 def test_a_name_taken_in_the_store_is_refused_before_ray_and_leaves_nothing(store, tmp_path, monkeypatch):
@@ -77,19 +77,19 @@ def test_a_name_taken_in_the_store_is_refused_before_ray_and_leaves_nothing(stor
 def test_a_live_driver_refuses_a_resume_and_says_where_it_runs(store):
     _, client = store
     now = int(time.time())
-    live = client.get_run(a_parent(client, "live", **durable.driver_tags(now - 40)))
-    client.set_tag(live.info.run_id, durable.HEARTBEAT, str(int(now - 10)))
+    live = client.get_run(a_parent(client, "live", **driver.driver_tags(now - 40)))
+    client.set_tag(live.info.run_id, driver.HEARTBEAT, str(int(now - 10)))
     with pytest.raises(SearchError) as info:
-        durable.refuse_if_live(client.get_run(live.info.run_id), now)
+        driver.refuse_if_live(client.get_run(live.info.run_id), now)
     text = str(info.value)
     assert f"pid {os.getpid()} on {socket.gethostname()}" in text
     assert time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(now - 40))) in text  # since when
-    assert "last heartbeat 10 s ago" in text and f"after {durable.LOST_AFTER_S:.0f} s" in text
+    assert "last heartbeat 10 s ago" in text and f"after {driver.LOST_AFTER_S:.0f} s" in text
     # a heartbeat just older than the stated timeout lets a resume take over; a stopped search always does
-    client.set_tag(live.info.run_id, durable.HEARTBEAT, str(int(now - durable.LOST_AFTER_S - 1)))
-    durable.refuse_if_live(client.get_run(live.info.run_id), now)
-    stopped = a_parent(client, "stopped", **{**durable.driver_tags(now), schema.STATE: SearchState.INTERRUPTED.value})
-    durable.refuse_if_live(client.get_run(stopped), now)
+    client.set_tag(live.info.run_id, driver.HEARTBEAT, str(int(now - driver.LOST_AFTER_S - 1)))
+    driver.refuse_if_live(client.get_run(live.info.run_id), now)
+    stopped = a_parent(client, "stopped", **{**driver.driver_tags(now), schema.STATE: SearchState.INTERRUPTED.value})
+    driver.refuse_if_live(client.get_run(stopped), now)
 
 
 def test_resume_of_a_live_search_exits_2_before_ray_starts(store, tmp_path, capsys):
@@ -99,20 +99,20 @@ def test_resume_of_a_live_search_exits_2_before_ray_starts(store, tmp_path, caps
     from search.cli import main
 
     uri, client = store
-    parent = a_parent(client, "busy", **durable.driver_tags())
+    parent = a_parent(client, "busy", **driver.driver_tags())
     folder = tmp_path / "runs" / "busy"
     folder.mkdir(parents=True)
-    (folder / durable.STUDY_FILE).write_text(STUDY)
-    meta = (f'{{"name": "busy", "study_path": "{folder / durable.STUDY_FILE}", "tracking_uri": "{uri}", '
+    (folder / driver.STUDY_FILE).write_text(STUDY)
+    meta = (f'{{"name": "busy", "study_path": "{folder / driver.STUDY_FILE}", "tracking_uri": "{uri}", '
             f'"parent_run_id": "{parent}", "sampler": "tpe", "num_samples": 2, "max_concurrent": null, '
             f'"storage": "{tmp_path / "runs"}"}}')
-    (folder / durable.META_FILE).write_text(meta)
+    (folder / driver.META_FILE).write_text(meta)
     code = main(["resume", "busy", "--runs-dir", str(tmp_path / "runs"), "--tracking-uri", uri])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: search 'busy' is running") and len(err.splitlines()) == 1
     assert f"pid {os.getpid()} on {socket.gethostname()}" in err
-    assert (folder / durable.META_FILE).read_text() == meta and not ray.is_initialized()
-    assert client.get_run(parent).data.tags[durable.DRIVER] == f"pid {os.getpid()} on {socket.gethostname()}"
+    assert (folder / driver.META_FILE).read_text() == meta and not ray.is_initialized()
+    assert client.get_run(parent).data.tags[driver.DRIVER] == f"pid {os.getpid()} on {socket.gethostname()}"
 
 
 def test_resume_against_a_store_without_the_search_is_one_line(store, tmp_path, capsys):
@@ -121,9 +121,9 @@ def test_resume_against_a_store_without_the_search_is_one_line(store, tmp_path, 
     uri, _ = store
     folder = tmp_path / "runs" / "elsewhere"
     folder.mkdir(parents=True)
-    (folder / durable.STUDY_FILE).write_text(STUDY)
-    (folder / durable.META_FILE).write_text(
-        f'{{"name": "elsewhere", "study_path": "{folder / durable.STUDY_FILE}", "tracking_uri": "{uri}", '
+    (folder / driver.STUDY_FILE).write_text(STUDY)
+    (folder / driver.META_FILE).write_text(
+        f'{{"name": "elsewhere", "study_path": "{folder / driver.STUDY_FILE}", "tracking_uri": "{uri}", '
         f'"parent_run_id": "0123456789abcdef0123456789abcdef", "sampler": "tpe", "num_samples": 2, '
         f'"max_concurrent": null, "storage": "{tmp_path / "runs"}"}}')
     assert main(["resume", "elsewhere", "--runs-dir", str(tmp_path / "runs"), "--tracking-uri", uri]) == 2
@@ -137,7 +137,7 @@ def test_trial_runs_do_not_inherit_the_drivers_tags(store):
     from search.callbacks import MlflowTrialLogger
 
     uri, client = store
-    parent = a_parent(client, "heirs", **{**durable.driver_tags(), "rs.family": "optimization"})
+    parent = a_parent(client, "heirs", **{**driver.driver_tags(), "rs.family": "optimization"})
     logger = MlflowTrialLogger(uri, parent, "heirs", TrialTracker("val_acc", "max", 2))
     logger.setup()
     assert logger.inherited_tags == {schema.SEARCH: "heirs", "rs.family": "optimization"}

@@ -182,10 +182,10 @@ def test_dev_cluster_keeps_the_database_password_in_a_private_file(tmp_path):
 
 
 def test_validate_with_address_checks_the_cluster_instead(tmp_path, monkeypatch, capsys):
-    from search import doors
+    from search import preflight
 
     asked = []
-    monkeypatch.setattr(doors, "check_address", lambda address, what="--address": asked.append(address))
+    monkeypatch.setattr(preflight, "check_address", lambda address, what="--address": asked.append(address))
     monkeypatch.setattr(machine, "local_resources", lambda: CPU_MACHINE)
     monkeypatch.setattr(machine, "cluster_resources", lambda address: {machine.CPU: 16.0, machine.GPU: 2.0})
     path, _ = gpu_study(tmp_path)

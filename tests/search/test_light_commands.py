@@ -85,7 +85,7 @@ def test_ls_imports_mlflow_only_to_mark_a_lost_driver(tmp_path):
 
     from records import schema, writer
     from records.states import SearchState
-    from search import durable
+    from search import driver
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = writer.client_for(uri)
@@ -94,11 +94,11 @@ def test_ls_imports_mlflow_only_to_mark_a_lost_driver(tmp_path):
     def parent(name: str, beat: float) -> str:
         return client.create_run(exp, run_name=name, tags={schema.ROLE: "search", schema.SEARCH: name,
                                                            schema.STATE: SearchState.RUNNING.value,
-                                                           durable.HEARTBEAT: str(int(beat))}).info.run_id
+                                                           driver.HEARTBEAT: str(int(beat))}).info.run_id
 
     parent("alive", time.time())
     assert loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path) == (0, {"pandas"})
-    dead = parent("dead", time.time() - 10 * durable.LOST_AFTER_S)
+    dead = parent("dead", time.time() - 10 * driver.LOST_AFTER_S)
     code, loaded = loaded_by("ls", "--tracking-uri", uri, cwd=tmp_path)
     assert code == 0 and "mlflow" in loaded and not loaded & {"torch", "ray"}
     assert client.get_run(dead).data.tags[schema.STATE] == SearchState.DRIVER_LOST

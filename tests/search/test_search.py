@@ -144,7 +144,7 @@ def test_best_model_is_the_best_epochs_model(finished_search, tmp_path):
 
     import records
     from trainables.core import evaluate, load_model
-    from trainables.core.train import build_data
+    from trainables.core.trainer import build_data
 
     _, uri, _ = finished_search
     client = records.reader_for(uri)

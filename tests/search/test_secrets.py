@@ -64,7 +64,7 @@ def test_printed_uris_are_redacted():
 
 def test_search_json_is_written_without_the_password(tmp_path):
     """runs/NAME/search.json as written, also when the metadata came from an older search.json that held one."""
-    from search.durable import SearchMeta
+    from search.driver import SearchMeta
 
     meta = SearchMeta("n", "study.yaml", f"postgresql+psycopg2://mlflow:{PASSWORD}@db/mlflow", "rid", "tpe", 2, None, "/s")
     meta.save(tmp_path)

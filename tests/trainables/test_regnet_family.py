@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from trainables.core import ConfigError, TrainConfig, Trainer, load_model
-from trainables.core.adversarial import RobustEval
 from trainables.core.attacks import fgsm
+from trainables.core.gaussian_head import GaussianHead, gaussianity_evaluator
 from trainables.core.metric_names import GAUSSIANITY_METRICS
-from trainables.core.regnet import GaussianHead, gaussianity_evaluator
+from trainables.core.robustness import RobustEval
 from trainables.families import FAMILIES, trial_config
 
 REGNET = {"head": "gaussian", "loss": "none", "mu_t": 10.0, "optimizer": "adam", "lr": 0.003, "weight_decay": 0.0}

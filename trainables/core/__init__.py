@@ -9,8 +9,6 @@ this file. Registration does not happen here: the registry loads the registering
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 from .registry import REGISTRIES, register, registry  # noqa: F401 - exported; torch-free (it imports no plugin)
 
@@ -21,7 +19,7 @@ _HOMES = {
     "losses": ("LOSSES", "TERMS", "Term"),
     "models": ("ACTIVATIONS", "BACKBONES", "HEADS", "MODELS", "Head", "Network", "StepOutput"),
     "run": ("make_trainer", "train"),
-    "train": ("CheckpointError", "Trainer", "TrainResult", "build_model", "evaluate", "evaluate_split", "load_model"),
+    "trainer": ("CheckpointError", "Trainer", "TrainResult", "build_model", "evaluate", "evaluate_split", "load_model"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -38,16 +36,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Core(types.ModuleType):
-    """The package, keeping its names: importing the submodule ``trainables.core.train`` sets the package's
-    attribute ``train`` to that module, which would hide the function ``train`` the package exports."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _MODULE_OF and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Core

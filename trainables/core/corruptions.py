@@ -120,7 +120,7 @@ def impulse_noise(x, level, g):
 @register_corruption("blur", ((0.6,), (0.9,), (1.2,), (1.6,), (2.2,)),
                      "Gaussian blur, sigma in pixels of a 28-pixel image (scaled to the size, at least half)")
 def blur(x, level, g):
-    from .tv import torchvision  # the compat import: never import torchvision directly
+    from .torchvision_compat import torchvision  # the compat import: never import torchvision directly
 
     sigma = level[0] * max(x.shape[-1] / 28, 0.5)  # tiny images (8x8 digits) still blur visibly
     k = 2 * math.ceil(3 * sigma) + 1

@@ -133,7 +133,7 @@ def _load_idx_dataset(dirs: list[Path]) -> RawSplits | None:
 
 
 def _torchvision_download(cls_name: str, root: Path, **kwargs) -> None:
-    from .tv import torchvision
+    from .torchvision_compat import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
     try:
@@ -344,7 +344,7 @@ def _raw(name: str, data_dir: str | None, download: bool) -> RawSplits:
     return DATASETS[name].loader(Path(data_dir) if data_dir else None, download)
 
 
-def check_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> str:
+def dataset_source(name: str, data_dir: str | Path | None = None, download: bool = False) -> str:
     """Load a dataset's files once, raising ``DatasetNotFound``/``DatasetCorrupt``; returns their source.
 
     Not cached: a search's driver only checks, its trials load (a CIFAR-10 copy held all search long is waste).

@@ -34,7 +34,7 @@ from .crossdomain import accuracy, target_test
 from .data import DataSpec, load
 from .metric_names import FINETUNE_ACC, FINETUNE_ACC_BEFORE
 from .registry import build
-from .train import Trainer
+from .trainer import Trainer
 from .transfer import FinetunePlan, apply_freeze, load_weights, per_class_subset
 
 TRANSFER_FIELDS = ("finetune_dataset", "finetune_per_class", "finetune_epochs", "finetune_lr", "freeze")

@@ -35,7 +35,7 @@ WEIGHTS = declare("imagenet_weights", {"resnet18": "ResNet18_Weights", "resnet34
 
 
 def _weights(model: str = "resnet18"):
-    from .tv import torchvision
+    from .torchvision_compat import torchvision
 
     return getattr(torchvision.models, WEIGHTS[model]).IMAGENET1K_V1
 

@@ -115,8 +115,8 @@ def _check_signature(kind: str, name: str, fn: Callable) -> None:
 REGISTRIES: dict[str, Registry] = {}  # kind -> its registry, created by the first registration
 
 # The modules of trainables.core that register components: the one list of them (the plugin table).
-COMPONENTS = ("adversarial", "corruptions", "crossdomain", "data", "landscape", "losses", "models", "optim", "pretrained",
-              "regnet", "shakeshake", "transfer")
+COMPONENTS = ("corruptions", "crossdomain", "data", "gaussian_head", "landscape", "losses", "models", "optim",
+              "pretrained", "robustness", "shakeshake", "transfer")
 _state = {"loaded": False, "loading": False}
 
 

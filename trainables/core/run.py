@@ -11,7 +11,7 @@ from pathlib import Path
 from .config import TrainConfig
 from .data import DataBundle
 from .finetune import TransferTrainer
-from .train import EpochCallback, Trainer, TrainResult
+from .trainer import EpochCallback, Trainer, TrainResult
 
 
 def make_trainer(config: TrainConfig | dict, data: DataBundle | None = None, **hooks) -> Trainer:

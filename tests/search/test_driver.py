@@ -12,7 +12,7 @@ import pytest
 from records import schema as tracking
 from records import writer
 from records.states import Outcome, SearchState
-from search import durable
+from search import driver
 from search.errors import SearchError
 
 
@@ -40,31 +40,31 @@ def test_search_found_from_storage_or_parent_run_when_runs_dir_is_gone(store, tm
     study.write_text("name: s\n")
     parent = a_parent(client, "s1")
     meta = meta_for("s1", parent, uri, str(storage))
-    durable.write_to_storage(str(storage), "s1", meta, study)
-    durable.write_to_parent(client, parent, meta)
+    driver.write_to_storage(str(storage), "s1", meta, study)
+    driver.write_to_parent(client, parent, meta)
     empty = tmp_path / "elsewhere" / "runs"
-    found, body = durable.find_search("s1", runs=empty, storage=str(storage), tracking_uri=uri)
+    found, body = driver.find_search("s1", runs=empty, storage=str(storage), tracking_uri=uri)
     assert found["parent_run_id"] == parent and body == b"name: s\n"
-    (storage / "s1" / durable.META_FILE).unlink()  # storage unreadable: the parent run still knows
-    found, body = durable.find_search("s1", runs=empty, storage=None, tracking_uri=uri)
+    (storage / "s1" / driver.META_FILE).unlink()  # storage unreadable: the parent run still knows
+    found, body = driver.find_search("s1", runs=empty, storage=None, tracking_uri=uri)
     assert found["storage"] == str(storage) and body == b"name: s\n"
     with pytest.raises(SearchError, match="no search named 'nope'"):
-        durable.find_search("nope", runs=empty, storage=None, tracking_uri=uri)
+        driver.find_search("nope", runs=empty, storage=None, tracking_uri=uri)
 
 
 def test_recorded_metadata_has_no_database_password(store, tmp_path):
     uri, client = store
     parent = a_parent(client, "s2")
     secret = "postgresql+psycopg2://mlflow:hunter2@127.0.0.1:5432/mlflow"
-    durable.write_to_parent(client, parent, meta_for("s2", parent, secret, str(tmp_path)))
-    recorded = json.loads(client.get_run(parent).data.tags[durable.META_TAG])
+    driver.write_to_parent(client, parent, meta_for("s2", parent, secret, str(tmp_path)))
+    recorded = json.loads(client.get_run(parent).data.tags[driver.META_TAG])
     assert recorded["tracking_uri"] == "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow"
 
 
 def test_silent_driver_is_marked_lost_and_its_running_trials_interrupted(store):
     uri, client = store
-    old = a_parent(client, "dead", **{durable.HEARTBEAT: str(int(time.time() - 10 * durable.LOST_AFTER_S))})
-    live = a_parent(client, "alive", **{durable.HEARTBEAT: str(int(time.time()))})
+    old = a_parent(client, "dead", **{driver.HEARTBEAT: str(int(time.time() - 10 * driver.LOST_AFTER_S))})
+    live = a_parent(client, "alive", **{driver.HEARTBEAT: str(int(time.time()))})
     exp = client.get_run(old).info.experiment_id
     child = client.create_run(exp, tags={"mlflow.parentRunId": old, tracking.TRIAL_ID: "t1",
                                          tracking.STATE: "running"}).info.run_id
@@ -157,10 +157,10 @@ def test_study_file_recovered_into_runs_dir(store, tmp_path, monkeypatch):
     study = tmp_path / "s.yaml"
     study.write_text("name: s\n")
     parent = a_parent(client, "s3")
-    durable.write_to_storage(str(tmp_path / "st"), "s3", meta_for("s3", parent, uri, str(tmp_path / "st")), study)
+    driver.write_to_storage(str(tmp_path / "st"), "s3", meta_for("s3", parent, uri, str(tmp_path / "st")), study)
     meta = recover_meta("s3", tmp_path / "runs", str(tmp_path / "st"), uri)
     assert Path(meta.study_path).read_text() == "name: s\n" and meta.tracking_uri == uri
-    assert (tmp_path / "runs" / "s3" / durable.META_FILE).is_file()
+    assert (tmp_path / "runs" / "s3" / driver.META_FILE).is_file()
 
 
 def test_epoch_trained_again_after_resume_is_logged_once(store):

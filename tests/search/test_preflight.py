@@ -439,9 +439,9 @@ def test_search_whose_every_trial_fails_exits_1_once(tmp_path, monkeypatch, caps
 
     from records import schema as tracking
     from records import writer
-    from search import doors
+    from search import preflight
 
-    monkeypatch.setattr(doors, "check_dataset", lambda *a, **k: "")
+    monkeypatch.setattr(preflight, "check_study_datasets", lambda *a, **k: "")
     monkeypatch.chdir(tmp_path)
     study = _mnist_absent(tmp_path)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
@@ -461,7 +461,7 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch, capsys, resto
     """`download: true` where the network is unreachable: the dataset's error, on the driver, before Ray."""
     import urllib.error
 
-    from trainables.core.tv import torchvision
+    from trainables.core.torchvision_compat import torchvision
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from .adversarial import make_batch_loss
 from .checkpoint import CheckpointError, read_checkpoint
 from .config import SWITCHES, TrainConfig
 from .data import DataBundle, DataSpec, Split, load, norm_stats, subset_info
@@ -48,6 +47,7 @@ from .models import Network
 from .models import build_network as _build_network
 from .optim import swa_start_epoch
 from .registry import build
+from .robustness import make_batch_loss
 
 EpochCallback = Callable[[dict[str, float], "Trainer"], Any]
 Evaluator = Callable[["Trainer"], dict[str, float]]  # per-epoch metrics a family adds

@@ -1,4 +1,4 @@
-"""``trainables.core.tv``: importing torchvision with and without a matching compiled extension.
+"""``trainables.core.torchvision_compat``: importing torchvision with and without a matching compiled extension.
 
 The import-time paths run in fresh interpreters (operator registration is process-wide and
 cannot be undone); ``_try_load_extension`` is unit-tested in-process with monkeypatching.
@@ -71,8 +71,8 @@ def test_plain_import_torchvision_fails_on_a_mismatched_build(interpreters):
 STUBBED_PATH = """
 import torch
 
-from trainables.core.tv import STUBBED, torchvision
-import trainables.core.tv as tv
+from trainables.core.torchvision_compat import STUBBED, torchvision
+import trainables.core.torchvision_compat as tv
 print(f"STUBBED={STUBBED}")
 assert tv.ops_registered()
 
@@ -128,8 +128,8 @@ from pathlib import Path
 
 import torch
 
-# The schemas tv.py would stub, read without importing it.
-source = Path("trainables/core/tv.py").read_text()
+# The schemas torchvision_compat.py would stub, read without importing it.
+source = Path("trainables/core/torchvision_compat.py").read_text()
 node = next(n for n in ast.parse(source).body if isinstance(n, ast.Assign) and n.targets[0].id == "OP_SCHEMAS")
 schemas = ast.literal_eval(node.value)
 
@@ -160,7 +160,7 @@ def fake_load_library(path):
 
 torch.ops.load_library = fake_load_library
 
-import trainables.core.tv as tv
+import trainables.core.torchvision_compat as tv
 
 assert tv.STUBBED is False
 assert tv._stub_library is None  # nothing defined by tv
@@ -184,7 +184,7 @@ def test_matching_build_defines_nothing(interpreters):
 # ---------------------------------------------------------------- _try_load_extension, in-process
 @pytest.fixture
 def tv(monkeypatch):
-    from trainables.core import tv as module
+    from trainables.core import torchvision_compat as module
 
     loaded = []
     monkeypatch.setattr(torch.ops, "load_library", lambda path: loaded.append(Path(path)))

@@ -121,13 +121,12 @@ def check_runs_dir(path: str | Path, what: str = "--runs-dir") -> Path:
     return path
 
 
-def check_dataset(base_config: dict, where: str = "dataset") -> str:
+def check_study_datasets(base_config: dict, where: str = "dataset") -> str:
     """Load the study's dataset on the driver (cached there): absent or corrupt files fail here, once.
 
     Returns where the data came from (recorded as provenance).
     """
-    from trainables.core.data import DATASETS
-    from trainables.core.data import check_dataset as load_check
+    from trainables.core.data import DATASETS, dataset_source
 
     name = base_config.get("dataset")
     if name not in DATASETS:
@@ -138,16 +137,15 @@ def check_dataset(base_config: dict, where: str = "dataset") -> str:
         raise SearchError(f"{key}: {data_dir} is a file, not a folder")
     if base_config.get("download") and data_dir:
         _check_writable_folder(Path(data_dir), "fixed.data_dir")
-    source = load_check(name, base_config.get("data_dir"), bool(base_config.get("download")))
-    check_other_datasets(base_config, name)
+    source = dataset_source(name, base_config.get("data_dir"), bool(base_config.get("download")))
+    check_target_datasets(base_config, name)
     return source
 
 
-def check_other_datasets(base_config: dict, main: str) -> None:
+def check_target_datasets(base_config: dict, main: str) -> None:
     """The datasets behind ``eval_datasets`` and ``finetune_dataset`` (``mnist:rotate@3`` needs MNIST): each
     absent one fails here, named by its key, not in every trial at its first epoch."""
-    from trainables.core.data import DatasetNotFound
-    from trainables.core.data import check_dataset as load_check
+    from trainables.core.data import DatasetNotFound, dataset_source
     from trainables.core.domain_names import parse_name
 
     targets = [("eval_datasets", t) for t in base_config.get("eval_datasets") or ()]
@@ -163,7 +161,7 @@ def check_other_datasets(base_config: dict, main: str) -> None:
             continue
         checked.add(base)
         try:
-            load_check(base, base_config.get("data_dir"), bool(base_config.get("download")))
+            dataset_source(base, base_config.get("data_dir"), bool(base_config.get("download")))
         except DatasetNotFound as e:
             raise type(e)(f"fixed.{key} ({target}): {e}") from None
 
