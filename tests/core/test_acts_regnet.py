@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.core.regnet import KURTOSIS_PENALTIES, GaussianHead, gaussian_scores, kurtosis
+from trainables.core.regnet import KURTOSIS_PENALTIES, GaussianHead, gaussian_scores, kurtosis, unbiased_kurtosis
 
 
 def _by_hand(z: torch.Tensor, mu_t: float, sigma_t: float) -> torch.Tensor:
@@ -53,3 +53,11 @@ def test_penalties_give_different_values_on_the_same_latents():
     z, y = _skewed_latents()
     values = {p: GaussianHead(3, 3, kurtosis_penalty=p).kurtosis(z, y).item() for p in KURTOSIS_PENALTIES}
     assert len(set(values.values())) == len(values), values
+
+
+@pytest.mark.parametrize("n", [4, 5, 20])
+def test_unbiased_kurtosis_corrects_from_exactly_four_samples(n):
+    b2 = torch.tensor([2.2], dtype=torch.float64)
+    expected = (n - 1) / ((n - 2) * (n - 3)) * ((n + 1) * (2.2 - 3) + 6) + 3
+    assert unbiased_kurtosis(b2, torch.tensor([n])).item() == pytest.approx(expected)
+    assert unbiased_kurtosis(b2, torch.tensor([3])).item() == pytest.approx(2.2)  # too few: left as b2

@@ -75,3 +75,23 @@ def test_cross_domain_metrics_at_the_end_are_those_of_the_swa_model():
     swa, live = accuracy(trainer.eval_model(), test), accuracy(trainer.model, test)
     assert trainer.eval_model() is not trainer.model and swa != live  # else this test could not tell them apart
     assert result.history[-1]["xdomain_acc_digits_invert"] == pytest.approx(swa)
+
+
+def test_the_run_seed_draws_the_k_shot_subset():
+    def subset(seed):
+        trainer = make_trainer({**FINETUNE, "seed": seed})
+        trainer.enter_finetune()
+        return trainer.data.train
+
+    a, again, other = subset(3), subset(3), subset(0)
+    assert torch.equal(a.x, again.x) and torch.equal(a.y, again.y)
+    assert torch.bincount(a.y).tolist() == torch.bincount(other.y).tolist() == [5] * 10
+    assert not torch.equal(a.x, other.x)
+
+
+def test_swa_and_warm_up_act_in_pretraining_only():
+    trainer = make_trainer({**FINETUNE, "epochs": 4, "swa": True, "warmup_epochs": 1, "lr": 0.1})
+    assert trainer.swa is not None and trainer.cfg.warmup_epochs == 1
+    trainer.enter_finetune()
+    assert trainer.swa is None and not trainer.cfg.swa and trainer.cfg.warmup_epochs == 0
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(FINETUNE["finetune_lr"])  # no warm-up ramp
