@@ -28,7 +28,7 @@ def study_with_max_concurrent_2(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("given, expected", [(None, 2), (1, 1), (5, 5)])
+@pytest.mark.parametrize("given, expected", [(None, 2), (1, 1)])
 def test_the_users_max_concurrent_wins_over_the_studys(tmp_path, monkeypatch, study_with_max_concurrent_2, given,
                                                         expected):
     monkeypatch.setattr(runner, "init_ray", lambda address: None)
