@@ -52,8 +52,8 @@ DATA = _core("data", "generalization_parts", "mnistc", "generalization", "acts_t
 TRAIN = _core("core_training", "core_registries", "core_contracts", "seed_recipes", "adversarial", "acts_training",
               "acts_optim")
 RECORDS = ("tests/records", "tests/search/test_fail_fast.py", "tests/search/test_acts_search.py")
-SEARCH = tuple(f"tests/search/test_{n}.py" for n in ("eta", "overrides", "fail_fast", "multiobjective", "acts_search",
-                                                       "acts_eta", "acts_progress", "acts_overrides"))
+SEARCH = tuple(f"tests/search/test_{n}.py" for n in ("eta", "overrides", "fail_fast", "multiobjective", "durable",
+                                                       "acts_search", "acts_eta", "acts_progress", "acts_overrides"))
 SEARCH_RUN = tuple(f"tests/search/test_{n}.py" for n in ("search", "drivers", "doors", "acts_search"))
 SPACES = ("tests/spaces", "tests/search/test_overrides.py")
 

@@ -66,24 +66,3 @@ def test_epochs_run_tag_is_the_last_epoch_not_the_best():
                    if m.key == best_key("epoch")]
     assert best_epochs == [1.0, 1.0, 1.0]  # the best epoch is its own record
 
-
-def test_a_metric_named_like_a_searched_parameter_is_logged_apart_from_it():
-    logger = MlflowTrialLogger("sqlite:///unused.db", "parent", "s", TrialTracker("val_acc", "max", max_epochs=2))
-    logger._client, logger.runs, logger.logged = mock.MagicMock(), {"t1": "rid"}, {}
-    trial = SimpleNamespace(trial_id="t1", config={"lr": 0.1})
-    logger.on_trial_result(1, [], trial, {"epoch": 1, "val_acc": 0.5, "lr": 0.05})  # the scheduled lr of epoch 1
-    logger.flush()
-    logged = {m.key: m.value for c in logger._client.log_batch.call_args_list for m in c.kwargs.get("metrics") or ()}
-    assert logged["lr_epoch"] == 0.05 and "lr" not in logged and logged["val_acc"] == 0.5
-
-
-def test_an_epoch_trained_again_after_a_resume_is_not_logged_twice():
-    logger = MlflowTrialLogger("sqlite:///unused.db", "parent", "s", TrialTracker("val_acc", "max", max_epochs=4))
-    logger._client, logger.runs, logger.logged = mock.MagicMock(), {"t1": "rid"}, {"t1": 2}  # a driver logged 1-2
-    trial = SimpleNamespace(trial_id="t1", config={})
-    for epoch in (2, 3):  # restored from the epoch-1 checkpoint's successor: epoch 2 again, then 3
-        logger.on_trial_result(epoch, [], trial, {"epoch": epoch, "val_acc": 0.5})
-    logger.flush()
-    steps = sorted({m.step for c in logger._client.log_batch.call_args_list for m in c.kwargs.get("metrics") or ()})
-    assert steps == [3]
-    logger._client.set_tag.assert_called_once_with("rid", "rs.epochs_redone", "1")
