@@ -52,15 +52,15 @@ DATA = _core("data", "generalization_parts", "mnistc", "generalization", "acts_t
 TRAIN = _core("core_training", "core_registries", "core_contracts", "seed_recipes", "adversarial", "acts_training",
               "acts_optim")
 RECORDS = ("tests/records", "tests/search/test_fail_fast.py", "tests/search/test_acts_search.py")
-SEARCH = tuple(f"tests/search/test_{n}.py" for n in ("eta", "overrides", "fail_fast", "multiobjective", "durable",
+SEARCH = tuple(f"tests/search/test_{n}.py" for n in ("eta", "overrides", "fail_fast", "multiobjective", "driver",
                                                        "acts_search", "acts_eta", "acts_progress", "acts_overrides"))
-SEARCH_RUN = tuple(f"tests/search/test_{n}.py" for n in ("search", "drivers", "doors", "acts_search"))
+SEARCH_RUN = tuple(f"tests/search/test_{n}.py" for n in ("search", "drivers", "preflight", "acts_search"))
 SPACES = ("tests/spaces", "tests/search/test_overrides.py")
 
-R, CI, L, A, AD = ("trainables/core/regnet.py", "trainables/core/circle.py", "trainables/core/losses.py",
-                   "trainables/core/attacks.py", "trainables/core/adversarial.py")
+R, CI, L, A, AD = ("trainables/core/gaussian_head.py", "trainables/core/circle.py", "trainables/core/losses.py",
+                   "trainables/core/attacks.py", "trainables/core/robustness.py")
 FT, TR, CO, DA, OP, TN = ("trainables/core/finetune.py", "trainables/core/transfer.py", "trainables/core/corruptions.py",
-                          "trainables/core/data.py", "trainables/core/optim.py", "trainables/core/train.py")
+                          "trainables/core/data.py", "trainables/core/optim.py", "trainables/core/trainer.py")
 
 MUTANTS = [Mutant(*m) for m in (
     # ---------------------------------------------------------------- issue 18's listed survivors
@@ -192,7 +192,7 @@ MUTANTS = [Mutant(*m) for m in (
 
 BROAD_CORE = ("tests/core", "tests/trainables", "tests/analysis")
 BROAD_OTHER = ("tests/records", "tests/spaces", "tests/analysis") + SEARCH + SEARCH_RUN + tuple(
-    f"tests/search/test_{n}.py" for n in ("durable", "store_outage", "what_users_read"))
+    f"tests/search/test_{n}.py" for n in ("driver", "store_outage", "what_users_read"))
 
 
 def run_one(m: Mutant, tests: tuple[str, ...], python: str) -> tuple[str, str, float]:

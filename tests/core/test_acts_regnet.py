@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.core.regnet import KURTOSIS_PENALTIES, GaussianHead, gaussian_scores, kurtosis, unbiased_kurtosis
+from trainables.core.gaussian_head import KURTOSIS_PENALTIES, GaussianHead, gaussian_scores, kurtosis, unbiased_kurtosis
 
 
 def _by_hand(z: torch.Tensor, mu_t: float, sigma_t: float) -> torch.Tensor:

@@ -11,7 +11,7 @@ from conftest import TINY
 
 from trainables.core import train
 from trainables.core.run import make_trainer
-from trainables.core.train import Trainer
+from trainables.core.trainer import Trainer
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
