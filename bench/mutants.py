@@ -61,6 +61,7 @@ R, CI, L, A, AD = ("trainables/core/gaussian_head.py", "trainables/core/circle.p
                    "trainables/core/attacks.py", "trainables/core/robustness.py")
 FT, TR, CO, DA, OP, TN = ("trainables/core/finetune.py", "trainables/core/transfer.py", "trainables/core/corruptions.py",
                           "trainables/core/data.py", "trainables/core/optim.py", "trainables/core/trainer.py")
+STEPS = "trainables/core/steps.py"
 
 MUTANTS = [Mutant(*m) for m in (
     # ---------------------------------------------------------------- issue 18's listed survivors
@@ -105,7 +106,7 @@ MUTANTS = [Mutant(*m) for m in (
     ("C11", L, ".pow(focal_gamma)", ".pow(2.0)", LOSSES, "focal loss ignores the user's gamma"),
     ("C12", L, "if p.dim() > 1 and p.requires_grad", "if p.dim() >= 1 and p.requires_grad", LOSSES,
      "L1 also on biases and BatchNorm"),
-    ("C13", A, 'return DEFAULT_STEPS["pgd"] * eps / max(steps, 1)', 'return DEFAULT_STEPS["pgd"] * eps', ATTACKS,
+    ("C13", STEPS, 'return DEFAULT_STEPS["pgd"] * eps / max(steps, 1)', 'return DEFAULT_STEPS["pgd"] * eps', ATTACKS,
      "PGD's default step not divided by the steps"),
     ("C14", A, "(x + eps).clamp_(max=1.0)", "(x + eps)", ATTACKS, "the attack box leaves [0, 1]"),
     ("C15", A, "success, score = (hit, -loss) if targeted", "success, score = (hit, loss) if targeted", ATTACKS,
