@@ -116,7 +116,7 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
 def load(r: dict, row) -> str:
     """The 1-minute load average around the run, when run_all.py recorded it (2 cores: above 2 is contention)."""
     for v in r.values():
-        if v.get("date") == row[5] and "loadavg" in v:
+        if isinstance(v, dict) and v.get("date") == row[5] and "loadavg" in v:  # some results are lists (mutants)
             a, b = v["loadavg"]
             return f", load {a:.1f}-{b:.1f}" + (", quick size" if v.get("quick") else "")
     return ""
