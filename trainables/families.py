@@ -27,10 +27,8 @@ from trainables.core.config import ConfigError, Problem, TrainConfig
 from trainables.core.metric_names import (
     EPOCH_METRICS,
     core_metrics,
-    finetune_metrics,
+    evaluator_metrics,
     gaussianity_names,
-    landscape_metrics,
-    robust_metric_names,
     xdomain_metrics,
 )
 from trainables.core.registry import Registry
@@ -45,9 +43,8 @@ def trial_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
     try:
         return core_metrics(TrainConfig.from_dict(dict(config), strict=False))
     except ConfigError:
-        eps = config.get("eval_eps")
-        return (EPOCH_METRICS + (robust_metric_names(eps) if eps else ()) + xdomain_metrics(config.get("eval_datasets"))
-                + finetune_metrics(config.get("finetune_dataset")) + landscape_metrics(config.get("landscape_probe")))
+        return EPOCH_METRICS + evaluator_metrics(config.get("eval_eps"), config.get("eval_datasets"),
+                                                 config.get("finetune_dataset"), config.get("landscape_probe"))
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ FINETUNE_ACC, FINETUNE_ACC_BEFORE = "finetune_acc", "finetune_acc_before"
 FINETUNE_METRICS = (FINETUNE_ACC, FINETUNE_ACC_BEFORE)
 LANDSCAPE_LOSS_RANGE, LANDSCAPE_GRAD_CHANGE = "landscape_loss_range", "landscape_grad_change"
 LANDSCAPE_METRICS = (LANDSCAPE_LOSS_RANGE, LANDSCAPE_GRAD_CHANGE)
-# The Gaussian head's latent statistics (``regnet.gaussianity_metrics``), reported as ``<split>_<stat>``.
+# The Gaussian head's latent statistics (``gaussian_head.gaussianity_metrics``), reported as ``<split>_<stat>``.
 KURTOSIS_MEAN, SKEW_MEAN, ABS_SKEW_MEAN, STD_MEAN = "kurtosis_mean", "skew_mean", "abs_skew_mean", "std_mean"
 OWN_MEAN_ERROR, HIST_RMSE = "own_mean_error", "hist_rmse"
 GAUSSIANITY_STATS = (KURTOSIS_MEAN, SKEW_MEAN, ABS_SKEW_MEAN, STD_MEAN, OWN_MEAN_ERROR, HIST_RMSE)
@@ -136,12 +136,18 @@ INDEPENDENT_METRICS = (INDEP_EPS, INDEP_PGD, INDEP_APGD, INDEP_APGD_DLR, GRADIEN
 
 
 # ---------------------------------------------------------------- what the core reports under a config
+def evaluator_metrics(eval_eps, eval_datasets, finetune_dataset, landscape_probe) -> tuple[str, ...]:
+    """What the evaluators these fields switch on report every epoch (robust, cross-domain, fine-tune, landscape)."""
+    robust = robust_metric_names(eval_eps) if eval_eps else ()
+    return (robust + xdomain_metrics(eval_datasets) + finetune_metrics(finetune_dataset)
+            + landscape_metrics(landscape_probe))
+
+
 def core_metrics(cfg: Any) -> tuple[str, ...]:
     """Every epoch of the core ``Trainer`` under a ``TrainConfig``: the epoch metrics, one ``train_<term>`` per
     term the config switches on, and each switched-on evaluator's metrics."""
-    robust = robust_metric_names(cfg.eval_eps) if cfg.eval_eps else ()
-    return (EPOCH_METRICS + term_metrics(cfg) + robust + xdomain_metrics(cfg.eval_datasets)
-            + finetune_metrics(cfg.finetune_dataset) + landscape_metrics(cfg.landscape_probe))
+    return EPOCH_METRICS + term_metrics(cfg) + evaluator_metrics(cfg.eval_eps, cfg.eval_datasets,
+                                                                 cfg.finetune_dataset, cfg.landscape_probe)
 
 
 __all__ = ["EPOCH_METRICS", "TEST_METRICS", "VAL_ACC", "TEST_ACC", "CLEAN_ACC", "DEFAULT_OBJECTIVE",
@@ -149,4 +155,4 @@ __all__ = ["EPOCH_METRICS", "TEST_METRICS", "VAL_ACC", "TEST_ACC", "CLEAN_ACC", 
            "parse_metric_name", "robust_metric_names", "XDOMAIN_PREFIX", "xdomain_metric_name", "xdomain_metrics",
            "FINETUNE_METRICS", "finetune_metrics", "LANDSCAPE_METRICS", "landscape_metrics", "GAUSSIANITY_STATS",
            "GAUSSIANITY_METRICS", "split_metric", "gaussianity_names", "INDEPENDENT_METRICS", "GRADIENT_MASKING",
-           "INDEP_EPS", "INDEP_PGD", "INDEP_APGD", "INDEP_APGD_DLR", "core_metrics"]
+           "INDEP_EPS", "INDEP_PGD", "INDEP_APGD", "INDEP_APGD_DLR", "evaluator_metrics", "core_metrics"]
